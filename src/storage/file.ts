@@ -1,0 +1,372 @@
+import { open, type FileHandle } from "node:fs/promises";
+import { constants } from "node:fs";
+import { BugError } from "../util/errors.js";
+import { DiskError } from "./errors.js";
+
+/**
+ * The file layer under every image format: positioned reads and writes on something
+ * file-like. Formats never touch `node:fs` themselves, so tests can put a
+ * {@link MemoryFile} (records writes) or a {@link FaultFile} (cuts the write sequence)
+ * under them.
+ *
+ * Offsets and lengths are byte counts as safe integers (callers convert file fields
+ * with a checked conversion first).
+ */
+export interface StorageFile {
+  /** For messages: the path, or a label for in-memory files. */
+  readonly path: string;
+  /** False when opened read-only; then `write`, `truncate` and `flush` are bugs to call. */
+  readonly writable: boolean;
+  /** Current length in bytes. */
+  size(): Promise<number>;
+  /** Exactly `length` bytes from `offset`; bytes past the end of the file read as zero. */
+  read(offset: number, length: number): Promise<Uint8Array>;
+  /** Writes all of `data` at `offset`, growing the file when needed. */
+  write(offset: number, data: Uint8Array): Promise<void>;
+  /** Sets the length; growth reads as zeros. */
+  truncate(sizeBytes: number): Promise<void>;
+  /** Makes every completed write durable (fdatasync). */
+  flush(): Promise<void>;
+  /** Gives back the space of a range (reads then return zeros); may do nothing. */
+  punchHole(offset: number, length: number): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** A real file through `node:fs/promises`. */
+export class NodeFile implements StorageFile {
+  readonly path: string;
+  readonly writable: boolean;
+  readonly #handle: FileHandle;
+  #sizeBytes: number;
+
+  private constructor(path: string, handle: FileHandle, writable: boolean, sizeBytes: number) {
+    this.path = path;
+    this.#handle = handle;
+    this.writable = writable;
+    this.#sizeBytes = sizeBytes;
+  }
+
+  /**
+   * Opens an existing file, or creates one with `create` (fails if it exists).
+   * @throws {DiskError} `disk.io` naming the path when the file cannot be opened.
+   */
+  static async open(path: string, options: { writable: boolean; create?: boolean }): Promise<NodeFile> {
+    const flags = options.create
+      ? constants.O_RDWR | constants.O_CREAT | constants.O_EXCL
+      : options.writable
+        ? constants.O_RDWR
+        : constants.O_RDONLY;
+    try {
+      const handle = await open(path, flags, 0o644);
+      const stat = await handle.stat();
+      return new NodeFile(path, handle, options.writable || options.create === true, stat.size);
+    } catch (error: unknown) {
+      const code = (error as NodeJS.ErrnoException).code ?? "error";
+      throw new DiskError(`${path}: cannot open (${code})`, code === "ENOENT" ? "disk.not-found" : "disk.io", { cause: error });
+    }
+  }
+
+  size(): Promise<number> {
+    return Promise.resolve(this.#sizeBytes);
+  }
+
+  async read(offset: number, length: number): Promise<Uint8Array> {
+    const buffer = new Uint8Array(length);
+    let done = 0;
+    while (done < length) {
+      const { bytesRead } = await this.#handle.read(buffer, done, length - done, offset + done);
+      if (bytesRead === 0) break; // past the end: the rest stays zero
+      done += bytesRead;
+    }
+    return buffer;
+  }
+
+  async write(offset: number, data: Uint8Array): Promise<void> {
+    if (!this.writable) throw new BugError(`${this.path}: write on a read-only file`);
+    let done = 0;
+    while (done < data.length) {
+      const { bytesWritten } = await this.#handle.write(data, done, data.length - done, offset + done);
+      done += bytesWritten;
+    }
+    this.#sizeBytes = Math.max(this.#sizeBytes, offset + data.length);
+  }
+
+  async truncate(sizeBytes: number): Promise<void> {
+    if (!this.writable) throw new BugError(`${this.path}: truncate on a read-only file`);
+    await this.#handle.truncate(sizeBytes);
+    this.#sizeBytes = sizeBytes;
+  }
+
+  async flush(): Promise<void> {
+    if (!this.writable) return;
+    await this.#handle.datasync();
+  }
+
+  async punchHole(offset: number, length: number): Promise<void> {
+    // Node has no fallocate(); writing zeros keeps the contract (reads give zeros) without
+    // reclaiming space. `disk compact` reclaims space by rewriting the image.
+    if (!this.writable) throw new BugError(`${this.path}: punchHole on a read-only file`);
+    const chunk = new Uint8Array(Math.min(length, 1 << 20));
+    for (let at = 0; at < length; at += chunk.length) {
+      await this.write(offset + at, chunk.subarray(0, Math.min(chunk.length, length - at)));
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.#handle.close();
+  }
+}
+
+/** One write seen by a {@link MemoryFile}. */
+export interface RecordedWrite {
+  offset: number;
+  length: number;
+}
+
+/** A file in memory that records every write, truncate and flush; for tests and fuzzing. */
+export class MemoryFile implements StorageFile {
+  readonly path: string;
+  readonly writable: boolean;
+  #data: Uint8Array;
+  #length: number;
+  /** Every write, in order; a read-only open must leave this empty. */
+  readonly writes: RecordedWrite[] = [];
+  flushes = 0;
+
+  constructor(initial: Uint8Array = new Uint8Array(), options: { writable?: boolean; path?: string } = {}) {
+    this.#data = new Uint8Array(initial);
+    this.#length = initial.length;
+    this.writable = options.writable ?? true;
+    this.path = options.path ?? "memory";
+  }
+
+  /** A copy of the current contents. */
+  bytes(): Uint8Array {
+    return this.#data.slice(0, this.#length);
+  }
+
+  size(): Promise<number> {
+    return Promise.resolve(this.#length);
+  }
+
+  read(offset: number, length: number): Promise<Uint8Array> {
+    const out = new Uint8Array(length);
+    if (offset < this.#length) out.set(this.#data.subarray(offset, Math.min(this.#length, offset + length)));
+    return Promise.resolve(out);
+  }
+
+  #ensure(length: number): void {
+    if (length <= this.#data.length) return;
+    const grown = new Uint8Array(Math.max(length, this.#data.length * 2));
+    grown.set(this.#data.subarray(0, this.#length));
+    this.#data = grown;
+  }
+
+  write(offset: number, data: Uint8Array): Promise<void> {
+    this.writes.push({ offset, length: data.length });
+    if (!this.writable) throw new BugError(`${this.path}: write on a read-only file`);
+    this.#ensure(offset + data.length);
+    if (offset > this.#length) this.#data.fill(0, this.#length, offset);
+    this.#data.set(data, offset);
+    this.#length = Math.max(this.#length, offset + data.length);
+    return Promise.resolve();
+  }
+
+  truncate(sizeBytes: number): Promise<void> {
+    this.writes.push({ offset: sizeBytes, length: -1 });
+    if (!this.writable) throw new BugError(`${this.path}: truncate on a read-only file`);
+    this.#ensure(sizeBytes);
+    if (sizeBytes > this.#length) this.#data.fill(0, this.#length, sizeBytes);
+    this.#length = sizeBytes;
+    return Promise.resolve();
+  }
+
+  flush(): Promise<void> {
+    this.flushes++;
+    return Promise.resolve();
+  }
+
+  async punchHole(offset: number, length: number): Promise<void> {
+    await this.write(offset, new Uint8Array(Math.max(0, Math.min(length, this.#length - offset))));
+  }
+
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+/** Raised by a {@link FaultFile} at its cut point: the "machine" lost power here. */
+export class PowerCut extends Error {
+  constructor() {
+    super("power cut (fault injection)");
+  }
+}
+
+/**
+ * A file that lets exactly `cutAfter` writes and truncates through, then throws
+ * {@link PowerCut} on every later call, like a machine that lost power. With `torn`, the
+ * cut write lands half-way. {@link FaultFile.crashImage} gives what a disk would hold
+ * after the crash: everything written (`keepUnflushed`) or only what was flushed.
+ */
+export class FaultFile implements StorageFile {
+  readonly path: string;
+  readonly writable = true;
+  readonly #live: MemoryFile;
+  #durable: Uint8Array;
+  #ops = 0;
+  readonly #cutAfter: number;
+  readonly #torn: boolean;
+  #cut = false;
+
+  constructor(initial: Uint8Array, options: { cutAfter: number; torn?: boolean; path?: string }) {
+    this.#live = new MemoryFile(initial, { path: options.path ?? "fault" });
+    this.#durable = new Uint8Array(initial);
+    this.#cutAfter = options.cutAfter;
+    this.#torn = options.torn ?? false;
+    this.path = options.path ?? "fault";
+  }
+
+  /** Writes and truncates seen so far (through or refused). */
+  get operations(): number {
+    return this.#ops;
+  }
+
+  get wasCut(): boolean {
+    return this.#cut;
+  }
+
+  /** The bytes on "disk" after the crash. */
+  crashImage(keepUnflushed: boolean): Uint8Array {
+    return keepUnflushed ? this.#live.bytes() : new Uint8Array(this.#durable);
+  }
+
+  #gate(): boolean {
+    if (this.#cut) throw new PowerCut();
+    this.#ops++;
+    if (this.#ops > this.#cutAfter) {
+      this.#cut = true;
+      return false;
+    }
+    return true;
+  }
+
+  size(): Promise<number> {
+    if (this.#cut) throw new PowerCut();
+    return this.#live.size();
+  }
+
+  read(offset: number, length: number): Promise<Uint8Array> {
+    if (this.#cut) throw new PowerCut();
+    return this.#live.read(offset, length);
+  }
+
+  async write(offset: number, data: Uint8Array): Promise<void> {
+    if (!this.#gate()) {
+      if (this.#torn && data.length > 1) await this.#live.write(offset, data.subarray(0, data.length >> 1));
+      throw new PowerCut();
+    }
+    await this.#live.write(offset, data);
+  }
+
+  async truncate(sizeBytes: number): Promise<void> {
+    if (!this.#gate()) throw new PowerCut();
+    await this.#live.truncate(sizeBytes);
+  }
+
+  flush(): Promise<void> {
+    if (this.#cut) throw new PowerCut();
+    this.#durable = this.#live.bytes();
+    return Promise.resolve();
+  }
+
+  async punchHole(offset: number, length: number): Promise<void> {
+    if (!this.#gate()) throw new PowerCut();
+    await this.#live.punchHole(offset, length);
+  }
+
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+/**
+ * A read-only view of a file with writes kept in memory on top: how a read-only open
+ * replays a VHDX log without touching the file.
+ */
+export class OverlayFile implements StorageFile {
+  readonly path: string;
+  readonly writable = true;
+  readonly #base: StorageFile;
+  readonly #chunks = new Map<number, Uint8Array>();
+  #sizeBytes: number | undefined;
+  static readonly #CHUNK = 4096;
+
+  constructor(base: StorageFile) {
+    this.#base = base;
+    this.path = base.path;
+  }
+
+  async size(): Promise<number> {
+    return this.#sizeBytes ?? (await this.#base.size());
+  }
+
+  async #chunk(index: number): Promise<Uint8Array> {
+    let chunk = this.#chunks.get(index);
+    if (chunk === undefined) {
+      chunk = await this.#base.read(index * OverlayFile.#CHUNK, OverlayFile.#CHUNK);
+      this.#chunks.set(index, chunk);
+    }
+    return chunk;
+  }
+
+  async read(offset: number, length: number): Promise<Uint8Array> {
+    const out = await this.#base.read(offset, length);
+    if (this.#chunks.size === 0) return out;
+    const first = Math.floor(offset / OverlayFile.#CHUNK);
+    const last = Math.floor((offset + length - 1) / OverlayFile.#CHUNK);
+    for (let index = first; index <= last; index++) {
+      const chunk = this.#chunks.get(index);
+      if (chunk === undefined) continue;
+      const chunkStart = index * OverlayFile.#CHUNK;
+      const from = Math.max(offset, chunkStart);
+      const to = Math.min(offset + length, chunkStart + OverlayFile.#CHUNK);
+      out.set(chunk.subarray(from - chunkStart, to - chunkStart), from - offset);
+    }
+    return out;
+  }
+
+  async write(offset: number, data: Uint8Array): Promise<void> {
+    let at = 0;
+    while (at < data.length) {
+      const index = Math.floor((offset + at) / OverlayFile.#CHUNK);
+      const within = (offset + at) % OverlayFile.#CHUNK;
+      const take = Math.min(OverlayFile.#CHUNK - within, data.length - at);
+      const chunk = await this.#chunk(index);
+      chunk.set(data.subarray(at, at + take), within);
+      at += take;
+    }
+    this.#sizeBytes = Math.max(await this.size(), offset + data.length);
+  }
+
+  truncate(sizeBytes: number): Promise<void> {
+    this.#sizeBytes = sizeBytes;
+    return Promise.resolve();
+  }
+
+  flush(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  punchHole(offset: number, length: number): Promise<void> {
+    return this.write(offset, new Uint8Array(length));
+  }
+
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+/** Refuses a write to a read-only image with the documented error. */
+export function readonlyError(path: string): DiskError {
+  return new DiskError(`${path}: image is open read-only`, "disk.readonly");
+}
