@@ -361,8 +361,9 @@ export class OverlayFile implements StorageFile {
     return this.write(offset, new Uint8Array(length));
   }
 
+  /** Closes the file underneath; the writes held in memory are dropped. */
   close(): Promise<void> {
-    return Promise.resolve();
+    return this.#base.close();
   }
 }
 

@@ -1,0 +1,545 @@
+/**
+ * VHD images (fixed, dynamic, differencing). `format.ts` says what the bytes are; this
+ * file decides what to write and in which order. VHD has no log, so a new block is
+ * written so that a crash at any point leaves an image that opens:
+ * 1. the footer is written at the new end of the file (the old one is still in place);
+ * 2. the block's sector bitmap and data are written (over the old footer), then flushed;
+ * 3. the BAT entry is written in place (one 4-byte field in one sector).
+ * A crash before 3 leaves an unreferenced block (space, not data, is lost); the opener
+ * falls back to the footer copy at offset 0 when the last sector is not a footer.
+ */
+import { alignWrite, checkRange, Mutex, pushRange, isZero, type AllocationRange, type BlockImage, type DiskType } from "../block-image.js";
+import { DiskError, DiskFormatError } from "../errors.js";
+import { readonlyError, type StorageFile } from "../file.js";
+import { guidToString, newGuid } from "../guid.js";
+import {
+  BAT_ENTRY_UNUSED,
+  bitmapBytes,
+  chsGeometry,
+  CREATOR_APPLICATION,
+  CREATOR_HOST_OS_WINDOWS,
+  DISK_TYPE_DIFFERENCING,
+  DISK_TYPE_DYNAMIC,
+  DISK_TYPE_FIXED,
+  DYNAMIC_HEADER_SIZE,
+  FIXED_DATA_OFFSET,
+  FOOTER_FEATURES_RESERVED,
+  FOOTER_SIZE,
+  MAX_VHD_SIZE,
+  parseBat,
+  parseDynamicHeader,
+  parseFooter,
+  PLATFORM_CODE_W2KU,
+  PLATFORM_CODE_W2RU,
+  serializeDynamicHeader,
+  serializeFooter,
+  VHD_EPOCH_SECONDS,
+  type VhdDynamicHeader,
+  type VhdFooter,
+} from "./format.js";
+
+/** Parent paths a differencing VHD names, relative (W2ru) first. */
+export interface VhdParentNames {
+  readonly relativePath: string | undefined;
+  readonly absolutePath: string | undefined;
+  readonly unicodeName: string;
+}
+
+export type VhdParentOpener = (names: VhdParentNames, child: string) => Promise<BlockImage & { uniqueId?: Uint8Array }>;
+
+export interface VhdCreateOptions {
+  readonly sizeBytes: number;
+  readonly type: DiskType;
+  readonly blockSizeBytes?: number;
+  readonly parent?: { readonly image: VhdImage; readonly relativePath: string; readonly absolutePath: string };
+}
+
+const ALL_ONES = 0xff;
+
+/** A VHD image. Use {@link VhdImage.open} or {@link VhdImage.create}. */
+export class VhdImage implements BlockImage {
+  readonly format = "vhd";
+  readonly path: string;
+  readonly readonly: boolean;
+  readonly logicalSectorBytes = 512;
+  readonly physicalSectorBytes = 512;
+  readonly parent: (BlockImage & { uniqueId?: Uint8Array }) | undefined;
+  /** True when the footer at the end was bad and the copy at offset 0 was used. */
+  readonly usedFooterCopy: boolean;
+  readonly #file: StorageFile;
+  #footer: VhdFooter;
+  readonly #dynamic: VhdDynamicHeader | undefined;
+  #bat: Float64Array;
+  readonly #bitmaps = new Map<number, Uint8Array>();
+  readonly #mutex = new Mutex();
+  #dataEnd: number;
+  #closed = false;
+
+  private constructor(file: StorageFile, readonly: boolean, footer: VhdFooter, dynamic: VhdDynamicHeader | undefined, bat: Float64Array, dataEnd: number, parent: VhdImage["parent"], usedFooterCopy: boolean) {
+    this.#file = file;
+    this.path = file.path;
+    this.readonly = readonly;
+    this.#footer = footer;
+    this.#dynamic = dynamic;
+    this.#bat = bat;
+    this.#dataEnd = dataEnd;
+    this.parent = parent;
+    this.usedFooterCopy = usedFooterCopy;
+  }
+
+  get type(): DiskType {
+    return this.#footer.diskType === DISK_TYPE_FIXED ? "fixed" : this.#footer.diskType === DISK_TYPE_DYNAMIC ? "dynamic" : "differencing";
+  }
+  get sizeBytes(): number {
+    return this.#footer.currentSizeBytes;
+  }
+  get blockSizeBytes(): number {
+    return this.#dynamic?.blockSizeBytes ?? 512;
+  }
+  /** The footer's unique id, which children record as their parent's. */
+  get uniqueId(): Uint8Array {
+    return this.#footer.uniqueId;
+  }
+  get creatorApplication(): string {
+    return this.#footer.creatorApplication;
+  }
+  get identifier(): string {
+    return guidToString(this.#footer.uniqueId);
+  }
+
+  /**
+   * Opens a VHD: the footer (or its copy at offset 0), the dynamic header, the BAT, and
+   * for a differencing disk its parent (whose unique id must match).
+   * @throws {DiskFormatError} `vhd.*`. @throws {DiskError} `disk.parent-*`.
+   */
+  static async open(file: StorageFile, options: { readonly: boolean; openParent?: VhdParentOpener }): Promise<VhdImage> {
+    try {
+      return await VhdImage.#open(file, options);
+    } catch (error: unknown) {
+      if (error instanceof DiskFormatError) throw error.withPath(file.path);
+      throw error;
+    }
+  }
+
+  static async #open(file: StorageFile, options: { readonly: boolean; openParent?: VhdParentOpener }): Promise<VhdImage> {
+    const readonly = options.readonly || !file.writable;
+    const fileSizeBytes = await file.size();
+    if (fileSizeBytes < FOOTER_SIZE) throw new DiskFormatError("vhd.truncated", { structure: "file", message: `${fileSizeBytes} bytes cannot hold a 512-byte footer` });
+    const tailAt = fileSizeBytes - (fileSizeBytes % 512 === 0 ? FOOTER_SIZE : fileSizeBytes % 512);
+    let footer: VhdFooter;
+    let usedFooterCopy = false;
+    try {
+      footer = parseFooter(await file.read(tailAt, FOOTER_SIZE), tailAt);
+    } catch (error: unknown) {
+      if (!(error instanceof DiskFormatError)) throw error;
+      try {
+        footer = parseFooter(await file.read(0, FOOTER_SIZE), 0);
+      } catch {
+        throw error;
+      }
+      if (footer.diskType === DISK_TYPE_FIXED) throw error;
+      usedFooterCopy = true;
+    }
+    if (footer.diskType === DISK_TYPE_FIXED) {
+      if (footer.currentSizeBytes > tailAt) throw new DiskFormatError("vhd.bad-footer", { structure: "footer", field: "CurrentSize", offset: tailAt + 48, message: `0x${footer.currentSizeBytes.toString(16)} is more than the 0x${tailAt.toString(16)} data bytes in the file` });
+      return new VhdImage(file, readonly, footer, undefined, new Float64Array(), tailAt, undefined, false);
+    }
+    if (footer.dataOffset % 512n !== 0n || footer.dataOffset + BigInt(DYNAMIC_HEADER_SIZE) > BigInt(fileSizeBytes)) {
+      throw new DiskFormatError("vhd.bad-footer", { structure: "footer", field: "DataOffset", offset: tailAt + 16, message: `0x${footer.dataOffset.toString(16)} is outside the file` });
+    }
+    const headerAt = Number(footer.dataOffset);
+    const dynamic = parseDynamicHeader(await file.read(headerAt, DYNAMIC_HEADER_SIZE), headerAt, fileSizeBytes);
+    const blocks = Math.ceil(footer.currentSizeBytes / dynamic.blockSizeBytes);
+    if (dynamic.maxTableEntries < blocks) {
+      throw new DiskFormatError("vhd.bad-dynamic-header", { structure: "dynamic disk header", field: "MaxTableEntries", offset: headerAt + 28, message: `${dynamic.maxTableEntries} entries cannot cover ${blocks} blocks` });
+    }
+    const batBytes = Math.ceil((dynamic.maxTableEntries * 4) / 512) * 512;
+    let reservedEnd = Math.max(headerAt + DYNAMIC_HEADER_SIZE, dynamic.tableOffset + dynamic.maxTableEntries * 4);
+    for (const l of dynamic.parentLocators) reservedEnd = Math.max(reservedEnd, l.dataOffset + l.dataLengthBytes);
+    const bat = parseBat(await file.read(dynamic.tableOffset, blocks * 4), dynamic.tableOffset, { blocks, blockSizeBytes: dynamic.blockSizeBytes, fileSizeBytes: usedFooterCopy ? fileSizeBytes : tailAt, reservedEnd: Math.min(reservedEnd, dynamic.tableOffset + batBytes) });
+    let dataEnd = Math.max(reservedEnd, dynamic.tableOffset + batBytes);
+    const span = bitmapBytes(dynamic.blockSizeBytes) + dynamic.blockSizeBytes;
+    for (const start of bat) if (start >= 0) dataEnd = Math.max(dataEnd, start + span);
+    if (!usedFooterCopy) dataEnd = Math.max(dataEnd, tailAt);
+    let parent: VhdImage["parent"];
+    if (footer.diskType === DISK_TYPE_DIFFERENCING) {
+      if (options.openParent === undefined) throw new DiskError(`${file.path}: differencing image, but no way to open its parent was given`, "disk.parent-missing");
+      const names: VhdParentNames = { relativePath: undefined, absolutePath: undefined, unicodeName: dynamic.parentUnicodeName };
+      const mutable = names as { relativePath: string | undefined; absolutePath: string | undefined };
+      for (const l of dynamic.parentLocators) {
+        if (l.platformCode !== PLATFORM_CODE_W2RU && l.platformCode !== PLATFORM_CODE_W2KU) continue;
+        const text = Buffer.from(await file.read(l.dataOffset, l.dataLengthBytes)).toString("utf16le");
+        if (l.platformCode === PLATFORM_CODE_W2RU) mutable.relativePath = text;
+        else mutable.absolutePath = text;
+      }
+      parent = await options.openParent(names, file.path);
+      const actual = parent.uniqueId;
+      if (actual === undefined || !Buffer.from(actual).equals(dynamic.parentUniqueId)) {
+        await parent.close();
+        throw new DiskError(`${file.path}: parent ${parent.path} has unique id ${actual ? guidToString(actual) : "(none: not a VHD)"}, the child expects ${guidToString(dynamic.parentUniqueId)}`, "disk.parent-mismatch");
+      }
+      if (parent.sizeBytes < footer.currentSizeBytes) {
+        await parent.close();
+        throw new DiskError(`${file.path}: parent ${parent.path} is ${parent.sizeBytes} bytes, smaller than the child's ${footer.currentSizeBytes}`, "disk.parent-mismatch");
+      }
+    }
+    return new VhdImage(file, readonly, footer, dynamic, bat, dataEnd, parent, usedFooterCopy);
+  }
+
+  /**
+   * Makes a new VHD in an empty file, with creator application `win ` (so other tools
+   * trust the size field) and a CHS geometry from the spec. Dynamic and differencing
+   * disks use 2 MiB blocks by default, as Hyper-V.
+   * @throws {DiskError} `disk.bad-size` above 2040 GiB or for sizes not a multiple of 512.
+   */
+  static async create(file: StorageFile, o: VhdCreateOptions): Promise<VhdImage> {
+    const sizeBytes = o.parent ? o.parent.image.sizeBytes : o.sizeBytes;
+    if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0 || sizeBytes > MAX_VHD_SIZE || sizeBytes % 512 !== 0) {
+      throw new DiskError(`${file.path}: size ${sizeBytes} is not a multiple of 512 bytes up to 2040 GiB (the VHD limit)`, "disk.bad-size");
+    }
+    if (o.type === "differencing" && o.parent === undefined) throw new DiskError(`${file.path}: a differencing image needs a parent`, "disk.parent-missing");
+    const blockSizeBytes = o.blockSizeBytes ?? 2 * 1024 * 1024;
+    if (blockSizeBytes < 4096 || blockSizeBytes > 256 * 1024 * 1024 || (blockSizeBytes & (blockSizeBytes - 1)) !== 0) {
+      throw new DiskError(`${file.path}: block size ${blockSizeBytes} is not a power of 2 from 4 KiB to 256 MiB`, "disk.bad-size");
+    }
+    const geometry = chsGeometry(sizeBytes);
+    const diskType = o.type === "fixed" ? DISK_TYPE_FIXED : o.type === "dynamic" ? DISK_TYPE_DYNAMIC : DISK_TYPE_DIFFERENCING;
+    const footer: VhdFooter = {
+      features: FOOTER_FEATURES_RESERVED,
+      dataOffset: o.type === "fixed" ? FIXED_DATA_OFFSET : 512n,
+      timestamp: vhdTimestamp(new Date()),
+      creatorApplication: CREATOR_APPLICATION,
+      creatorVersion: 0x000a0000,
+      creatorHostOs: CREATOR_HOST_OS_WINDOWS,
+      originalSizeBytes: sizeBytes,
+      currentSizeBytes: sizeBytes,
+      ...geometry,
+      diskType,
+      uniqueId: newGuid(),
+      savedState: 0,
+    };
+    const footerBytes = serializeFooter(footer);
+    if (o.type === "fixed") {
+      await file.truncate(sizeBytes);
+      await file.write(sizeBytes, footerBytes);
+      await file.flush();
+      return VhdImage.open(file, { readonly: false });
+    }
+    const entries = Math.ceil(sizeBytes / blockSizeBytes);
+    const tableOffset = 512 + DYNAMIC_HEADER_SIZE;
+    const batBytes = Math.ceil((entries * 4) / 512) * 512;
+    let cursor = tableOffset + batBytes;
+    const locators: { platformCode: number; dataSpaceBytes: number; dataLengthBytes: number; dataOffset: number }[] = [];
+    const locatorData: { at: number; bytes: Uint8Array }[] = [];
+    if (o.parent) {
+      for (const [platformCode, text] of [
+        [PLATFORM_CODE_W2RU, o.parent.relativePath],
+        [PLATFORM_CODE_W2KU, o.parent.absolutePath],
+      ] as const) {
+        const bytes = Buffer.from(text, "utf16le");
+        const space = Math.max(512, Math.ceil(bytes.length / 512) * 512);
+        locators.push({ platformCode, dataSpaceBytes: space, dataLengthBytes: bytes.length, dataOffset: cursor });
+        locatorData.push({ at: cursor, bytes });
+        cursor += space;
+      }
+    }
+    const parentFooter = o.parent === undefined ? undefined : o.parent.image.#footer;
+    const dynamic: VhdDynamicHeader = {
+      tableOffset,
+      maxTableEntries: entries,
+      blockSizeBytes,
+      parentUniqueId: parentFooter?.uniqueId ?? new Uint8Array(16),
+      parentTimestamp: parentFooter?.timestamp ?? 0,
+      parentUnicodeName: o.parent ? (o.parent.relativePath.split(/[\\/]/).pop() ?? "") : "",
+      parentLocators: locators,
+    };
+    await file.write(tableOffset, new Uint8Array(batBytes).fill(0xff));
+    for (const l of locatorData) await file.write(l.at, l.bytes);
+    await file.write(512, serializeDynamicHeader(dynamic));
+    await file.write(cursor, footerBytes);
+    await file.write(0, footerBytes);
+    await file.flush();
+    const parent = o.parent?.image;
+    return VhdImage.open(file, { readonly: false, openParent: () => Promise.resolve(parent ?? ({} as VhdImage)) });
+  }
+
+  // ------------------------------------------------------------ blocks
+
+  #bitmapSize(): number {
+    return bitmapBytes(this.blockSizeBytes);
+  }
+
+  async #bitmap(block: number): Promise<Uint8Array> {
+    let bitmap = this.#bitmaps.get(block);
+    if (bitmap === undefined) {
+      bitmap = await this.#file.read(this.#bat[block] ?? 0, this.#bitmapSize());
+      this.#bitmaps.set(block, bitmap);
+    }
+    return bitmap;
+  }
+
+  /** Runs within an allocated block: present sectors (bit set, MSB first) or not. */
+  async #runs(block: number, within: number, length: number): Promise<{ start: number; length: number; present: boolean }[]> {
+    const bitmap = await this.#bitmap(block);
+    const runs: { start: number; length: number; present: boolean }[] = [];
+    let at = within;
+    const end = within + length;
+    while (at < end) {
+      const s = Math.floor(at / 512);
+      const byte = bitmap[s >> 3] ?? 0;
+      const next = Math.min(end, (s + 1) * 512);
+      // Whole bytes of the bitmap at once when they agree.
+      const present = ((byte >> (7 - (s & 7))) & 1) === 1;
+      const last = runs[runs.length - 1];
+      if (last !== undefined && last.present === present) last.length += next - at;
+      else runs.push({ start: at, length: next - at, present });
+      at = next;
+    }
+    return runs;
+  }
+
+  async #fullyPresent(block: number, within: number, length: number): Promise<boolean> {
+    const bitmap = await this.#bitmap(block);
+    const first = Math.floor(within / 512);
+    const last = Math.floor((within + length - 1) / 512);
+    for (let s = first; s <= last; s++) {
+      if ((s & 7) === 0 && s + 7 <= last) {
+        if (bitmap[s >> 3] !== ALL_ONES) return false;
+        s += 7;
+        continue;
+      }
+      if ((((bitmap[s >> 3] ?? 0) >> (7 - (s & 7))) & 1) === 0) return false;
+    }
+    return true;
+  }
+
+  async read(offset: number, length: number): Promise<Uint8Array> {
+    checkRange(this, offset, length);
+    if (this.#dynamic === undefined) return this.#file.read(offset, length);
+    const out = new Uint8Array(length);
+    const blockSize = this.#dynamic.blockSizeBytes;
+    let done = 0;
+    while (done < length) {
+      const pos = offset + done;
+      const block = Math.floor(pos / blockSize);
+      const within = pos - block * blockSize;
+      const take = Math.min(blockSize - within, length - done);
+      const start = this.#bat[block] ?? -1;
+      if (start < 0) {
+        if (this.parent) out.set(await this.parent.read(pos, take), done);
+      } else if (await this.#fullyPresent(block, within, take)) {
+        out.set(await this.#file.read(start + this.#bitmapSize() + within, take), done);
+      } else {
+        for (const run of await this.#runs(block, within, take)) {
+          const at = block * blockSize + run.start;
+          if (run.present) out.set(await this.#file.read(start + this.#bitmapSize() + run.start, run.length), done + run.start - within);
+          else if (this.parent) out.set(await this.parent.read(at, run.length), done + run.start - within);
+        }
+      }
+      done += take;
+    }
+    return out;
+  }
+
+  async write(offset: number, data: Uint8Array): Promise<void> {
+    if (this.readonly) throw readonlyError(this.path);
+    checkRange(this, offset, data.length);
+    const aligned = await alignWrite(offset, data, 512, (o, l) => this.read(o, l));
+    if (this.#dynamic === undefined) {
+      await this.#file.write(aligned.offset, aligned.data);
+      return;
+    }
+    const blockSize = this.#dynamic.blockSizeBytes;
+    let done = 0;
+    while (done < aligned.data.length) {
+      const pos = aligned.offset + done;
+      const block = Math.floor(pos / blockSize);
+      const within = pos - block * blockSize;
+      const take = Math.min(blockSize - within, aligned.data.length - done);
+      const piece = aligned.data.subarray(done, done + take);
+      const start = this.#bat[block] ?? -1;
+      if (start >= 0 && (await this.#fullyPresent(block, within, take))) {
+        await this.#file.write(start + this.#bitmapSize() + within, piece);
+      } else {
+        await this.#mutex.run(() => this.#writeSlow(block, within, piece));
+      }
+      done += take;
+    }
+  }
+
+  async #writeSlow(block: number, within: number, piece: Uint8Array): Promise<void> {
+    const bitmapSize = this.#bitmapSize();
+    const blockSize = this.blockSizeBytes;
+    let start = this.#bat[block] ?? -1;
+    if (start < 0) {
+      start = this.#dataEnd;
+      const newEnd = start + bitmapSize + blockSize;
+      // A dynamic disk's new block is all present (zeros where not written, as Hyper-V
+      // and QEMU do); a differencing disk's has only the written sectors present.
+      const bitmap = new Uint8Array(bitmapSize).fill(this.parent ? 0 : ALL_ONES);
+      if (this.parent) setBits(bitmap, within / 512, piece.length / 512);
+      await this.#file.write(newEnd, serializeFooter(this.#footer));
+      await this.#file.write(start, bitmap);
+      await this.#file.write(start + bitmapSize + within, piece);
+      await this.#file.flush();
+      const entry = new Uint8Array(4);
+      new DataView(entry.buffer).setUint32(0, start / 512);
+      await this.#file.write((this.#dynamic?.tableOffset ?? 0) + block * 4, entry);
+      this.#bat[block] = start;
+      this.#bitmaps.set(block, bitmap);
+      this.#dataEnd = newEnd;
+      return;
+    }
+    await this.#file.write(start + bitmapSize + within, piece);
+    const bitmap = await this.#bitmap(block);
+    const first = within / 512;
+    const count = piece.length / 512;
+    setBits(bitmap, first, count);
+    // The data is durable before the bitmap says it is there.
+    await this.#file.flush();
+    const from = Math.floor(first / 8 / 512) * 512;
+    const to = Math.ceil((first + count) / 8 / 512) * 512;
+    await this.#file.write(start + from, bitmap.subarray(from, to));
+  }
+
+  async flush(): Promise<void> {
+    if (!this.readonly) await this.#file.flush();
+  }
+
+  async discard(offset: number, length: number): Promise<void> {
+    if (this.readonly) throw readonlyError(this.path);
+    checkRange(this, offset, length);
+    if (this.#dynamic === undefined || this.parent !== undefined) {
+      // Fixed disks keep their space; differencing disks must read zeros, not the parent.
+      await this.#writeZeros(offset, length);
+      return;
+    }
+    const blockSize = this.#dynamic.blockSizeBytes;
+    let done = 0;
+    while (done < length) {
+      const pos = offset + done;
+      const block = Math.floor(pos / blockSize);
+      const within = pos - block * blockSize;
+      const take = Math.min(blockSize - within, length - done);
+      if ((this.#bat[block] ?? -1) >= 0) {
+        if (within === 0 && (take === blockSize || pos + take === this.sizeBytes)) {
+          await this.#mutex.run(async () => {
+            const entry = new Uint8Array(4).fill(0xff);
+            await this.#file.write((this.#dynamic?.tableOffset ?? 0) + block * 4, entry);
+            this.#bat[block] = -1;
+            this.#bitmaps.delete(block);
+          });
+        } else {
+          await this.write(pos, new Uint8Array(take));
+        }
+      }
+      done += take;
+    }
+  }
+
+  async #writeZeros(offset: number, length: number): Promise<void> {
+    const chunk = 1 << 20;
+    for (let at = 0; at < length; at += chunk) await this.write(offset + at, new Uint8Array(Math.min(chunk, length - at)));
+  }
+
+  async allocation(offset: number, length: number): Promise<AllocationRange[]> {
+    checkRange(this, offset, length);
+    if (this.#dynamic === undefined) return length === 0 ? [] : [{ offset, length, state: "data", fileOffset: offset }];
+    const ranges: AllocationRange[] = [];
+    const blockSize = this.#dynamic.blockSizeBytes;
+    let done = 0;
+    while (done < length) {
+      const pos = offset + done;
+      const block = Math.floor(pos / blockSize);
+      const within = pos - block * blockSize;
+      const take = Math.min(blockSize - within, length - done);
+      const start = this.#bat[block] ?? -1;
+      if (start < 0) {
+        pushRange(ranges, { offset: pos, length: take, state: this.parent ? "parent" : "zero" });
+      } else {
+        for (const run of await this.#runs(block, within, take)) {
+          const at = block * blockSize + run.start;
+          pushRange(ranges, run.present ? { offset: at, length: run.length, state: "data", fileOffset: start + this.#bitmapSize() + run.start } : { offset: at, length: run.length, state: this.parent ? "parent" : "zero" });
+        }
+      }
+      done += take;
+    }
+    return ranges;
+  }
+
+  allocatedBytes(): Promise<number> {
+    return this.#file.size();
+  }
+
+  /**
+   * Changes the virtual size: fixed disks move their footer (shrinking only when the
+   * cut-off tail reads as zeros); dynamic disks within the BAT's capacity.
+   * @throws {DiskError} `disk.bad-size`, `disk.unsupported`, `disk.readonly`.
+   */
+  async resize(sizeBytes: number): Promise<void> {
+    if (this.readonly) throw readonlyError(this.path);
+    if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0 || sizeBytes > MAX_VHD_SIZE || sizeBytes % 512 !== 0) {
+      throw new DiskError(`${this.path}: size ${sizeBytes} is not a multiple of 512 bytes up to 2040 GiB`, "disk.bad-size");
+    }
+    if (this.parent) throw new DiskError(`${this.path}: a differencing disk has its parent's size`, "disk.unsupported");
+    await this.#mutex.run(async () => {
+      if (sizeBytes < this.sizeBytes) {
+        for (let at = sizeBytes; at < this.sizeBytes; at += 1 << 20) {
+          const length = Math.min(1 << 20, this.sizeBytes - at);
+          const runs = this.#dynamic ? (await this.allocation(at, length)).filter((r) => r.state === "data") : [{ offset: at, length }];
+          for (const run of runs) {
+            if (!isZero(await this.read(run.offset, run.length))) throw new DiskError(`${this.path}: cannot shrink to ${sizeBytes} bytes: data at 0x${run.offset.toString(16)} past the new end`, "disk.bad-size");
+          }
+        }
+      }
+      const footer: VhdFooter = { ...this.#footer, currentSizeBytes: sizeBytes, ...chsGeometry(sizeBytes) };
+      const bytes = serializeFooter(footer);
+      if (this.#dynamic === undefined) {
+        await this.#file.write(sizeBytes, bytes);
+        await this.#file.flush();
+        if (sizeBytes > this.sizeBytes) await this.#file.write(this.sizeBytes, new Uint8Array(Math.min(512, sizeBytes - this.sizeBytes)));
+        await this.#file.truncate(sizeBytes + 512);
+      } else {
+        const blocks = Math.ceil(sizeBytes / this.#dynamic.blockSizeBytes);
+        if (blocks > this.#dynamic.maxTableEntries) {
+          throw new DiskError(`${this.path}: the BAT has room for ${this.#dynamic.maxTableEntries} blocks, ${blocks} needed; convert to a new image instead`, "disk.unsupported");
+        }
+        await this.#file.write(this.#dataEnd, bytes);
+        await this.#file.write(0, bytes);
+      }
+      await this.#file.flush();
+      this.#footer = footer;
+    });
+    if (this.#dynamic) {
+      const blocks = Math.ceil(sizeBytes / this.#dynamic.blockSizeBytes);
+      if (blocks > this.#bat.length) {
+        const grown = new Float64Array(blocks).fill(-1);
+        grown.set(this.#bat);
+        this.#bat = grown;
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      if (!this.readonly) {
+        if (this.usedFooterCopy) await this.#file.write(this.#dataEnd, serializeFooter(this.#footer));
+        await this.#file.flush();
+      }
+      await this.#file.close();
+    } finally {
+      await this.parent?.close();
+    }
+  }
+}
+
+function setBits(bitmap: Uint8Array, first: number, count: number): void {
+  for (let s = first; s < first + count; s++) bitmap[s >> 3] = (bitmap[s >> 3] ?? 0) | (0x80 >> (s & 7));
+}
+
+/** Seconds since 2000-01-01 UTC, as VHD stores times. */
+export function vhdTimestamp(date: Date): number {
+  return Math.max(0, Math.floor(date.getTime() / 1000) - VHD_EPOCH_SECONDS) >>> 0;
+}
