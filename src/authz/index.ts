@@ -17,6 +17,7 @@ export { decide, type AuthzObject, type Decision, type Principal } from "./decid
 export { MAX_NAME_LENGTH, nameProblem } from "./names.js";
 export { AuditLogError, AuthzPolicyError } from "./errors.js";
 export {
+  AUDIT_SCHEMA,
   AuditLog,
   canonicalEntry,
   entryHash,

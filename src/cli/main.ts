@@ -8,6 +8,9 @@ import { Command, CommanderError } from "commander";
 import { PalisadeError, ConfigError, HostError, errorMessage } from "../util/errors.js";
 import { EXIT, EXIT_CODES_HELP } from "./exit-codes.js";
 import { VERSION } from "../util/version.js";
+import { registerServiceCommands } from "./service-command.js";
+import { registerAuthzCommands } from "./authz-command.js";
+import { registerAuditCommands } from "./audit-command.js";
 
 /** An error that carries the exit code the CLI should end with. */
 export class ExitError extends Error {
@@ -35,6 +38,9 @@ export function buildProgram(): Command {
     .addHelpText("after", `\n${EXIT_CODES_HELP}`)
     .exitOverride();
   // Command groups register themselves here.
+  registerServiceCommands(program);
+  registerAuthzCommands(program);
+  registerAuditCommands(program);
   return program;
 }
 

@@ -1,0 +1,177 @@
+/**
+ * The service's state and the operations on it, without HTTP: the store, the policy, the
+ * audit log, the runtime, and the VM lifecycle orchestration (state in the store first,
+ * then the worker, then the outcome), so that a crash at any point leaves the store
+ * consistent and reconcile() repairs what is in flight.
+ */
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import type Database from "better-sqlite3";
+import { AuditLog, type AuditEntry } from "../authz/index.js";
+import { ConflictError } from "./errors.js";
+import { HostUsers } from "./host-identity.js";
+import { checkTransition, notYetError, unavailableRuntime, type RuntimeStatus, type VmAction, type VmRuntime, type VmState } from "./lifecycle.js";
+import type { DataDirPaths } from "./paths.js";
+import { openStore } from "./store/database.js";
+import { PolicyStore } from "./store/policy-store.js";
+import { VmStore, type VmRecord } from "./store/vm-store.js";
+
+/** Options of {@link ServiceCore}. */
+export interface CoreOptions {
+  readonly paths: DataDirPaths;
+  readonly runtime: VmRuntime;
+  /** `false` skips `decide()` (benchmarks only; never exposed on the command line). */
+  readonly authorize: boolean;
+  readonly hostUsers?: HostUsers;
+  /** Graceful stop timeout before a forced stop. */
+  readonly stopTimeoutMs?: number;
+}
+
+/** The service minus its HTTP front. */
+export class ServiceCore {
+  readonly db: Database.Database;
+  readonly vms: VmStore;
+  readonly policies: PolicyStore;
+  readonly audit: AuditLog;
+  readonly hostUsers: HostUsers;
+  readonly runtime: VmRuntime;
+  readonly authorize: boolean;
+  readonly paths: DataDirPaths;
+  readonly startedAt = new Date();
+  readonly #stopTimeoutMs: number;
+  /** VMs with a lifecycle action in flight in this process. */
+  readonly #busy = new Map<string, VmAction>();
+
+  constructor(options: CoreOptions) {
+    this.paths = options.paths;
+    this.db = openStore(options.paths.database);
+    this.vms = new VmStore(this.db);
+    this.policies = new PolicyStore(this.db);
+    this.audit = new AuditLog(this.db);
+    this.hostUsers = options.hostUsers ?? new HostUsers();
+    this.runtime = options.runtime;
+    this.authorize = options.authorize;
+    this.#stopTimeoutMs = options.stopTimeoutMs ?? 30_000;
+    options.runtime.onExit?.((runDir, status) => {
+      const vm = this.vms.list().find((v) => this.runDir(v) === runDir);
+      if (vm !== undefined) this.#recordState(vm, status.state, status.exitReason ?? null);
+    });
+  }
+
+  /** `<data-dir>/vms/<id>/`. */
+  runDir(vm: VmRecord): string {
+    return join(this.paths.vmsDir, vm.id);
+  }
+
+  /** Runs `fn` in one store transaction. */
+  transaction<T>(fn: () => T): T {
+    try {
+      return this.db.transaction(fn)();
+    } catch (error: unknown) {
+      this.policies.invalidate();
+      throw error;
+    }
+  }
+
+  /** Appends a request or event to the audit log. */
+  record(entry: AuditEntry): void {
+    this.audit.append(entry);
+  }
+
+  #recordState(vm: VmRecord, state: VmState, reason: string | null): void {
+    if (vm.state === state) return;
+    const time = new Date().toISOString();
+    this.transaction(() => {
+      this.vms.setState(vm.name, state, reason, time);
+      this.record({
+        time,
+        kind: "event",
+        principal: "system",
+        uid: null,
+        operation: "vm.state",
+        scope: vm.scope,
+        vm: vm.name,
+        decision: "none",
+        result: `${vm.state}->${state}`,
+        detail: reason,
+      });
+    });
+  }
+
+  /**
+   * Finds again the workers of VMs the store says are not stopped (after a restart or a
+   * crash of the service) and records what it finds.
+   */
+  async reconcile(): Promise<void> {
+    for (const vm of this.vms.list()) {
+      if (vm.state === "stopped" || vm.state === "crashed") continue;
+      let status: RuntimeStatus | null;
+      try {
+        status = await this.runtime.attach(this.runDir(vm));
+      } catch (error: unknown) {
+        status = { state: "crashed", exitReason: `cannot attach to worker: ${error instanceof Error ? error.message : String(error)}` };
+      }
+      this.#recordState(vm, status?.state ?? "stopped", status === null ? "no worker found at service start" : (status.exitReason ?? null));
+    }
+  }
+
+  /**
+   * Runs a lifecycle action: checks the state (409 with the current state otherwise),
+   * records the transition, calls the runtime, records the outcome. On failure the VM
+   * returns to the state it was in, or to what the runtime reports.
+   *
+   * @throws {ConflictError} `vm.busy` or `vm.bad-state`
+   */
+  async lifecycle(name: string, action: Exclude<VmAction, "delete" | "reconfigure">): Promise<VmRecord> {
+    const vm = this.vms.get(name);
+    if (this.runtime === unavailableRuntime) throw notYetError();
+    const inFlight = this.#busy.get(name);
+    if (inFlight !== undefined && action !== "kill") {
+      throw new ConflictError(`VM ${name} is busy: ${inFlight} in progress`, "vm.busy", { state: vm.state });
+    }
+    const check = checkTransition(vm.state, action);
+    if (!check.ok) throw new ConflictError(`Cannot ${action} VM ${name}: ${check.reason}`, "vm.bad-state", { state: vm.state });
+    this.#busy.set(name, action);
+    const runDir = this.runDir(vm);
+    try {
+      if (action === "start") mkdirSync(runDir, { recursive: true, mode: 0o700 });
+      this.#recordState(vm, check.during, `${action} requested`);
+      let status: RuntimeStatus;
+      try {
+        status = await this.#call(action, vm, runDir);
+      } catch (error: unknown) {
+        const now = await this.runtime.status(runDir).catch(() => null);
+        this.#recordState(this.vms.get(name), now?.state ?? vm.state, `${action} failed`);
+        throw error;
+      }
+      this.#recordState(this.vms.get(name), status.state, status.exitReason ?? null);
+      return this.vms.get(name);
+    } finally {
+      if (this.#busy.get(name) === action) this.#busy.delete(name);
+    }
+  }
+
+  #call(action: Exclude<VmAction, "delete" | "reconfigure">, vm: VmRecord, runDir: string): Promise<RuntimeStatus> {
+    switch (action) {
+      case "start":
+        return this.runtime.start({ id: vm.id, name: vm.name, spec: vm.spec, runDir });
+      case "stop":
+        return this.runtime.stop(runDir, { timeoutMs: this.#stopTimeoutMs });
+      case "kill":
+        return this.runtime.kill(runDir);
+      case "pause":
+        return this.runtime.pause(runDir);
+      case "resume":
+        return this.runtime.resume(runDir);
+    }
+  }
+
+  /** Whether a lifecycle action is in flight for `name` in this process. */
+  isBusy(name: string): boolean {
+    return this.#busy.has(name);
+  }
+
+  close(): void {
+    this.db.close();
+  }
+}
