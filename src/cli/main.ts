@@ -11,6 +11,7 @@ import { VERSION } from "../util/version.js";
 import { registerServiceCommands } from "./service-command.js";
 import { registerAuthzCommands } from "./authz-command.js";
 import { registerAuditCommands } from "./audit-command.js";
+import { registerDiskCommands } from "./disk-command.js";
 
 /** An error that carries the exit code the CLI should end with. */
 export class ExitError extends Error {
@@ -41,6 +42,7 @@ export function buildProgram(): Command {
   registerServiceCommands(program);
   registerAuthzCommands(program);
   registerAuditCommands(program);
+  registerDiskCommands(program);
   return program;
 }
 
