@@ -8,6 +8,7 @@ import { Command, CommanderError } from "commander";
 import { PalisadeError, ConfigError, HostError, errorMessage } from "../util/errors.js";
 import { EXIT, EXIT_CODES_HELP } from "./exit-codes.js";
 import { VERSION } from "../util/version.js";
+import { registerSwitchCommands } from "./switch-command.js";
 import { registerServiceCommands } from "./service-command.js";
 import { registerAuthzCommands } from "./authz-command.js";
 import { registerAuditCommands } from "./audit-command.js";
@@ -39,6 +40,7 @@ export function buildProgram(): Command {
     .addHelpText("after", `\n${EXIT_CODES_HELP}`)
     .exitOverride();
   // Command groups register themselves here.
+  registerSwitchCommands(program);
   registerServiceCommands(program);
   registerAuthzCommands(program);
   registerAuditCommands(program);

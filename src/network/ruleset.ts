@@ -1,0 +1,228 @@
+/**
+ * The nftables ruleset of one switch, as a pure function of its state: port guards
+ * (MAC spoofing, DHCP server, router advertisement), the ACL stages compiled by `acl.ts`,
+ * the switch default, and the flow log sets. Each switch owns one table,
+ * `table bridge palisade_<id>`; the script replaces that table atomically and touches
+ * nothing else.
+ */
+import { compileStage, mapDeclaration, mapRule, ruleCounterName, stageRules } from "./acl.js";
+import type { AclDirection, Port, Switch } from "./model.js";
+
+/** Seconds a flow stays in the flow log after its last packet. */
+export const FLOW_IDLE_TIMEOUT_S = 600;
+/** Seconds the first-seen time of a flow is remembered. */
+export const FLOW_FIRST_SEEN_TIMEOUT_S = 86400;
+/** Flows kept per set; beyond that new flows pass but are not logged. */
+export const FLOW_SET_SIZE = 65536;
+
+/** The flow sets: `allowed` is keyed by the ingress interface, the denied ones by the VM port. */
+export const FLOW_SETS = {
+  allowed: "flows",
+  deniedOut: "denied_out",
+  deniedIn: "denied_in",
+} as const;
+/** Name of the set remembering when a flow set's entries were first seen. */
+export function firstSeenSet(set: string): string {
+  return `${set}_first`;
+}
+
+/** Counter objects of the port guards, by guard. */
+export function guardCounterNames(port: Port): { mac: string; dhcp: string; routerAdvert: string } {
+  return { mac: `guard_${port.ifname}_mac`, dhcp: `guard_${port.ifname}_dhcp`, routerAdvert: `guard_${port.ifname}_ra` };
+}
+/** Counter of packets dropped by the switch default (`--default-deny`). */
+export const DEFAULT_DENY_COUNTER = "default_deny";
+
+/**
+ * Flow sets are split by protocol class because nftables packs a concatenation's types in
+ * 32 bits, 6 bits each: five fields at most, so `port . saddr . daddr . proto . sport .
+ * dport` cannot be one key.
+ */
+export const FLOW_CLASSES = ["tcp", "udp", "other"] as const;
+export type FlowClass = (typeof FLOW_CLASSES)[number];
+const FLOW_KEY_TYPE: Readonly<Record<FlowClass, string>> = {
+  tcp: "ifname . ipv4_addr . ipv4_addr . inet_service . inet_service",
+  udp: "ifname . ipv4_addr . ipv4_addr . inet_service . inet_service",
+  other: "ifname . ipv4_addr . ipv4_addr . inet_proto",
+};
+/** Name of the set of one flow set and protocol class, e.g. `flows_tcp`. */
+export function flowSetName(set: string, flowClass: FlowClass): string {
+  return `${set}_${flowClass}`;
+}
+
+function flowLogRules(set: string, ifnameExpr: string): string[] {
+  const lines: string[] = [];
+  for (const flowClass of FLOW_CLASSES) {
+    const name = flowSetName(set, flowClass);
+    const match = flowClass === "other" ? "meta protocol ip meta l4proto != { tcp, udp }" : `meta l4proto ${flowClass}`;
+    const key = flowClass === "other" ? `${ifnameExpr} . ip saddr . ip daddr . meta l4proto` : `${ifnameExpr} . ip saddr . ip daddr . ${flowClass} sport . ${flowClass} dport`;
+    // Separate rules, no verdict: a full set must never change what a packet's fate is.
+    lines.push(`${match} add @${firstSeenSet(name)} { ${key} }`, `${match} update @${name} { ${key} }`);
+  }
+  return lines;
+}
+
+function quote(ifname: string): string {
+  return `"${ifname}"`;
+}
+
+interface Stage {
+  readonly chain: string;
+  readonly lines: readonly string[];
+  readonly maps: readonly string[];
+}
+
+function stage(sw: Switch, direction: AclDirection, port: Port | undefined): Stage {
+  const chain = port === undefined ? `${direction}_all` : `${direction}_${port.ifname}`;
+  const maps = compileStage(stageRules(sw.acls, direction, port), `m_${chain}`);
+  const denyChain = direction === "out" ? "deny_out" : "deny_in";
+  const lines = maps.map((map) => mapRule(map, direction, denyChain));
+  if (sw.defaultDeny) {
+    lines.push(
+      "ether type arp return",
+      "icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit } return",
+      `counter name "${DEFAULT_DENY_COUNTER}" goto ${denyChain}`,
+    );
+  }
+  return { chain, lines, maps: maps.map(mapDeclaration) };
+}
+
+function vmapRule(selector: "iifname" | "oifname", entries: readonly (readonly [string, string])[]): string[] {
+  if (entries.length === 0) return [];
+  return [`${selector} vmap { ${entries.map(([ifname, chain]) => `${quote(ifname)} : jump ${chain}`).join(", ")} }`];
+}
+
+function chainBlock(name: string, lines: readonly string[], hook?: string): string {
+  const body = hook === undefined ? lines : [hook, ...lines];
+  return `  chain ${name} {\n${body.map((line) => `    ${line}\n`).join("")}  }\n`;
+}
+
+/** The named objects of an existing table, from `nft -j -t list table` (see {@link parseTableObjects}). */
+export interface TableObjects {
+  readonly chains: readonly string[];
+  readonly maps: readonly string[];
+  readonly counters: readonly string[];
+  readonly sets: readonly string[];
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null;
+}
+
+/** The chains, maps and counters in `nft -j -t list table …` output; pure. */
+export function parseTableObjects(json: unknown): TableObjects {
+  const entries = isRecord(json) && Array.isArray(json.nftables) ? (json.nftables as unknown[]) : [];
+  const pick = (kind: string): string[] =>
+    entries.flatMap((entry) => {
+      const object = isRecord(entry) ? entry[kind] : undefined;
+      return isRecord(object) && typeof object.name === "string" ? [object.name] : [];
+    });
+  return { chains: pick("chain"), maps: pick("map"), counters: pick("counter"), sets: pick("set") };
+}
+
+const BASE_CHAINS = new Set(["prerouting", "forward", "input", "output"]);
+
+/**
+ * The `nft -f` script that makes the switch's table exactly what its state says, in one
+ * atomic transaction, and touches no other table. Given the table's current objects,
+ * it keeps the flow sets' entries and the counters of rules that stay (so re-applying
+ * after an ACL change loses no flow log); rules are flushed, ACL maps and obsolete
+ * chains and counters are deleted, and everything is declared again. `resetFlows` empties
+ * the flow log (when the ACL rules change).
+ * @example nftScript(sw, undefined) // "table bridge palisade_1a2b3c4d {\n…"
+ */
+export function nftScript(sw: Switch, existing: TableObjects | undefined, options: { resetFlows?: boolean } = {}): string {
+  const desired = nftTable(sw);
+  if (existing === undefined) return desired;
+  const keepCounters = new Set(counterNames(sw));
+  const flowSets = Object.values(FLOW_SETS).flatMap((set) => FLOW_CLASSES.flatMap((flowClass) => [flowSetName(set, flowClass), firstSeenSet(flowSetName(set, flowClass))]));
+  const lines = [
+    `flush table bridge ${sw.table}`,
+    // The flow log names the rule behind a flow by replaying the current rules: when the
+    // rules change, older flows would be misattributed, so the log restarts.
+    ...(options.resetFlows === true ? flowSets.filter((set) => existing.sets.includes(set)).map((set) => `flush set bridge ${sw.table} ${set}`) : []),
+    ...existing.maps.map((name) => `delete map bridge ${sw.table} ${name}`),
+    ...existing.chains.filter((name) => !BASE_CHAINS.has(name)).map((name) => `delete chain bridge ${sw.table} ${name}`),
+    ...existing.counters.filter((name) => !keepCounters.has(name)).map((name) => `delete counter bridge ${sw.table} ${name}`),
+  ];
+  return `${lines.join("\n")}\n${desired}`;
+}
+
+function counterNames(sw: Switch): string[] {
+  return [
+    DEFAULT_DENY_COUNTER,
+    ...sw.acls.map((rule) => ruleCounterName(rule.id)),
+    ...sw.ports.flatMap((port) => Object.values(guardCounterNames(port))),
+  ];
+}
+
+/** The declaration of the switch's table alone. */
+export function nftTable(sw: Switch): string {
+  const counters = counterNames(sw);
+  const sets: string[] = [];
+  for (const set of Object.values(FLOW_SETS)) {
+    for (const flowClass of FLOW_CLASSES) {
+      const name = flowSetName(set, flowClass);
+      const type = FLOW_KEY_TYPE[flowClass];
+      sets.push(
+        `set ${name} { type ${type}; flags dynamic,timeout; timeout ${FLOW_IDLE_TIMEOUT_S}s; size ${FLOW_SET_SIZE}; counter; }`,
+        `set ${firstSeenSet(name)} { type ${type}; flags dynamic,timeout; timeout ${FLOW_FIRST_SEEN_TIMEOUT_S}s; size ${FLOW_SET_SIZE}; }`,
+      );
+    }
+  }
+  const chains: string[] = [];
+  const maps: string[] = [];
+
+  // Port guards, before the bridge decides anything.
+  const guards: (readonly [string, string])[] = [];
+  for (const port of sw.ports) {
+    const names = guardCounterNames(port);
+    const lines: string[] = [];
+    if (port.macGuard) lines.push(`ether saddr != ${port.mac} counter name "${names.mac}" drop`);
+    if (port.dhcpGuard) lines.push(`udp sport 67 udp dport 68 counter name "${names.dhcp}" drop`, `udp sport 547 udp dport 546 counter name "${names.dhcp}" drop`);
+    if (port.routerGuard) lines.push(`icmpv6 type nd-router-advert counter name "${names.routerAdvert}" drop`);
+    if (lines.length === 0) continue;
+    chains.push(chainBlock(`guard_${port.ifname}`, lines));
+    guards.push([port.ifname, `guard_${port.ifname}`]);
+  }
+
+  // ACL stages: one shared chain per direction for ports without rules of their own.
+  const dispatch: Record<AclDirection, (readonly [string, string])[]> = { out: [], in: [] };
+  for (const direction of ["out", "in"] as const) {
+    const shared = stage(sw, direction, undefined);
+    let sharedUsed = false;
+    for (const port of sw.ports) {
+      const own = sw.acls.some((rule) => rule.direction === direction && rule.port?.vmName === port.vmName && rule.port.nic === port.nic);
+      if (own) {
+        const specific = stage(sw, direction, port);
+        chains.push(chainBlock(specific.chain, specific.lines));
+        maps.push(...specific.maps);
+        dispatch[direction].push([port.ifname, specific.chain]);
+      } else if (shared.lines.length > 0) {
+        sharedUsed = true;
+        dispatch[direction].push([port.ifname, shared.chain]);
+      }
+    }
+    if (sharedUsed) {
+      chains.push(chainBlock(shared.chain, shared.lines));
+      maps.push(...shared.maps);
+    }
+  }
+  chains.push(
+    chainBlock("deny_out", [...flowLogRules(FLOW_SETS.deniedOut, "iifname"), "drop"]),
+    chainBlock("deny_in", [...flowLogRules(FLOW_SETS.deniedIn, "oifname"), "drop"]),
+    chainBlock("flowlog", flowLogRules(FLOW_SETS.allowed, "iifname")),
+    chainBlock("prerouting", vmapRule("iifname", guards), "type filter hook prerouting priority -200; policy accept;"),
+    chainBlock("forward", [...vmapRule("iifname", dispatch.out), ...vmapRule("oifname", dispatch.in), "jump flowlog"], "type filter hook forward priority 0; policy accept;"),
+    chainBlock("input", [...vmapRule("iifname", dispatch.out), "jump flowlog"], "type filter hook input priority 0; policy accept;"),
+    chainBlock("output", [...vmapRule("oifname", dispatch.in), "jump flowlog"], "type filter hook output priority 0; policy accept;"),
+  );
+  return [
+    `table bridge ${sw.table} {\n`,
+    ...counters.map((name) => `  counter ${name} {}\n`),
+    ...sets.map((line) => `  ${line}\n`),
+    ...maps.map((line) => `  ${line}\n`),
+    ...chains,
+    "}\n",
+  ].join("");
+}
