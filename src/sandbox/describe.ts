@@ -31,7 +31,7 @@ export interface SandboxDescription {
 
 /** `/proc/PID/status` → identity, capabilities, no_new_privs and seccomp; pure. */
 export function parseProcStatus(text: string): Pick<SandboxDescription, "uid" | "gid" | "groups" | "capabilities" | "noNewPrivs" | "seccompMode" | "seccompFilters"> {
-  const field = (name: string): string => new RegExp(`^${name}:\\s*(.*)$`, "m").exec(text)?.[1]?.trim() ?? "";
+  const field = (name: string): string => new RegExp(`^${name}:[ \\t]*(.*)$`, "m").exec(text)?.[1]?.trim() ?? "";
   const ids = (name: string): number[] => field(name).split(/\s+/).filter((id) => id !== "").map(Number);
   const cap = (name: string): bigint => {
     const hex = field(name);

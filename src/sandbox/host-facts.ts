@@ -133,7 +133,7 @@ function acceleratorModules(qemuBinary: string): string[] {
  * Debian) plus every directory the links in it point into (qboot).
  */
 function firmwareDirectories(qemuBinary: string): string[] {
-  let searchPath: string[] = [];
+  let searchPath: string[];
   try {
     searchPath = execFileSync(qemuBinary, ["-L", "help"], { encoding: "utf8", env: {}, timeout: 10_000 })
       .split("\n")
