@@ -1,0 +1,86 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { switchNames } from "./addresses.js";
+import type { Port, Switch } from "./model.js";
+import { nftScript, nftTable, parseTableObjects } from "./ruleset.js";
+
+function port(vmName: string, ifname: string, mac: string): Port {
+  return { vmName, nic: "net0", ifname, kind: "tap", mac, macGuard: true, dhcpGuard: true, routerGuard: true, createdAt: "2026-01-01T00:00:00Z" };
+}
+
+function lab(fields: Partial<Switch> = {}): Switch {
+  return {
+    name: "lab",
+    ...switchNames("lab"),
+    type: "private",
+    dhcp: false,
+    defaultDeny: false,
+    createdAt: "2026-01-01T00:00:00Z",
+    ports: [port("web", "palp00000001", "52:54:00:00:00:01"), port("db", "palp00000002", "52:54:00:00:00:02")],
+    acls: [],
+    nextAclId: 1,
+    mirrors: [],
+    ...fields,
+  };
+}
+
+test("ruleset: each port gets a MAC spoofing, DHCP server and RA guard", () => {
+  const text = nftTable(lab());
+
+  assert.match(text, /chain guard_palp00000001 \{\n {4}ether saddr != 52:54:00:00:00:01 counter name "guard_palp00000001_mac" drop\n/);
+  assert.match(text, /udp sport 67 udp dport 68 counter name "guard_palp00000001_dhcp" drop/);
+  assert.match(text, /icmpv6 type nd-router-advert counter name "guard_palp00000001_ra" drop/);
+  assert.match(text, /iifname vmap \{ "palp00000001" : jump guard_palp00000001, "palp00000002" : jump guard_palp00000002 \}/);
+});
+
+test("ruleset: a guard switched off is not generated", () => {
+  const text = nftTable(lab({ ports: [{ ...port("web", "palp00000001", "52:54:00:00:00:01"), macGuard: false }] }));
+
+  assert.doesNotMatch(text, /ether saddr !=/);
+  assert.match(text, /udp sport 67/);
+});
+
+test("ruleset: without rules or default deny no ACL stage is dispatched", () => {
+  const text = nftTable(lab());
+
+  assert.doesNotMatch(text, /jump (in|out)_/);
+  assert.match(text, /chain forward \{\n {4}type filter hook forward priority 0; policy accept;\n {4}jump flowlog\n/);
+});
+
+test("ruleset: ports without rules of their own share the switch-wide stage", () => {
+  const text = nftTable(lab({ acls: [{ id: 1, direction: "in", action: "deny", protocol: "tcp", priority: 10 }, { id: 2, direction: "in", action: "deny", protocol: "udp", priority: 10, port: { vmName: "db", nic: "net0" } }], nextAclId: 3 }));
+
+  assert.match(text, /oifname vmap \{ "palp00000001" : jump in_all, "palp00000002" : jump in_palp00000002 \}/);
+  assert.match(text, /counter acl_1 \{\}/);
+  assert.match(text, /chain in_palp00000002 \{\n {4}counter name ip saddr \. meta l4proto map @m_in_palp00000002_0 goto deny_in\n/);
+});
+
+test("ruleset: default deny lets ARP and neighbour discovery through, counts and logs the rest", () => {
+  const text = nftTable(lab({ defaultDeny: true }));
+
+  assert.match(text, /chain out_all \{\n {4}ether type arp return\n {4}icmpv6 type \{ nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit \} return\n {4}counter name "default_deny" goto deny_out\n/);
+  assert.match(text, /meta l4proto tcp update @denied_out_tcp \{ iifname \. ip saddr \. ip daddr \. tcp sport \. tcp dport \}/);
+});
+
+test("ruleset: re-applying keeps flow sets and live counters, drops obsolete objects", () => {
+  const sw = lab({ acls: [{ id: 2, direction: "in", action: "deny", protocol: "tcp", priority: 10 }], nextAclId: 3 });
+  const existing = parseTableObjects({
+    nftables: [
+      { metainfo: {} },
+      { counter: { name: "acl_1" } },
+      { counter: { name: "acl_2" } },
+      { map: { name: "m_in_all_0" } },
+      { chain: { name: "in_all" } },
+      { chain: { name: "forward" } },
+      { set: { name: "flows_tcp" } },
+    ],
+  });
+
+  const script = nftScript(sw, existing);
+
+  assert.ok(script.startsWith(`flush table bridge ${sw.table}\ndelete map bridge ${sw.table} m_in_all_0\ndelete chain bridge ${sw.table} in_all\ndelete counter bridge ${sw.table} acl_1\ntable bridge ${sw.table} {\n`));
+  assert.doesNotMatch(script, /delete counter bridge \S+ acl_2/);
+  assert.doesNotMatch(script, /flush set/);
+  assert.match(nftScript(sw, existing, { resetFlows: true }), /flush set bridge \S+ flows_tcp\n/);
+  assert.equal(nftScript(sw, undefined), nftTable(sw));
+});
