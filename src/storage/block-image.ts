@@ -104,8 +104,7 @@ export function pushRange(ranges: AllocationRange[], range: AllocationRange): vo
   if (range.length === 0) return;
   const last = ranges[ranges.length - 1];
   if (
-    last !== undefined &&
-    last.state === range.state &&
+    last?.state === range.state &&
     last.offset + last.length === range.offset &&
     (range.state !== "data" ||
       (last.fileOffset === undefined && range.fileOffset === undefined) ||

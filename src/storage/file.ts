@@ -205,7 +205,7 @@ export class PowerCut extends Error {
 /**
  * A file that lets exactly `cutAfter` writes and truncates through, then throws
  * {@link PowerCut} on every later call, like a machine that lost power. With `torn`, the
- * cut write lands half-way. {@link FaultFile.crashImage} gives what a disk would hold
+ * cut write lands half-way, in whole 512-byte sectors (a sector is written atomically). {@link FaultFile.crashImage} gives what a disk would hold
  * after the crash: everything written (`keepUnflushed`) or only what was flushed.
  */
 export class FaultFile implements StorageFile {
@@ -262,7 +262,9 @@ export class FaultFile implements StorageFile {
 
   async write(offset: number, data: Uint8Array): Promise<void> {
     if (!this.#gate()) {
-      if (this.#torn && data.length > 1) await this.#live.write(offset, data.subarray(0, data.length >> 1));
+      // Disks write a 512-byte sector whole or not at all: a torn write keeps whole sectors.
+      const keep = Math.floor(data.length / 2 / 512) * 512;
+      if (this.#torn && keep > 0) await this.#live.write(offset, data.subarray(0, keep));
       throw new PowerCut();
     }
     await this.#live.write(offset, data);

@@ -63,13 +63,13 @@ async function openChain(path: string, options: OpenOptions, seen: string[]): Pr
       case "vhd":
         return await VhdImage.open(file, {
           readonly: options.readonly,
-          openParent: async (names, child) => (await openChain(resolveVhdParent(names, child), { readonly: true, format: "vhd" }, chain)) as VhdImage,
+          openParent: (names, child) => openChain(resolveVhdParent(names, child), { readonly: true, format: "vhd" }, chain),
         });
       case "vhdx":
         return await VhdxImage.open(file, {
           readonly: options.readonly,
           keepDataWriteGuid: options.keepDataWriteGuid ?? false,
-          openParent: async (locator, child) => (await openChain(await resolveVhdxParent(locator, child), { readonly: true, format: "vhdx" }, chain)) as VhdxImage,
+          openParent: async (locator, child) => openChain(await resolveVhdxParent(locator, child), { readonly: true, format: "vhdx" }, chain),
         });
     }
   } catch (error: unknown) {
@@ -165,7 +165,7 @@ export async function createImage(path: string, o: CreateOptions): Promise<Block
           sizeBytes: o.sizeBytes,
           type,
           ...(o.blockSizeBytes !== undefined ? { blockSizeBytes: o.blockSizeBytes } : {}),
-          ...(parent !== undefined && parentPaths !== undefined ? { parent: { image: parent as VhdImage, ...parentPaths } } : {}),
+          ...(parent instanceof VhdImage && parentPaths !== undefined ? { parent: { image: parent, ...parentPaths } } : {}),
         });
       case "vhdx":
         return await VhdxImage.create(file, {
@@ -174,7 +174,7 @@ export async function createImage(path: string, o: CreateOptions): Promise<Block
           ...(o.blockSizeBytes !== undefined ? { blockSizeBytes: o.blockSizeBytes } : {}),
           ...(o.logicalSectorBytes !== undefined ? { logicalSectorBytes: o.logicalSectorBytes } : {}),
           ...(o.physicalSectorBytes !== undefined ? { physicalSectorBytes: o.physicalSectorBytes } : {}),
-          ...(parent !== undefined && parentPaths !== undefined ? { parent: { image: parent as VhdxImage, ...parentPaths } } : {}),
+          ...(parent instanceof VhdxImage && parentPaths !== undefined ? { parent: { image: parent, ...parentPaths } } : {}),
         });
     }
   } catch (error: unknown) {

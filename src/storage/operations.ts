@@ -149,7 +149,6 @@ export async function copyImage(src: BlockImage, dst: BlockImage, o: { onlyThisL
   const total = src.sizeBytes;
   const jobs: { offset: number; length: number; keepZeros: boolean }[] = [];
   const window = 256 * COPY_CHUNK;
-  let done = 0;
   const run = async (job: { offset: number; length: number; keepZeros: boolean }): Promise<void> => {
     const data = await src.read(job.offset, job.length);
     if (job.keepZeros) {
@@ -188,8 +187,7 @@ export async function copyImage(src: BlockImage, dst: BlockImage, o: { onlyThisL
       }
     };
     await Promise.all(Array.from({ length: IN_FLIGHT }, worker));
-    done = Math.min(total, base + window);
-    o.onProgress?.(done, total);
+    o.onProgress?.(Math.min(total, base + window), total);
   }
 }
 

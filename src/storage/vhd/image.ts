@@ -13,7 +13,6 @@ import { DiskError, DiskFormatError } from "../errors.js";
 import { readonlyError, type StorageFile } from "../file.js";
 import { guidToString, newGuid } from "../guid.js";
 import {
-  BAT_ENTRY_UNUSED,
   bitmapBytes,
   chsGeometry,
   CREATOR_APPLICATION,
@@ -260,7 +259,7 @@ export class VhdImage implements BlockImage {
     await file.write(0, footerBytes);
     await file.flush();
     const parent = o.parent?.image;
-    return VhdImage.open(file, { readonly: false, openParent: () => Promise.resolve(parent ?? ({} as VhdImage)) });
+    return VhdImage.open(file, parent === undefined ? { readonly: false } : { readonly: false, openParent: () => Promise.resolve(parent) });
   }
 
   // ------------------------------------------------------------ blocks
@@ -291,7 +290,7 @@ export class VhdImage implements BlockImage {
       // Whole bytes of the bitmap at once when they agree.
       const present = ((byte >> (7 - (s & 7))) & 1) === 1;
       const last = runs[runs.length - 1];
-      if (last !== undefined && last.present === present) last.length += next - at;
+      if (last?.present === present) last.length += next - at;
       else runs.push({ start: at, length: next - at, present });
       at = next;
     }

@@ -691,7 +691,7 @@ export function findActiveSequence(log: Uint8Array, logGuid: Uint8Array): LogEnt
     let current = start;
     for (;;) {
       const next = valid.get((current.logOffset + current.entryLengthBytes) % log.length);
-      if (next === undefined || next.sequenceNumber !== current.sequenceNumber + 1n || run.includes(next)) break;
+      if (next?.sequenceNumber !== current.sequenceNumber + 1n || run.includes(next)) break;
       run.push(next);
       current = next;
     }

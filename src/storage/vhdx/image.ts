@@ -347,7 +347,7 @@ export class VhdxImage implements BlockImage {
     await file.write(0, serializeFileIdentifier(o.creator ?? "Palisade"));
     await file.flush();
     const parent = o.parent?.image;
-    return VhdxImage.open(file, { readonly: false, openParent: () => Promise.resolve(parent ?? ({} as VhdxImage)) });
+    return VhdxImage.open(file, parent === undefined ? { readonly: false } : { readonly: false, openParent: () => Promise.resolve(parent) });
   }
 
   // ------------------------------------------------------------ block map
@@ -380,7 +380,7 @@ export class VhdxImage implements BlockImage {
       const present = bitmap !== undefined && (((bitmap[s >> 3] ?? 0) >> (s & 7)) & 1) === 1;
       const next = Math.min(end, (Math.floor(at / sector) + 1) * sector);
       const last = runs[runs.length - 1];
-      if (last !== undefined && last.present === present) last.length += next - at;
+      if (last?.present === present) last.length += next - at;
       else runs.push({ start: at, length: next - at, present });
       at = next;
     }

@@ -1,0 +1,31 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { crc32c, crc32cWithZeroField } from "./crc32c.js";
+
+test("crc32c: the check value of '123456789' is 0xE3069283 (RFC 3720 B.4)", () => {
+  assert.equal(crc32c(new TextEncoder().encode("123456789")), 0xe3069283);
+});
+
+test("crc32c: 32 zero bytes give 0x8A9136AA (RFC 3720 B.4)", () => {
+  assert.equal(crc32c(new Uint8Array(32)), 0x8a9136aa);
+});
+
+test("crc32c: 32 bytes of 0xFF give 0x62A8AB43 (RFC 3720 B.4)", () => {
+  assert.equal(crc32c(new Uint8Array(32).fill(0xff)), 0x62a8ab43);
+});
+
+test("crc32c: continuing over two halves equals one pass", () => {
+  const data = Uint8Array.from({ length: 1000 }, (_, i) => (i * 31) & 0xff);
+
+  const split = crc32c(data.subarray(437), crc32c(data.subarray(0, 437)));
+
+  assert.equal(split, crc32c(data));
+});
+
+test("crc32c: a checksum field counts as zero wherever it holds", () => {
+  const data = Uint8Array.from({ length: 64 }, (_, i) => i + 1);
+  const zeroed = data.slice();
+  zeroed.fill(0, 4, 8);
+
+  assert.equal(crc32cWithZeroField(data, 4), crc32c(zeroed));
+});

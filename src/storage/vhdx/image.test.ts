@@ -1,0 +1,106 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import { MemoryFile } from "../file.js";
+import { MiB } from "./format.js";
+import { VhdxImage } from "./image.js";
+import { DiskError } from "../errors.js";
+
+async function newImage(type: "fixed" | "dynamic", sizeBytes = 16 * MiB): Promise<{ file: MemoryFile; image: VhdxImage }> {
+  const file = new MemoryFile();
+  const image = await VhdxImage.create(file, { sizeBytes, type, blockSizeBytes: MiB });
+  return { file, image };
+}
+
+test("vhdx image: random writes read back as a plain buffer would hold them (fast-check)", async () => {
+  const size = 8 * MiB;
+  await fc.assert(
+    fc.asyncProperty(
+      fc.array(fc.record({ offset: fc.integer({ min: 0, max: size - 1 }), length: fc.integer({ min: 1, max: 3 * 4096 }), value: fc.integer({ min: 1, max: 255 }) }), { minLength: 1, maxLength: 12 }),
+      async (writes) => {
+        const { file, image } = await newImage("dynamic", size);
+        const model = new Uint8Array(size);
+        for (const w of writes) {
+          const length = Math.min(w.length, size - w.offset);
+          await image.write(w.offset, new Uint8Array(length).fill(w.value));
+          model.fill(w.value, w.offset, w.offset + length);
+        }
+        await image.close();
+        const again = await VhdxImage.open(new MemoryFile(file.bytes()), { readonly: true });
+        assert.deepEqual(await again.read(0, size), model);
+        assert.equal(again.replayedLog, false);
+      },
+    ),
+    { numRuns: 25 },
+  );
+});
+
+test("vhdx image: a read-only open never writes to the file", async () => {
+  const { file, image } = await newImage("dynamic");
+  await image.write(MiB, new Uint8Array(4096).fill(9));
+  await image.close();
+  const readonlyFile = new MemoryFile(file.bytes(), { writable: false });
+
+  const again = await VhdxImage.open(readonlyFile, { readonly: true });
+  await again.read(0, 4 * MiB);
+  await again.close();
+
+  assert.deepEqual(readonlyFile.writes, []);
+});
+
+test("vhdx image: writing a read-only image fails with disk.readonly", async () => {
+  const { file, image } = await newImage("dynamic");
+  await image.close();
+  const again = await VhdxImage.open(new MemoryFile(file.bytes()), { readonly: true });
+
+  await assert.rejects(again.write(0, new Uint8Array(512)), (error: unknown) => error instanceof DiskError && error.code === "disk.readonly");
+});
+
+test("vhdx image: a differencing child reads its parent where it was not written", async () => {
+  const { image: parent } = await newImage("dynamic");
+  await parent.write(0, new Uint8Array(2 * MiB).fill(1));
+  const childFile = new MemoryFile();
+  const child = await VhdxImage.create(childFile, { sizeBytes: 0, type: "differencing", parent: { image: parent, relativePath: "p.vhdx", absolutePath: "/p.vhdx" } });
+
+  await child.write(4096 + 100, new Uint8Array(10).fill(2));
+  const data = await child.read(4096, 512);
+
+  assert.equal(data[99], 1);
+  assert.equal(data[100], 2);
+  assert.equal(data[110], 1);
+  assert.deepEqual(
+    (await child.allocation(0, 8192)).map((r) => r.state),
+    ["parent", "data", "parent"],
+  );
+});
+
+test("vhdx image: a discarded block reads zeros and is no longer allocated", async () => {
+  const { image } = await newImage("dynamic");
+  await image.write(MiB, new Uint8Array(MiB).fill(5));
+
+  await image.discard(MiB, MiB);
+
+  assert.deepEqual(await image.read(MiB, 16), new Uint8Array(16));
+  assert.deepEqual(await image.allocation(MiB, MiB), [{ offset: MiB, length: MiB, state: "zero" }]);
+});
+
+test("vhdx image: resize grows the disk and keeps the data", async () => {
+  const { file, image } = await newImage("dynamic");
+  await image.write(0, new Uint8Array(512).fill(3));
+
+  await image.resize(64 * MiB);
+  await image.write(60 * MiB, new Uint8Array(512).fill(4));
+  await image.close();
+  const again = await VhdxImage.open(new MemoryFile(file.bytes()), { readonly: true });
+
+  assert.equal(again.sizeBytes, 64 * MiB);
+  assert.equal((await again.read(0, 1))[0], 3);
+  assert.equal((await again.read(60 * MiB, 1))[0], 4);
+});
+
+test("vhdx image: shrinking over data is refused with disk.bad-size", async () => {
+  const { image } = await newImage("dynamic");
+  await image.write(15 * MiB, new Uint8Array(512).fill(3));
+
+  await assert.rejects(image.resize(8 * MiB), (error: unknown) => error instanceof DiskError && error.code === "disk.bad-size");
+});
