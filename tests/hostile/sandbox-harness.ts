@@ -1,0 +1,203 @@
+/**
+ * Real worker jails for the hostile sandbox tests, with a shell (static busybox) or the
+ * static `jail-probe` in QEMU's place: same uid, namespaces, root, seccomp, cgroups and
+ * rlimits as a QEMU worker gets from `jailArgv()` (both go through `jailCommandArgv()`).
+ */
+import { execFileSync, spawn, spawnSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import {
+  allocateUid,
+  jailCommandArgv,
+  markInheritedFdsCloseOnExec,
+  prepareJail,
+  probeSandboxHost,
+  readWorkerStatus,
+  releaseUid,
+  type JailSpec,
+  type PreparedJail,
+  type SandboxHostFacts,
+  type WorkerStatus,
+} from "../../src/sandbox/index.js";
+
+export const BUSYBOX = "/usr/bin/busybox";
+export const QEMU = "/usr/bin/qemu-system-x86_64";
+
+/** Why the hostile sandbox tests cannot run here, or null when they can. */
+export function skipReason(): string | null {
+  if (process.getuid?.() !== 0) return "needs root: the worker jail drops from root to a per-VM uid";
+  for (const program of ["/usr/bin/bwrap", "/usr/bin/setpriv", BUSYBOX, QEMU, "/usr/bin/gcc"]) {
+    if (!existsSync(program)) return `needs ${program} (npm install installs it)`;
+  }
+  return null;
+}
+
+/** One test run's world: a state dir (uid pool), a fake service data dir and jails. */
+export class JailWorld {
+  readonly root: string;
+  readonly host: SandboxHostFacts;
+  readonly probe: string;
+  /** Stands for /var/lib/palisade: the service's data, which no jail may read. */
+  readonly serviceDataDir: string;
+  readonly #jails: TestJail[] = [];
+
+  private constructor(root: string, host: SandboxHostFacts, probe: string) {
+    this.root = root;
+    this.host = host;
+    this.probe = probe;
+    this.serviceDataDir = join(root, "data");
+    mkdirSync(this.serviceDataDir, { mode: 0o700 });
+    writeFileSync(join(this.serviceDataDir, "palisade.sqlite"), "service secret\n", { mode: 0o600 });
+  }
+
+  static create(): JailWorld {
+    markInheritedFdsCloseOnExec();
+    const root = mkdtempSync(join(tmpdir(), "palisade-hostile-"));
+    chmodSync(root, 0o755);
+    const probe = join(root, "jail-probe");
+    const source = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..", "tests", "hostile", "jail-probe.c");
+    execFileSync("gcc", ["-static", "-O1", "-o", probe, source], { timeout: 120_000 });
+    return new JailWorld(root, probeSandboxHost(QEMU), probe);
+  }
+
+  /** A prepared jail for VM `vmId` with a read-only and a writable disk holding `secret`. */
+  async jail(vmId: string, options: { limits?: Partial<JailSpec["limits"]>; shareHostNetwork?: boolean; extraBinds?: JailSpec["binds"] } = {}): Promise<TestJail> {
+    const uid = await allocateUid(vmId, join(this.root, "state"));
+    const vmDir = join(this.root, "vms", vmId);
+    mkdirSync(vmDir, { recursive: true, mode: 0o700 });
+    const secret = randomBytes(32).toString("hex");
+    const readonlyDisk = join(vmDir, "base.raw");
+    const writableDisk = join(vmDir, "data.raw");
+    writeFileSync(readonlyDisk, `ro ${secret}\n`, { mode: 0o600 });
+    writeFileSync(writableDisk, `rw ${secret}\n`, { mode: 0o600 });
+    const spec: JailSpec = {
+      vmId,
+      uid,
+      gid: uid,
+      runDir: join(vmDir, "run"),
+      binds: [
+        { hostPath: readonlyDisk, readonly: true },
+        { hostPath: writableDisk, readonly: false },
+        { hostPath: this.probe, readonly: true },
+        ...(options.extraBinds ?? []),
+      ],
+      devices: [],
+      shareHostNetwork: options.shareHostNetwork ?? false,
+      limits: { memoryBytes: 96n * 1024n * 1024n, pids: 32, openFiles: 128, cpuPercent: 100, ...options.limits },
+      qemuBinary: QEMU,
+    };
+    const prepared = await prepareJail(spec, this.host);
+    const jail = new TestJail(this, spec, prepared, secret, readonlyDisk, writableDisk);
+    this.#jails.push(jail);
+    return jail;
+  }
+
+  async dispose(): Promise<void> {
+    for (const jail of this.#jails) await jail.dispose();
+    rmSync(this.root, { recursive: true, force: true });
+  }
+}
+
+/** The result of a command run in a jail. */
+export interface JailRun {
+  readonly status: number | null;
+  readonly signal: NodeJS.Signals | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+export class TestJail {
+  readonly world: JailWorld;
+  readonly spec: JailSpec;
+  readonly secret: string;
+  readonly readonlyDisk: string;
+  readonly writableDisk: string;
+  readonly #prepared: PreparedJail;
+  readonly #background: { pid: number; kill(): void }[] = [];
+
+  constructor(world: JailWorld, spec: JailSpec, prepared: PreparedJail, secret: string, readonlyDisk: string, writableDisk: string) {
+    this.world = world;
+    this.spec = spec;
+    this.#prepared = prepared;
+    this.secret = secret;
+    this.readonlyDisk = readonlyDisk;
+    this.writableDisk = writableDisk;
+  }
+
+  /** The argv of `command` in this jail (busybox is bound in as the command's program). */
+  argv(command: readonly string[]): string[] {
+    return jailCommandArgv(this.spec, command, this.world.host);
+  }
+
+  /** Runs a busybox shell script in the jail and waits (at most `timeoutMs`). */
+  sh(script: string, timeoutMs = 20_000): JailRun {
+    return this.run([BUSYBOX, "sh", "-c", script], timeoutMs);
+  }
+
+  /** Runs the static probe in the jail. */
+  probe(...args: string[]): string {
+    return this.run([this.world.probe, ...args]).stdout.trim();
+  }
+
+  run(command: readonly string[], timeoutMs = 20_000): JailRun {
+    const argv = this.argv(command);
+    const result = spawnSync(argv[0] ?? "", argv.slice(1), { env: {}, encoding: "utf8", timeout: timeoutMs, stdio: ["ignore", "pipe", "pipe"] });
+    return { status: result.status, signal: result.signal, stdout: result.stdout, stderr: result.stderr };
+  }
+
+  /**
+   * Starts a shell script in the jail in the background, as a detached worker, and waits
+   * until bwrap reports its host pid (`--json-status-fd`).
+   */
+  async start(script: string): Promise<{ pid: number }> {
+    const argv = this.argv([BUSYBOX, "sh", "-c", script]);
+    // One status file per worker run: earlier runs in this jail appended theirs.
+    writeFileSync(join(this.spec.runDir, ".jail", "worker-status.json"), "");
+    const child = spawn(argv[0] ?? "", argv.slice(1), { env: {}, stdio: "ignore", detached: true });
+    child.unref();
+    const status = await this.waitStatus((s) => s.childPid !== undefined, 10_000);
+    const pid = status.childPid ?? 0;
+    // bwrap reports the pid before the jail's pid 1 has dropped to the worker's uid.
+    const deadline = Date.now() + 10_000;
+    while (!new RegExp(`^Uid:\\s+${this.spec.uid}\\s`, "m").test(readFileSync(`/proc/${pid}/status`, "utf8"))) {
+      if (Date.now() > deadline) throw new Error(`jail ${this.spec.vmId}: pid ${pid} never dropped to uid ${this.spec.uid}`);
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    this.#background.push({
+      pid,
+      kill: () => {
+        try {
+          process.kill(pid, "SIGKILL");
+        } catch {
+          // Gone already.
+        }
+      },
+    });
+    return { pid };
+  }
+
+  /** Polls the jail's status file until `done` holds (at most `timeoutMs`). */
+  async waitStatus(done: (status: WorkerStatus) => boolean, timeoutMs: number): Promise<WorkerStatus> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const status = await readWorkerStatus(this.spec.runDir);
+      if (done(status)) return status;
+      if (Date.now() > deadline) throw new Error(`jail ${this.spec.vmId}: status not reached in ${timeoutMs} ms: ${JSON.stringify(status)}`);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  }
+
+  /** The host's view of the jail's status file. */
+  statusText(): string {
+    return readFileSync(join(this.spec.runDir, ".jail", "worker-status.json"), "utf8");
+  }
+
+  async dispose(): Promise<void> {
+    for (const process of this.#background) process.kill();
+    await this.#prepared.cleanup();
+    await releaseUid(this.spec.vmId, join(this.world.root, "state"));
+  }
+}
