@@ -36,42 +36,43 @@ interface Grant {
   readonly member: string;
 }
 
+/** Grants of one assignment level, by member name (user and group names are separate namespaces). */
+interface Grants {
+  readonly users: Map<string, Map<Operation, Grant>>;
+  readonly groups: Map<string, Map<Operation, Grant>>;
+}
+
 interface CompiledPolicy {
-  /** member key ("user:alice", "group:staff") → operation → grant, for service-wide assignments. */
-  readonly global: ReadonlyMap<string, ReadonlyMap<Operation, Grant>>;
-  /** scope → member key → operation → grant. */
-  readonly scoped: ReadonlyMap<string, ReadonlyMap<string, ReadonlyMap<Operation, Grant>>>;
+  /** Service-wide assignments. */
+  readonly global: Grants;
+  /** Assignments within each scope. */
+  readonly scoped: ReadonlyMap<string, Grants>;
 }
 
 const compiledCache = new WeakMap<PolicyDocument, CompiledPolicy>();
+
+function emptyGrants(): Grants {
+  return { users: new Map(), groups: new Map() };
+}
 
 function compile(policy: PolicyDocument): CompiledPolicy {
   const cached = compiledCache.get(policy);
   if (cached !== undefined) return cached;
   const roleOps = new Map<string, ReadonlySet<Operation>>();
   for (const r of policy.roles) roleOps.set(r.name, roleOperations(policy, r));
-  const global = new Map<string, Map<Operation, Grant>>();
-  const scoped = new Map<string, Map<string, Map<Operation, Grant>>>();
+  const global = emptyGrants();
+  const scoped = new Map<string, Grants>();
   for (const a of policy.assignments) {
     const ops = roleOps.get(a.role);
     if (ops === undefined) continue; // an assignment to a missing role grants nothing
-    const memberKey = `${a.member.kind}:${a.member.name}`;
-    let byMember: Map<string, Map<Operation, Grant>>;
-    if (a.scope === null) {
-      byMember = global;
-    } else {
-      let m = scoped.get(a.scope);
-      if (m === undefined) {
-        m = new Map();
-        scoped.set(a.scope, m);
-      }
-      byMember = m;
+    let level = global;
+    if (a.scope !== null) {
+      level = scoped.get(a.scope) ?? emptyGrants();
+      scoped.set(a.scope, level);
     }
-    let byOp = byMember.get(memberKey);
-    if (byOp === undefined) {
-      byOp = new Map();
-      byMember.set(memberKey, byOp);
-    }
+    const byName = a.member.kind === "user" ? level.users : level.groups;
+    const byOp = byName.get(a.member.name) ?? new Map<Operation, Grant>();
+    byName.set(a.member.name, byOp);
     for (const op of ops) {
       // Within a scope, service-wide operations are never granted.
       if (a.scope !== null && SERVICE_WIDE_OPERATIONS.has(op)) continue;
@@ -83,16 +84,13 @@ function compile(policy: PolicyDocument): CompiledPolicy {
   return result;
 }
 
-function find(
-  byMember: ReadonlyMap<string, ReadonlyMap<Operation, Grant>> | undefined,
-  principal: Principal,
-  operation: Operation,
-): Grant | undefined {
-  if (byMember === undefined) return undefined;
-  const own = byMember.get(`user:${principal.user}`)?.get(operation);
+function find(level: Grants | undefined, principal: Principal, operation: Operation): Grant | undefined {
+  if (level === undefined) return undefined;
+  const own = level.users.get(principal.user)?.get(operation);
   if (own !== undefined) return own;
+  if (level.groups.size === 0) return undefined;
   for (const group of principal.groups) {
-    const grant = byMember.get(`group:${group}`)?.get(operation);
+    const grant = level.groups.get(group)?.get(operation);
     if (grant !== undefined) return grant;
   }
   return undefined;

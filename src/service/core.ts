@@ -39,6 +39,8 @@ export class ServiceCore {
   readonly paths: DataDirPaths;
   readonly startedAt = new Date();
   readonly #stopTimeoutMs: number;
+  #flushScheduled = false;
+  #queue: { entry: AuditEntry; resolve: () => void; reject: (error: unknown) => void }[] = [];
   /** VMs with a lifecycle action in flight in this process. */
   readonly #busy = new Map<string, VmAction>();
 
@@ -63,19 +65,69 @@ export class ServiceCore {
     return join(this.paths.vmsDir, vm.id);
   }
 
-  /** Runs `fn` in one store transaction. */
+  /**
+   * Runs `fn` in one store transaction, after the audit entries still queued (so the
+   * chain keeps the order in which requests were answered).
+   */
   transaction<T>(fn: () => T): T {
+    const batch = this.#queue;
+    this.#queue = [];
+    let result: T;
     try {
-      return this.db.transaction(fn)();
+      result = this.db.transaction(() => {
+        for (const item of batch) this.audit.append(item.entry);
+        return fn();
+      })();
     } catch (error: unknown) {
       this.policies.invalidate();
+      this.vms.invalidate();
+      // The queued entries were rolled back with fn's changes: queue them again.
+      if (batch.length > 0) {
+        this.#queue = [...batch, ...this.#queue];
+        this.#scheduleFlush();
+      }
       throw error;
     }
+    for (const item of batch) item.resolve();
+    return result;
   }
 
-  /** Appends a request or event to the audit log. */
+  /** Appends a request or event to the audit log now (inside the caller's transaction, if any). */
   record(entry: AuditEntry): void {
     this.audit.append(entry);
+  }
+
+  /**
+   * Queues the audit entry of a request that changed nothing and resolves once it is
+   * committed (group commit: one transaction for every entry queued in the same turn of
+   * the event loop). The caller answers only after that, so no answered request lacks its
+   * entry, even after a kill -9.
+   */
+  recordQueued(entry: AuditEntry): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.#queue.push({ entry, resolve, reject });
+      this.#scheduleFlush();
+    });
+  }
+
+  #scheduleFlush(): void {
+    if (this.#flushScheduled) return;
+    this.#flushScheduled = true;
+    setImmediate(() => {
+      this.#flushScheduled = false;
+      if (this.#queue.length === 0) return;
+      const batch = this.#queue;
+      this.#queue = [];
+      try {
+        this.db.transaction(() => {
+          for (const item of batch) this.audit.append(item.entry);
+        })();
+      } catch (error: unknown) {
+        for (const item of batch) item.reject(error);
+        return;
+      }
+      for (const item of batch) item.resolve();
+    });
   }
 
   #recordState(vm: VmRecord, state: VmState, reason: string | null): void {

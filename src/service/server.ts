@@ -8,7 +8,7 @@ import { connect, type Socket } from "node:net";
 import { dirname } from "node:path";
 import fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import { z } from "zod";
-import { decide, type Principal } from "../authz/index.js";
+import { decide, type AuditEntry, type Principal } from "../authz/index.js";
 import { PalisadeError, errorMessage } from "../util/errors.js";
 import { openApiDocument } from "./api/openapi.js";
 import type { RequestContext, Route } from "./api/route.js";
@@ -166,7 +166,7 @@ export function buildApp(core: ServiceCore): FastifyInstance {
 
   const principalOf = (request: FastifyRequest): Principal => core.hostUsers.byUid(uidOf(request.raw.socket));
 
-  const fail = (reply: FastifyReply, error: unknown, ctx: RequestContext | null, operation: string, principal: Principal | null): FastifyReply => {
+  const fail = async (reply: FastifyReply, error: unknown, ctx: RequestContext | null, operation: string, principal: Principal | null): Promise<FastifyReply> => {
     let apiError: ApiError;
     if (error instanceof ApiError) apiError = error;
     else {
@@ -178,7 +178,7 @@ export function buildApp(core: ServiceCore): FastifyInstance {
       if (!(error instanceof PalisadeError)) process.stderr.write(`palisade service: internal error: ${errorMessage(error)}\n`);
     }
     try {
-      core.record({
+      await core.recordQueued({
         time: ctx?.time ?? new Date().toISOString(),
         kind: "request",
         principal: principal?.user ?? "unknown",
@@ -233,8 +233,7 @@ export function buildApp(core: ServiceCore): FastifyInstance {
           }
           const input = { params: params.data, query: query.data, body };
           const context = ctx;
-          const finish = (): void => {
-            core.record({
+          const entry = (): AuditEntry => ({
               time: context.time,
               kind: "request",
               principal: who.user,
@@ -245,18 +244,23 @@ export function buildApp(core: ServiceCore): FastifyInstance {
               decision: core.authorize ? "allowed" : "none",
               result: "ok",
               detail: audit.detail,
-            });
-          };
+          });
           let result: unknown;
-          if (r.mode === "sync") {
+          if (r.mode === "async") {
+            result = await r.handle(context, input);
+            core.transaction(() => {
+              core.record(entry());
+            });
+          } else if (r.readOnly ?? r.method === "GET") {
+            result = r.handle(context, input);
+            await core.recordQueued(entry());
+          } else {
+            // The change and its audit entry commit together or not at all.
             result = core.transaction(() => {
               const value = r.handle(context, input);
-              finish();
+              core.record(entry());
               return value;
             });
-          } else {
-            result = await r.handle(context, input);
-            finish();
           }
           return await reply.code(r.status ?? 200).send(result);
         } catch (error: unknown) {

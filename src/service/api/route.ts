@@ -51,6 +51,11 @@ export interface Route<P = unknown, Q = unknown, B = unknown> {
    * nothing, even under kill -9). `async`: the handler manages its own transactions.
    */
   readonly mode: "sync" | "async";
+  /**
+   * The route changes nothing (default: GET routes). Its audit entry is group-committed
+   * with others of the same event-loop turn, and the answer waits for that commit.
+   */
+  readonly readOnly?: boolean;
   handle(ctx: RequestContext, input: RouteInput<P, Q, B>): unknown;
 }
 

@@ -493,6 +493,7 @@ export function buildRoutes(core: ServiceCore): Route[] {
       summary: "May the caller (or, with authz.read, another user) perform an operation on a VM or scope?",
       tag: "authz",
       operation: "authz.check",
+      readOnly: true,
       params: noParams,
       query: emptyQuery,
       body: checkSchema,

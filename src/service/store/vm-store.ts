@@ -47,8 +47,14 @@ function fromRow(row: Row): VmRecord {
   };
 }
 
-/** CRUD over the `vms` table; every method is synchronous and joins the caller's transaction. */
+/**
+ * CRUD over the `vms` table; every method is synchronous and joins the caller's
+ * transaction. Reads come from an in-memory copy, dropped on every write and on a
+ * rolled-back transaction (`invalidate()`); this is safe because one service owns the
+ * store (the instance lock).
+ */
 export class VmStore {
+  #cache: Map<string, VmRecord> | undefined;
   readonly #byName: Database.Statement<[string], Row>;
   readonly #all: Database.Statement<[], Row>;
   readonly #insert: Database.Statement;
@@ -71,10 +77,23 @@ export class VmStore {
     this.#countInScope = db.prepare("SELECT count(*) AS n FROM vms WHERE scope = ?");
   }
 
+  #records(): Map<string, VmRecord> {
+    if (this.#cache === undefined) {
+      const cache = new Map<string, VmRecord>();
+      for (const row of this.#all.all()) cache.set(row.name, Object.freeze(fromRow(row)));
+      this.#cache = cache;
+    }
+    return this.#cache;
+  }
+
+  /** Forgets the in-memory copy (after a write or a rolled-back transaction). */
+  invalidate(): void {
+    this.#cache = undefined;
+  }
+
   /** The VM named `name`, or `undefined`. */
   find(name: string): VmRecord | undefined {
-    const row = this.#byName.get(name);
-    return row === undefined ? undefined : fromRow(row);
+    return this.#records().get(name);
   }
 
   /**
@@ -90,7 +109,7 @@ export class VmStore {
 
   /** Every VM, by name. */
   list(): VmRecord[] {
-    return this.#all.all().map(fromRow);
+    return [...this.#records().values()];
   }
 
   /** How many VMs belong to `scope`. */
@@ -104,6 +123,7 @@ export class VmStore {
    * @throws {ConflictError} `vm.exists` when the name is taken
    */
   create(spec: VmSpec, now: string): VmRecord {
+    this.invalidate();
     if (this.#byName.get(spec.name) !== undefined) {
       throw new ConflictError(`VM ${spec.name} already exists`, "vm.exists");
     }
@@ -124,12 +144,14 @@ export class VmStore {
         generation: current.generation,
       });
     }
+    this.invalidate();
     this.#update.run({ name, spec: JSON.stringify(spec), scope: spec.scope, now });
     return this.get(name);
   }
 
   /** Records the VM's state (and why it changed). */
   setState(name: string, state: VmState, reason: string | null, now: string): void {
+    this.invalidate();
     this.#setState.run({ name, state, reason, now });
   }
 
@@ -139,6 +161,7 @@ export class VmStore {
    * @throws {NotFoundError} `vm.not-found`
    */
   delete(name: string): void {
+    this.invalidate();
     if (this.#delete.run(name).changes === 0) throw new NotFoundError(`VM ${name} does not exist`, "vm.not-found");
   }
 }
