@@ -1,5 +1,5 @@
 /** The management service: REST API on a Unix socket, SQLite store, authorization, audit, lifecycle. */
-export { startService, buildApp, BODY_LIMIT_BYTES, type RunningService, type ServiceOptions } from "./server.js";
+export { startService, buildApp, BODY_LIMIT_BYTES, type AppOptions, type RunningService, type ServiceOptions } from "./server.js";
 export { ServiceCore } from "./core.js";
 export { DEFAULT_SOCKET_PATH, defaultDataDir, dataDirPaths, type ListenAddress, type DataDirPaths } from "./paths.js";
 export { parseListenAddress } from "./listen-address.js";

@@ -158,13 +158,23 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
   }
 }
 
-/** The fastify app over `core`'s routes (exported for in-process tests). */
-export function buildApp(core: ServiceCore): FastifyInstance {
+/** Options of {@link buildApp}. */
+export interface AppOptions {
+  /**
+   * Who sent a request. Default: the kernel's SO_PEERCRED uid of the connection. Only
+   * in-process harnesses (the API fuzzer, which has no socket) pass another; the service
+   * itself never does.
+   */
+  readonly identify?: (request: FastifyRequest) => Principal;
+}
+
+/** The fastify app over `core`'s routes. */
+export function buildApp(core: ServiceCore, options: AppOptions = {}): FastifyInstance {
   const routes = buildRoutes(core);
   const app = fastify({ bodyLimit: BODY_LIMIT_BYTES, logger: false, forceCloseConnections: true, return503OnClosing: true });
   const openapi = JSON.stringify(openApiDocument(routes, BODY_LIMIT_BYTES));
 
-  const principalOf = (request: FastifyRequest): Principal => core.hostUsers.byUid(uidOf(request.raw.socket));
+  const principalOf = options.identify ?? ((request: FastifyRequest): Principal => core.hostUsers.byUid(uidOf(request.raw.socket)));
 
   const fail = async (reply: FastifyReply, error: unknown, ctx: RequestContext | null, operation: string, principal: Principal | null): Promise<FastifyReply> => {
     let apiError: ApiError;
