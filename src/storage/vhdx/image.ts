@@ -14,7 +14,7 @@
  * which is right because its change was never applied. On close, the header's LogGuid is
  * cleared, which other tools require (an image is always closed with an empty log).
  */
-import { alignWrite, checkRange, Mutex, pushRange, type AllocationRange, type BlockImage, type DiskType } from "../block-image.js";
+import { alignWrite, checkRange, isZero, Mutex, pushRange, type AllocationRange, type BlockImage, type DiskType } from "../block-image.js";
 import { DiskError, DiskFormatError } from "../errors.js";
 import { OverlayFile, readonlyError, type StorageFile } from "../file.js";
 import { guidEquals, guidIsZero, guidToString, newGuid } from "../guid.js";
@@ -524,8 +524,8 @@ export class VhdxImage implements BlockImage {
       const state = this.#bat.states[index] ?? PAYLOAD_BLOCK_NOT_PRESENT;
       const blockEnd = Math.min(blockSize, this.sizeBytes - block * blockSize);
       if (within === 0 && take === blockEnd && this.type !== "fixed") {
+        await this.#beginSession();
         await this.#mutex.run(async () => {
-          await this.#beginSession();
           if (this.#bat.states[index] === PAYLOAD_BLOCK_ZERO) return;
           this.#bat.states[index] = PAYLOAD_BLOCK_ZERO;
           this.#bat.offsets[index] = 0;
@@ -582,8 +582,8 @@ export class VhdxImage implements BlockImage {
       throw new DiskError(`${this.path}: size ${sizeBytes} is not a multiple of ${sector} bytes up to 64 TiB`, "disk.bad-size");
     }
     if (this.parent !== undefined) throw new DiskError(`${this.path}: a differencing disk has its parent's size; resize the parent chain instead`, "disk.unsupported");
+    await this.#beginSession();
     await this.#mutex.run(async () => {
-      await this.#beginSession();
       const blockSize = this.#meta.blockSizeBytes;
       const next = batGeometry(sizeBytes, blockSize, sector, false);
       const old = this.#geometry;
@@ -593,10 +593,22 @@ export class VhdxImage implements BlockImage {
       const changes = new Set<number>();
       if (sizeBytes < this.sizeBytes) {
         const keep = Math.ceil(sizeBytes / blockSize);
+        // The last kept block may hold data past the new end: it must read as zeros.
+        const tailEnd = Math.min(this.sizeBytes, keep * blockSize);
+        for (let at = sizeBytes; at < tailEnd; at += MiB) {
+          const length = Math.min(MiB, tailEnd - at);
+          if (!isZero(await this.read(at, length))) {
+            throw new DiskError(`${this.path}: cannot shrink to ${sizeBytes} bytes: data at 0x${at.toString(16)} past the new end`, "disk.bad-size");
+          }
+        }
         for (let block = keep; block < old.payloadBlocks; block++) {
           const index = this.#entry(block);
-          if (this.type !== "fixed" && this.#bat.states[index] === PAYLOAD_BLOCK_FULLY_PRESENT) {
-            throw new DiskError(`${this.path}: cannot shrink to ${sizeBytes} bytes: block ${block} past the new end holds data`, "disk.bad-size");
+          const state = this.#bat.states[index];
+          if (state !== PAYLOAD_BLOCK_FULLY_PRESENT && state !== PAYLOAD_BLOCK_PARTIALLY_PRESENT) continue;
+          for (let at = block * blockSize; at < Math.min(this.sizeBytes, (block + 1) * blockSize); at += MiB) {
+            if (!isZero(await this.read(at, Math.min(MiB, this.sizeBytes - at)))) {
+              throw new DiskError(`${this.path}: cannot shrink to ${sizeBytes} bytes: block ${block} past the new end holds data`, "disk.bad-size");
+            }
           }
         }
         for (let block = keep; block < old.payloadBlocks; block++) {
