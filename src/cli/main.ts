@@ -9,6 +9,7 @@ import { PalisadeError, ConfigError, HostError, errorMessage } from "../util/err
 import { EXIT, EXIT_CODES_HELP } from "./exit-codes.js";
 import { VERSION } from "../util/version.js";
 import { registerSwitchCommands } from "./switch-command.js";
+import { registerRunCommands } from "./run-command.js";
 import { registerServiceCommands } from "./service-command.js";
 import { registerAuthzCommands } from "./authz-command.js";
 import { registerAuditCommands } from "./audit-command.js";
@@ -41,6 +42,7 @@ export function buildProgram(): Command {
     .exitOverride();
   // Command groups register themselves here.
   registerSwitchCommands(program);
+  registerRunCommands(program);
   registerServiceCommands(program);
   registerAuthzCommands(program);
   registerAuditCommands(program);

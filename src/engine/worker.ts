@@ -75,7 +75,8 @@ export interface LaunchRequest {
   readonly diskRealPaths: readonly { path: string; readonly: boolean }[];
 }
 
-const RESET_LOOP: Omit<LifecyclePolicy, "onPanic"> = { maxResets: 5, resetWindowMs: 10_000 };
+// Six guest resets in a minute is a crash loop, not a user rebooting (a TCG boot takes ~2 s).
+const RESET_LOOP: Omit<LifecyclePolicy, "onPanic"> = { maxResets: 5, resetWindowMs: 60_000 };
 const QMP_READY_TIMEOUT_MS = 15_000;
 const STDERR_TAIL_BYTES = 8192;
 
