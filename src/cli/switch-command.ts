@@ -62,10 +62,6 @@ function parseCount(text: string, flag: string): number {
   return value;
 }
 
-function print(json: boolean, value: unknown, text: () => string): void {
-  process.stdout.write(json ? `${JSON.stringify(value, null, 2)}\n` : text());
-}
-
 function table(rows: readonly (readonly string[])[]): string {
   const widths = rows[0]?.map((_, column) => Math.max(...rows.map((row) => (row[column] ?? "").length))) ?? [];
   return rows.map((row) => row.map((cell, column) => (column === row.length - 1 ? cell : cell.padEnd(widths[column] ?? 0))).join("  ")).join("\n") + "\n";
@@ -119,8 +115,19 @@ function flowLine(flow: FlowRecord): string {
   return `${flow.lastSeen}  ${flow.verdict.padEnd(7)} ${flow.protocol.padEnd(4)} ${flow.source}${ports(flow.sourcePort)} -> ${flow.destination}${ports(flow.destinationPort)}  ${flow.packets} pkts ${flow.bytes} B  first ${flow.firstSeen}  port ${where}${flow.stage === undefined ? "" : ` (${flow.stage})`}${decided}\n`;
 }
 
+/** Where `palisade switch` prints; tests pass their own. */
+export interface SwitchCommandOutput {
+  write(text: string): void;
+}
+
 /** Registers `palisade switch …`. */
-export function registerSwitchCommands(program: Command): void {
+export function registerSwitchCommands(program: Command, output: SwitchCommandOutput = { write: (text) => process.stdout.write(text) }): void {
+  const write = (text: string): void => {
+    output.write(text);
+  };
+  const print = (json: boolean, value: unknown, text: () => string): void => {
+    write(json ? `${JSON.stringify(value, null, 2)}\n` : text());
+  };
   const group = program
     .command("switch")
     .description("virtual switches: private (VMs only), internal (VMs and host), external (bridged to a host NIC)")
@@ -197,7 +204,7 @@ export function registerSwitchCommands(program: Command): void {
     .description("delete a switch and everything it put on the host")
     .action(async (name: string, _options: unknown, command: Command) => {
       await switches(command).delete(name);
-      process.stdout.write(`Deleted switch ${name}\n`);
+      write(`Deleted switch ${name}\n`);
     });
 
   group
@@ -230,7 +237,7 @@ export function registerSwitchCommands(program: Command): void {
     .option("--no-mac-guard", "allow any source MAC")
     .action(async (switchName: string, options: { vm: string; nic: string; peerNetns: string; peerIfname: string; mac?: string; macGuard: boolean }, command: Command) => {
       const added = await switches(command).attachVethPort({ switchName, vmName: options.vm, nic: options.nic, peerNetns: options.peerNetns, peerIfname: options.peerIfname, mac: options.mac, macGuard: options.macGuard });
-      process.stdout.write(`Port ${formatPortRef(added)} on ${switchName}: ${added.ifname} (${added.mac})\n`);
+      write(`Port ${formatPortRef(added)} on ${switchName}: ${added.ifname} (${added.mac})\n`);
     });
   port
     .command("remove <switch> <port>")
@@ -238,7 +245,7 @@ export function registerSwitchCommands(program: Command): void {
     .action(async (switchName: string, portText: string, _options: unknown, command: Command) => {
       const ref = parsePortRef(portText, "port");
       await switches(command).detachPort({ switchName, ...ref });
-      process.stdout.write(`Removed port ${portText} from ${switchName}\n`);
+      write(`Removed port ${portText} from ${switchName}\n`);
     });
 
   const acl = group.command("acl").description("port ACLs: stateless IPv4 rules, higher priority first");
@@ -287,7 +294,7 @@ export function registerSwitchCommands(program: Command): void {
     .action(async (switchName: string, idText: string, _options: unknown, command: Command) => {
       const id = idText === "all" ? "all" : parseCount(idText, "rule id");
       await switches(command).removeAcl(switchName, id);
-      process.stdout.write(`Removed rule ${idText} from ${switchName}\n`);
+      write(`Removed rule ${idText} from ${switchName}\n`);
     });
 
   group
@@ -301,13 +308,13 @@ export function registerSwitchCommands(program: Command): void {
       const vs = switches(command);
       if (options.remove === true) {
         await vs.removeMirror(switchName, from);
-        process.stdout.write(`Stopped mirroring ${options.from}\n`);
+        write(`Stopped mirroring ${options.from}\n`);
         return;
       }
       if (options.to === undefined) throw new ConfigError("switch mirror needs --to VM:NIC|IFACE (or --remove)", "network.bad-mirror");
       const to = options.to.includes(":") ? { port: parsePortRef(options.to, "--to") } : { ifname: options.to };
       await vs.addMirror(switchName, { from, to });
-      process.stdout.write(`Mirroring ${options.from} to ${options.to}\n`);
+      write(`Mirroring ${options.from} to ${options.to}\n`);
     });
 
   group
@@ -334,7 +341,7 @@ export function registerSwitchCommands(program: Command): void {
           const key = `${flow.verdict}|${flow.ifname}|${flow.protocol}|${flow.source}|${flow.sourcePort}|${flow.destination}|${flow.destinationPort}`;
           if (seen.get(key) === flow.packets) continue;
           seen.set(key, flow.packets);
-          process.stdout.write(options.json === true ? `${JSON.stringify(flow)}\n` : flowLine(flow));
+          write(options.json === true ? `${JSON.stringify(flow)}\n` : flowLine(flow));
         }
         await sleep(intervalMs, undefined, { signal: stopped.signal }).catch(() => undefined);
       }
@@ -345,9 +352,10 @@ export function registerSwitchCommands(program: Command): void {
     .description("capture a switch's (or one port's) traffic into a pcap file with tcpdump")
     .option("--port <vm:nic>", "capture one port only")
     .requiredOption("--out <file>", "pcap file to write")
+    .option("--filter <expr>", "tcpdump filter expression, e.g. \"icmp or port 53\"")
     .option("--count <n>", "stop after n packets")
     .option("--duration <s>", "stop after s seconds")
-    .action(async (switchName: string, options: { port?: string; out: string; count?: string; duration?: string }, command: Command) => {
+    .action(async (switchName: string, options: { port?: string; out: string; filter?: string; count?: string; duration?: string }, command: Command) => {
       const controller = new AbortController();
       process.once("SIGINT", () => {
         controller.abort();
@@ -355,10 +363,11 @@ export function registerSwitchCommands(program: Command): void {
       await switches(command).capture(switchName, {
         port: options.port === undefined ? undefined : parsePortRef(options.port),
         out: options.out,
+        filter: options.filter,
         count: options.count === undefined ? undefined : parseCount(options.count, "--count"),
         durationMs: options.duration === undefined ? undefined : parseCount(options.duration, "--duration") * 1000,
         signal: controller.signal,
       });
-      process.stdout.write(`Wrote ${options.out}\n`);
+      write(`Wrote ${options.out}\n`);
     });
 }

@@ -44,7 +44,8 @@ test("ruleset: without rules or default deny no ACL stage is dispatched", () => 
   const text = nftTable(lab());
 
   assert.doesNotMatch(text, /jump (in|out)_/);
-  assert.match(text, /chain forward \{\n {4}type filter hook forward priority 0; policy accept;\n {4}jump flowlog\n/);
+  assert.match(text, /chain forward \{\n {4}type filter hook forward priority 0; policy accept;\n {4}iifname != @members return\n {4}jump flowlog\n/);
+  assert.match(text, /set members \{ type ifname; elements = \{ "palp00000001", "palp00000002" \} \}/);
 });
 
 test("ruleset: ports without rules of their own share the switch-wide stage", () => {

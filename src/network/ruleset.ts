@@ -170,6 +170,10 @@ export function nftTable(sw: Switch): string {
       );
     }
   }
+  // Bridge-family hooks see every bridge of the namespace, and this kernel lacks
+  // `meta ibrname`: the switch recognises its own traffic by its member interfaces.
+  const members = [...sw.ports.map((port) => port.ifname), ...(sw.uplink === undefined ? [] : [sw.uplink])];
+  sets.push(`set members { type ifname;${members.length === 0 ? "" : ` elements = { ${members.map(quote).join(", ")} }`} }`);
   const chains: string[] = [];
   const maps: string[] = [];
 
@@ -213,9 +217,9 @@ export function nftTable(sw: Switch): string {
     chainBlock("deny_in", [...flowLogRules(FLOW_SETS.deniedIn, "oifname"), "drop"]),
     chainBlock("flowlog", flowLogRules(FLOW_SETS.allowed, "iifname")),
     chainBlock("prerouting", vmapRule("iifname", guards), "type filter hook prerouting priority -200; policy accept;"),
-    chainBlock("forward", [...vmapRule("iifname", dispatch.out), ...vmapRule("oifname", dispatch.in), "jump flowlog"], "type filter hook forward priority 0; policy accept;"),
-    chainBlock("input", [...vmapRule("iifname", dispatch.out), "jump flowlog"], "type filter hook input priority 0; policy accept;"),
-    chainBlock("output", [...vmapRule("oifname", dispatch.in), "jump flowlog"], "type filter hook output priority 0; policy accept;"),
+    chainBlock("forward", ["iifname != @members return", ...vmapRule("iifname", dispatch.out), ...vmapRule("oifname", dispatch.in), "jump flowlog"], "type filter hook forward priority 0; policy accept;"),
+    chainBlock("input", ["iifname != @members return", ...vmapRule("iifname", dispatch.out), "jump flowlog"], "type filter hook input priority 0; policy accept;"),
+    chainBlock("output", ["oifname != @members return", ...vmapRule("oifname", dispatch.in), "jump flowlog"], "type filter hook output priority 0; policy accept;"),
   );
   return [
     `table bridge ${sw.table} {\n`,

@@ -571,15 +571,29 @@ export class VirtualSwitches {
   }
 
   /**
-   * Captures a switch's traffic (or one port's) into a pcap file with tcpdump, until
-   * `count` packets, `durationMs`, or `signal` aborts.
+   * Captures a switch's traffic (or one port's) into a pcap file with tcpdump, optionally
+   * through a tcpdump `filter` expression, until `count` packets, `durationMs`, or
+   * `signal` aborts.
    * @throws {ConfigError} `network.unknown-switch`, `network.unknown-port`.
    * @throws {HostError} `network.capture-failed`.
    */
-  async capture(switchName: string, options: { port?: PortRef | undefined; out: string; count?: number | undefined; durationMs?: number | undefined; signal?: AbortSignal | undefined; onReady?: () => void }): Promise<void> {
+  async capture(
+    switchName: string,
+    options: { port?: PortRef | undefined; out: string; filter?: string | undefined; count?: number | undefined; durationMs?: number | undefined; signal?: AbortSignal | undefined; onReady?: () => void },
+  ): Promise<void> {
     const sw = this.get(switchName);
     const ifname = options.port === undefined ? sw.bridge : portOf(sw, options.port).ifname;
-    const argv = this.host.argv(["tcpdump", "-i", ifname, "-U", "-n", "-w", options.out, ...(options.count === undefined ? [] : ["-c", String(options.count)])]);
+    const argv = this.host.argv([
+      "tcpdump",
+      "-i",
+      ifname,
+      "-U",
+      "-n",
+      "-w",
+      options.out,
+      ...(options.count === undefined ? [] : ["-c", String(options.count)]),
+      ...(options.filter === undefined ? [] : ["--", options.filter]),
+    ]);
     const [file = "tcpdump", ...args] = argv;
     await new Promise<void>((resolve, reject) => {
       const child = spawn(file, args, { stdio: ["ignore", "ignore", "pipe"] });
