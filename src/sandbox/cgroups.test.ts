@@ -5,7 +5,7 @@ import type { SandboxHostFacts } from "./host-facts.js";
 
 const base: SandboxHostFacts = {
   root: true, bwrap: "/usr/bin/bwrap", setpriv: "/usr/bin/setpriv", prlimit: "/usr/bin/prlimit", nsenter: null, shell: "/bin/sh",
-  runtimeFiles: [], firmwareDirs: [], arch: "x64",
+  runtimeFiles: [], firmwareDirs: [], runtimeTree: null, arch: "x64",
   cgroups: { version: "v1", controllers: { memory: "/cg/memory", pids: "/cg/pids", cpu: "/cg/cpu", blkio: "/cg/blkio" } },
 };
 const limits = { memoryBytes: 384n * 1024n * 1024n, pids: 96, cpuPercent: 150, openFiles: 1024, ioWeight: 500 };

@@ -39,7 +39,7 @@ test("parseCgroupLayout: no cgroup mounts means none", () => {
 
 const fullHost: SandboxHostFacts = {
   root: true, bwrap: "/usr/bin/bwrap", setpriv: "/usr/bin/setpriv", prlimit: "/usr/bin/prlimit", nsenter: "/usr/bin/nsenter", shell: "/bin/sh",
-  runtimeFiles: [], firmwareDirs: [], arch: "x64",
+  runtimeFiles: [], firmwareDirs: [], runtimeTree: null, arch: "x64",
   cgroups: { version: "v2", base: "/sys/fs/cgroup", controllers: ["cpu", "io", "memory", "pids"] },
 };
 

@@ -6,6 +6,7 @@
 import { execFileSync } from "node:child_process";
 import { existsSync, readFileSync, readdirSync, realpathSync, statSync, accessSync, constants } from "node:fs";
 import { dirname, join } from "node:path";
+import type { RuntimeTree } from "./runtime-tree.js";
 
 /** Where the worker cgroups go, per cgroup version; each base gets `palisade/<vmId>` below it. */
 export type CgroupLayout =
@@ -42,6 +43,11 @@ export interface SandboxHostFacts {
   /** Directories bound read-only: QEMU's firmware and ROMs (`/usr/share/qemu` and where its links point). */
   readonly firmwareDirs: readonly string[];
   readonly cgroups: CgroupLayout;
+  /**
+   * The prepared runtime tree (`prepareRuntimeTree()`): when set, jails bind its few
+   * top-level directories instead of each runtime file and firmware directory.
+   */
+  readonly runtimeTree: RuntimeTree | null;
   /** The CPU architecture: the seccomp filter is written for x86-64 only. */
   readonly arch: string;
 }
@@ -195,6 +201,7 @@ export function probeSandboxHost(qemuBinary: string): SandboxHostFacts {
     runtimeFiles: [...runtime].filter((path) => existsSync(path)).sort(),
     firmwareDirs: firmwareDirectories(qemuBinary),
     cgroups: usableCgroups(cgroups),
+    runtimeTree: null,
     arch: process.arch,
   };
 }

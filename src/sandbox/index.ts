@@ -26,3 +26,4 @@ export { allocateUid, releaseUid, DEFAULT_UID_RANGE, type UidClaim, type UidPool
 export { describeSandbox, formatSandboxDescription, type SandboxDescription } from "./describe.js";
 export { workerSeccompProgram, DENIED_SYSCALLS_X86_64 } from "./seccomp-filter.js";
 export { markInheritedFdsCloseOnExec } from "./inherited-fds.js";
+export { prepareRuntimeTree, runtimeTreeTops, type RuntimeTree } from "./runtime-tree.js";

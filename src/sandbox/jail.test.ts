@@ -12,6 +12,7 @@ const rootHost: SandboxHostFacts = {
   shell: "/bin/sh",
   runtimeFiles: ["/lib/x86_64-linux-gnu/libc.so.6", "/lib64/ld-linux-x86-64.so.2"],
   firmwareDirs: ["/usr/share/qemu", "/usr/share/seabios"],
+  runtimeTree: null,
   cgroups: { version: "v1", controllers: { memory: "/sys/fs/cgroup/memory/svc", pids: "/sys/fs/cgroup/pids" } },
   arch: "x64",
 };
@@ -185,4 +186,36 @@ test("parseWorkerStatus: reads bwrap's JSON documents (pid, namespaces, exit cod
 
 test("parseWorkerStatus: a worker still running has no exit code; garbage is ignored", () => {
   assert.deepEqual(parseWorkerStatus('{ "child-pid": 5 }{ broken'), { childPid: 5, namespaces: {} });
+});
+
+const treeHost: SandboxHostFacts = {
+  ...rootHost,
+  runtimeTree: {
+    root: "/var/lib/palisade/jail-runtime/runtime-0123",
+    files: ["/lib/x86_64-linux-gnu/libc.so.6", "/lib64/ld-linux-x86-64.so.2", "/usr/bin/qemu-system-x86_64", "/usr/bin/setpriv", "/usr/share/qemu/qboot.rom"],
+  },
+};
+
+test("jailArgv: with a runtime tree, its three top directories are bound instead of each file", () => {
+  const bwrap = bwrapPart(jailArgv(spec, [], treeHost));
+
+  assert.deepEqual(valuesOf(bwrap, "--ro-bind"), [
+    "/var/lib/palisade/jail-runtime/runtime-0123/lib", "/var/lib/palisade/jail-runtime/runtime-0123/lib64", "/var/lib/palisade/jail-runtime/runtime-0123/usr",
+    "/var/lib/palisade/images/vmlinuz",
+  ]);
+  assert.equal(valuesOf(bwrap, "--dir").some((dir) => dir.startsWith("/usr")), false);
+});
+
+test("jailArgv: a VM file under /usr cannot go into a read-only tree, so files are bound one by one", () => {
+  const bwrap = bwrapPart(jailArgv({ ...spec, binds: [{ hostPath: "/usr/share/palisade/vmlinuz", readonly: true }] }, [], treeHost));
+
+  assert.ok(valuesOf(bwrap, "--ro-bind").includes("/usr/bin/qemu-system-x86_64"));
+  assert.equal(valuesOf(bwrap, "--ro-bind").some((path) => path.includes("runtime-0123")), false);
+});
+
+test("jailCommandArgv: a program outside the tree's directories is bound beside the tree", () => {
+  const bwrap = bwrapPart(jailCommandArgv(spec, ["/opt/probe/jail-probe"], treeHost));
+
+  assert.ok(valuesOf(bwrap, "--ro-bind").includes("/opt/probe/jail-probe"));
+  assert.ok(valuesOf(bwrap, "--ro-bind").includes("/var/lib/palisade/jail-runtime/runtime-0123/usr"));
 });

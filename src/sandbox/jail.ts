@@ -7,6 +7,7 @@
 import { posix } from "node:path";
 import { PalisadeError } from "../util/errors.js";
 import type { SandboxHostFacts } from "./host-facts.js";
+import { runtimeTreeTops, type RuntimeTree } from "./runtime-tree.js";
 
 /** A jail spec or host that cannot be jailed safely; `code` says which. */
 export class SandboxError extends PalisadeError {
@@ -183,6 +184,21 @@ function ancestorDirs(paths: readonly string[]): string[] {
 }
 
 /**
+ * The runtime tree, when the jail can use it: every other mount must land outside the
+ * tree's top directories (a read-only bind cannot take new mount points), and so must the
+ * program unless the tree holds it. Pure.
+ */
+function usableTree(host: SandboxHostFacts, otherMounts: readonly string[], program: string): RuntimeTree | null {
+  const tree = host.runtimeTree;
+  if (tree === null) return null;
+  const tops = runtimeTreeTops(tree);
+  const inside = (path: string): boolean => tops.some((top) => path === top || path.startsWith(`${top}/`));
+  if (otherMounts.some(inside)) return null;
+  if (!tree.files.includes(program) && inside(program)) return null;
+  return tree;
+}
+
+/**
  * The argv that runs `command` (program + arguments) in the worker's jail: what
  * {@link jailArgv} runs QEMU with, and what the hostile tests run a shell with.
  *
@@ -216,15 +232,23 @@ export function jailCommandArgv(spec: JailSpec, command: readonly string[], host
   if (spec.dieWithParent === true) argv.push("--die-with-parent");
 
   const program = command[0] ?? "";
-  const readonlyFiles = [...new Set([...host.runtimeFiles, ...(host.root && host.setpriv !== null ? [host.setpriv] : []), spec.qemuBinary, program])].filter((path) => path !== "");
   const readonlyBinds = spec.binds.filter((bind) => bind.readonly).map((bind) => bind.hostPath);
   const writableBinds = spec.binds.filter((bind) => !bind.readonly).map((bind) => bind.hostPath);
-  const mountTargets = [...readonlyFiles, ...host.firmwareDirs, spec.runDir, ...readonlyBinds, ...writableBinds];
+  const tree = usableTree(host, [spec.runDir, ...readonlyBinds, ...writableBinds], program);
+  // Tree mode: its top directories (+ the program when the tree lacks it); else every file.
+  const treeMounts = tree === null ? [] : runtimeTreeTops(tree);
+  const readonlyFiles =
+    tree === null
+      ? [...new Set([...host.runtimeFiles, ...(host.root && host.setpriv !== null ? [host.setpriv] : []), spec.qemuBinary, program])].filter((path) => path !== "")
+      : tree.files.includes(program) ? [] : [program];
+  const firmwareDirs = tree === null ? host.firmwareDirs : [];
+  const mountTargets = [...treeMounts, ...readonlyFiles, ...firmwareDirs, spec.runDir, ...readonlyBinds, ...writableBinds];
 
   argv.push("--dev", "/dev", "--proc", "/proc", "--perms", "01777", "--size", String(16 * 1024 * 1024), "--tmpfs", "/tmp");
+  for (const top of treeMounts) argv.push("--ro-bind", posix.join(tree?.root ?? "", top), top);
   for (const dir of ancestorDirs(mountTargets)) argv.push("--perms", "0755", "--dir", dir);
   for (const file of readonlyFiles) argv.push("--ro-bind", file, file);
-  for (const dir of host.firmwareDirs) argv.push("--ro-bind", dir, dir);
+  for (const dir of firmwareDirs) argv.push("--ro-bind", dir, dir);
   argv.push("--bind", spec.runDir, spec.runDir);
   // Sorted, so a bind inside another bind is mounted after it.
   const binds = [...spec.binds].sort((a, b) => a.hostPath.localeCompare(b.hostPath));

@@ -14,6 +14,7 @@ import {
   jailCommandArgv,
   markInheritedFdsCloseOnExec,
   prepareJail,
+  prepareRuntimeTree,
   probeSandboxHost,
   readWorkerStatus,
   releaseUid,
@@ -53,14 +54,16 @@ export class JailWorld {
     writeFileSync(join(this.serviceDataDir, "palisade.sqlite"), "service secret\n", { mode: 0o600 });
   }
 
-  static create(): JailWorld {
+  /** A world whose jails use a runtime tree (the production path) holding busybox too. */
+  static async create(): Promise<JailWorld> {
     markInheritedFdsCloseOnExec();
     const root = mkdtempSync(join(tmpdir(), "palisade-hostile-"));
     chmodSync(root, 0o755);
     const probe = join(root, "jail-probe");
     const source = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..", "tests", "hostile", "jail-probe.c");
     execFileSync("gcc", ["-static", "-O1", "-o", probe, source], { timeout: 120_000 });
-    return new JailWorld(root, probeSandboxHost(QEMU), probe);
+    const host = await prepareRuntimeTree(probeSandboxHost(QEMU), QEMU, join(root, "runtime"), [BUSYBOX]);
+    return new JailWorld(root, host, probe);
   }
 
   /** A prepared jail for VM `vmId` with a read-only and a writable disk holding `secret`. */
@@ -160,10 +163,11 @@ export class TestJail {
     child.unref();
     const status = await this.waitStatus((s) => s.childPid !== undefined, 10_000);
     const pid = status.childPid ?? 0;
-    // bwrap reports the pid before the jail's pid 1 has dropped to the worker's uid.
+    // bwrap reports the pid before its pid 1 has become setpriv, and setpriv drops its
+    // privileges step by step: wait until the worker's own program runs (comm changes on exec).
     const deadline = Date.now() + 10_000;
-    while (!new RegExp(`^Uid:\\s+${this.spec.uid}\\s`, "m").test(readFileSync(`/proc/${pid}/status`, "utf8"))) {
-      if (Date.now() > deadline) throw new Error(`jail ${this.spec.vmId}: pid ${pid} never dropped to uid ${this.spec.uid}`);
+    while (readFileSync(`/proc/${pid}/comm`, "utf8").trim() !== "busybox") {
+      if (Date.now() > deadline) throw new Error(`jail ${this.spec.vmId}: pid ${pid} never became busybox`);
       await new Promise((resolve) => setTimeout(resolve, 10));
     }
     this.#background.push({

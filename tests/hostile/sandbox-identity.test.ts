@@ -17,7 +17,7 @@ let jail: TestJail;
 
 before(async () => {
   if (skip !== false) return;
-  world = JailWorld.create();
+  world = await JailWorld.create();
   // A setuid-root copy of the probe, bound in: what an attacker would hope to find.
   const setuidProbe = join(world.root, "setuid-probe");
   copyFileSync(world.probe, setuidProbe);

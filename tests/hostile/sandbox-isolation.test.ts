@@ -22,7 +22,7 @@ let port: number;
 
 before(async () => {
   if (skip !== false) return;
-  world = JailWorld.create();
+  world = await JailWorld.create();
   a = await world.jail("vm-a");
   b = await world.jail("vm-b");
   // B's worker keeps its secret in memory (read from its disk) and a socket in its run dir.

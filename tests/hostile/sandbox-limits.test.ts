@@ -13,8 +13,8 @@ import { JailWorld, skipReason } from "./sandbox-harness.js";
 const skip = skipReason() ?? false;
 let world: JailWorld;
 
-before(() => {
-  if (skip === false) world = JailWorld.create();
+before(async () => {
+  if (skip === false) world = await JailWorld.create();
 });
 
 after(async () => {
