@@ -129,3 +129,14 @@ test("audit log: query filters by VM and time", () => {
   assert.deepEqual(log.query({ vm: "db-1" }).map((r) => r.seq), [3]);
   assert.deepEqual(log.query({ since: "2026-01-01T00:00:04.000Z" }).map((r) => r.seq), [4, 5]);
 });
+
+test("audit log: a batch appended at once chains exactly like single appends", () => {
+  const single = new AuditLog(new Database(":memory:"));
+  const batched = new AuditLog(new Database(":memory:"));
+  for (let n = 1; n <= 4; n++) single.append(entry(n));
+
+  batched.appendMany([entry(1), entry(2), entry(3), entry(4)]);
+
+  assert.deepEqual(batched.query().map((r) => r.hash), single.query().map((r) => r.hash));
+  assert.equal(batched.verify().ok, true);
+});

@@ -75,7 +75,7 @@ export class ServiceCore {
     let result: T;
     try {
       result = this.db.transaction(() => {
-        for (const item of batch) this.audit.append(item.entry);
+        this.audit.appendMany(batch.map((item) => item.entry));
         return fn();
       })();
     } catch (error: unknown) {
@@ -119,9 +119,7 @@ export class ServiceCore {
       const batch = this.#queue;
       this.#queue = [];
       try {
-        this.db.transaction(() => {
-          for (const item of batch) this.audit.append(item.entry);
-        })();
+        this.audit.appendMany(batch.map((item) => item.entry));
       } catch (error: unknown) {
         for (const item of batch) item.reject(error);
         return;
