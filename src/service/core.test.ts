@@ -1,0 +1,148 @@
+/**
+ * ServiceCore's lifecycle orchestration against a scripted VmRuntime (the engine's stand-in
+ * in unit tests: it records calls and answers what each test says; the real worker is
+ * exercised by the engine's own tests and, once wired, the service's integration tests).
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { ServiceCore } from "./core.js";
+import { ConflictError } from "./errors.js";
+import type { RuntimeStatus, RuntimeVm, VmRuntime } from "./lifecycle.js";
+import { dataDirPaths } from "./paths.js";
+
+class ScriptedRuntime implements VmRuntime {
+  readonly calls: string[] = [];
+  startAnswer: () => Promise<RuntimeStatus> = () => Promise.resolve({ state: "running", pid: 4242 });
+  attachAnswer: RuntimeStatus | null = null;
+  statusAnswer: RuntimeStatus = { state: "stopped" };
+  #exit: ((runDir: string, status: RuntimeStatus) => void) | undefined;
+
+  start(vm: RuntimeVm): Promise<RuntimeStatus> {
+    this.calls.push(`start ${vm.runDir}`);
+    return this.startAnswer();
+  }
+  stop(runDir: string, options: { timeoutMs: number }): Promise<RuntimeStatus> {
+    this.calls.push(`stop ${runDir} ${options.timeoutMs}`);
+    return Promise.resolve({ state: "stopped", exitReason: "poweroff" });
+  }
+  kill(runDir: string): Promise<RuntimeStatus> {
+    this.calls.push(`kill ${runDir}`);
+    return Promise.resolve({ state: "stopped", exitReason: "killed by signal 9" });
+  }
+  pause(runDir: string): Promise<RuntimeStatus> {
+    this.calls.push(`pause ${runDir}`);
+    return Promise.resolve({ state: "paused" });
+  }
+  resume(runDir: string): Promise<RuntimeStatus> {
+    this.calls.push(`resume ${runDir}`);
+    return Promise.resolve({ state: "running" });
+  }
+  status(): Promise<RuntimeStatus> {
+    return Promise.resolve(this.statusAnswer);
+  }
+  attach(runDir: string): Promise<RuntimeStatus | null> {
+    this.calls.push(`attach ${runDir}`);
+    return Promise.resolve(this.attachAnswer);
+  }
+  onExit(listener: (runDir: string, status: RuntimeStatus) => void): void {
+    this.#exit = listener;
+  }
+  exit(runDir: string, status: RuntimeStatus): void {
+    this.#exit?.(runDir, status);
+  }
+}
+
+function withCore(fn: (core: ServiceCore, runtime: ScriptedRuntime, dir: string) => Promise<void>): () => Promise<void> {
+  return async () => {
+    const dir = mkdtempSync(join(tmpdir(), "palisade-core-"));
+    const runtime = new ScriptedRuntime();
+    const core = new ServiceCore({ paths: dataDirPaths(dir), runtime, authorize: true, stopTimeoutMs: 1234 });
+    try {
+      core.transaction(() => core.vms.create({ name: "w1", memoryMiB: 256, vcpus: 1, kernel: "/k", disks: [], nics: [], scope: null, autostart: false }, "2026-01-01T00:00:00.000Z"));
+      await fn(core, runtime, dir);
+    } finally {
+      core.close();
+      rmSync(dir, { recursive: true });
+    }
+  };
+}
+
+function stateEvents(core: ServiceCore): string[] {
+  return core.audit.query({ vm: "w1" }).filter((e) => e.operation === "vm.state").map((e) => e.result);
+}
+
+test("core.lifecycle: start calls the runtime with the VM's run directory and records each state", withCore(async (core, runtime, dir) => {
+  const vm = core.vms.get("w1");
+
+  const after = await core.lifecycle("w1", "start");
+
+  assert.deepEqual(runtime.calls, [`start ${join(dir, "vms", vm.id)}`]);
+  assert.equal(after.state, "running");
+  assert.deepEqual(stateEvents(core), ["stopped->starting", "starting->running"]);
+  assert.equal(core.audit.verify().ok, true);
+}));
+
+test("core.lifecycle: a second action while a start is in flight is a 409 carrying the state", withCore(async (core, runtime) => {
+  let finish: (status: RuntimeStatus) => void = () => undefined;
+  runtime.startAnswer = () => new Promise((resolve) => (finish = resolve));
+  const starting = core.lifecycle("w1", "start");
+
+  await assert.rejects(core.lifecycle("w1", "start"), (e: unknown) => e instanceof ConflictError && e.code === "vm.busy" && e.extra.state === "starting");
+  finish({ state: "running" });
+  await starting;
+}));
+
+test("core.lifecycle: a failed start returns the VM to what the runtime reports", withCore(async (core, runtime) => {
+  runtime.startAnswer = () => Promise.reject(new Error("qemu exited 1"));
+
+  await assert.rejects(core.lifecycle("w1", "start"), /qemu exited 1/);
+
+  assert.equal(core.vms.get("w1").state, "stopped");
+  assert.deepEqual(stateEvents(core), ["stopped->starting", "starting->stopped"]);
+}));
+
+test("core.lifecycle: stop passes the graceful timeout and records the exit reason", withCore(async (core, runtime, dir) => {
+  await core.lifecycle("w1", "start");
+
+  const after = await core.lifecycle("w1", "stop");
+
+  assert.equal(runtime.calls[1], `stop ${join(dir, "vms", after.id)} 1234`);
+  assert.deepEqual([after.state, after.stateReason], ["stopped", "poweroff"]);
+}));
+
+test("core.lifecycle: pausing a stopped VM is refused with its state", withCore(async (core) => {
+  await assert.rejects(core.lifecycle("w1", "pause"), (e: unknown) => e instanceof ConflictError && e.code === "vm.bad-state" && e.extra.state === "stopped");
+}));
+
+test("core.reconcile: a VM the store says is running but whose worker is gone becomes stopped, with the reason", withCore(async (core, runtime) => {
+  core.transaction(() => { core.vms.setState("w1", "running", null, "2026-01-01T00:00:01.000Z"); });
+  runtime.attachAnswer = null;
+
+  await core.reconcile();
+
+  assert.deepEqual([core.vms.get("w1").state, core.vms.get("w1").stateReason], ["stopped", "no worker found at service start"]);
+  assert.equal(runtime.calls.length, 1);
+}));
+
+test("core.reconcile: a worker found again keeps its VM running and adds no event", withCore(async (core, runtime) => {
+  core.transaction(() => { core.vms.setState("w1", "running", null, "2026-01-01T00:00:01.000Z"); });
+  runtime.attachAnswer = { state: "running", pid: 99 };
+
+  await core.reconcile();
+
+  assert.equal(core.vms.get("w1").state, "running");
+  assert.deepEqual(stateEvents(core), []);
+}));
+
+test("core: a worker exit the runtime reports is recorded as a state change with its reason", withCore(async (core, runtime) => {
+  await core.lifecycle("w1", "start");
+  const vm = core.vms.get("w1");
+
+  runtime.exit(core.runDir(vm), { state: "crashed", exitReason: "killed by signal 11" });
+
+  assert.deepEqual([core.vms.get("w1").state, core.vms.get("w1").stateReason], ["crashed", "killed by signal 11"]);
+  assert.deepEqual(stateEvents(core).at(-1), "running->crashed");
+}));
