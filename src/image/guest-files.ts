@@ -1,0 +1,150 @@
+/**
+ * The files of the guest's system that Palisade writes itself: `/init` and what it reads.
+ * Pure text; `docs/design/guest-image.md` states the contract they implement (mounts,
+ * modules, network, the `PALISADE-READY` marker, a job-control shell on the console,
+ * `poweroff`/`reboot`/ACPI power button).
+ */
+
+/** The line `/init` prints on the console when the guest is ready for input. */
+export const READY_MARKER = "PALISADE-READY";
+
+/** The shell prompt on the console. */
+export const SHELL_PROMPT = "# ";
+
+/** A file Palisade writes into the guest. */
+export interface GuestFile {
+  readonly path: string;
+  readonly text: string;
+  readonly mode: number;
+}
+
+/** Guest path of the list of modules `/init` loads, one path per line, in load order. */
+export const MODULE_LIST_PATH = "/etc/palisade/modules";
+
+// Runs as PID 1 under busybox ash. Every external command is a fork and exec, which
+// costs ~5-10 ms under TCG, so the script keeps them few and never sleeps.
+const INIT = `#!/bin/sh
+# Palisade guest init: the contract is docs/design/guest-image.md. Runs as PID 1.
+export PATH=/sbin:/bin:/usr/sbin:/usr/bin HOME=/root TERM=vt100
+mount -t proc -o nosuid,nodev,noexec proc /proc
+read -r up _ </proc/uptime; echo "INIT $up"
+mount -t sysfs -o nosuid,nodev,noexec sysfs /sys
+mount -t devtmpfs -o nosuid,mode=0755 devtmpfs /dev
+exec </dev/console >/dev/console 2>&1
+mkdir -p /dev/pts /dev/shm
+mount -t devpts -o nosuid,noexec,gid=5,mode=0620,ptmxmode=0666 devpts /dev/pts
+mount -t tmpfs -o nosuid,nodev,mode=1777 tmpfs /tmp
+mount -t tmpfs -o nosuid,nodev,mode=0755 tmpfs /run
+mkdir /run/palisade
+
+# Modules in dependency order (written by the image builder).
+modules=
+while read -r module; do modules="$modules \${module##*/}"; done <${MODULE_LIST_PATH}
+[ -n "$modules" ] && modprobe -a $modules
+
+# palisade.net=dhcp (default) | none | ADDRESS/PREFIX[,GATEWAY] on the kernel command line.
+net=dhcp
+read -r cmdline </proc/cmdline
+for arg in $cmdline; do
+  case "$arg" in palisade.net=*) net="\${arg#palisade.net=}" ;; esac
+done
+echo palisade >/proc/sys/kernel/hostname
+ip link set lo up
+if [ -e /sys/class/net/eth0 ] && [ "$net" != none ]; then
+  ip link set eth0 up
+  case "$net" in
+    dhcp)
+      # Waits for a lease at most ~3 s (QEMU user networking answers at once), then
+      # goes on trying in the background.
+      udhcpc -i eth0 -s /etc/palisade/udhcpc.script -q -b -t 3 -T 1 >/run/palisade/udhcpc.log 2>&1 ;;
+    *,*)
+      ip addr add "\${net%%,*}" dev eth0 && ip route add default via "\${net#*,}" ;;
+    *)
+      ip addr add "$net" dev eth0 ;;
+  esac
+fi
+
+# The ACPI power button (QEMU system_powerdown) runs /etc/acpi/PWRF/00000080.
+[ -e /dev/input/event0 ] && acpid -c /etc/acpi -l /run/palisade/acpid.log -p /run/palisade/acpid.pid
+
+# busybox poweroff, reboot and halt signal PID 1 (USR2, TERM, USR1); "wait" below is
+# interrupted by a trapped signal, so these act at once.
+trap 'poweroff -f' USR2
+trap 'reboot -f' TERM
+trap 'halt -f' USR1
+
+echo ${READY_MARKER}
+# The console shell, with job control: cttyhack opens the real tty (e.g. ttyS0) as its
+# controlling terminal; a new session and shell each time one exits. "setsid setsid"
+# returns at once (the second setsid forks), so the loop runs as an orphan started in
+# the foreground: starting it with "&" would ignore SIGINT in it for good (POSIX
+# asynchronous lists), and Ctrl-C would be dead in the shell.
+setsid setsid sh -c 'while :; do setsid cttyhack sh -l; done'
+while :; do
+  sleep 2147483647 &
+  wait
+done
+`;
+
+const PROFILE = `export PATH=/sbin:/bin:/usr/sbin:/usr/bin HOME=/root
+export PS1='${SHELL_PROMPT}'
+cd /root
+`;
+
+// udhcpc calls this with $1 = deconfig | bound | renew | leasefail | nak and the lease in
+// the environment ($interface, $ip, $mask as a prefix length, $router, $dns, $domain).
+const UDHCPC_SCRIPT = `#!/bin/sh
+case "$1" in
+  deconfig)
+    ip -4 addr flush dev "$interface"
+    ip link set "$interface" up ;;
+  bound|renew)
+    ip -4 addr flush dev "$interface"
+    ip addr add "$ip/\${mask:-24}" dev "$interface"
+    for gateway in $router; do
+      ip route replace default via "$gateway" dev "$interface" && break
+    done
+    : >/etc/resolv.conf
+    [ -n "$domain" ] && echo "search $domain" >>/etc/resolv.conf
+    for server in $dns; do echo "nameserver $server" >>/etc/resolv.conf; done ;;
+esac
+exit 0
+`;
+
+const ACPI_POWER_BUTTON = `#!/bin/sh
+exec poweroff
+`;
+
+/**
+ * Every file of the guest system Palisade writes, except the module list (which depends
+ * on the kernel; see {@link moduleListFile}).
+ */
+export function guestSystemFiles(): GuestFile[] {
+  return [
+    { path: "/init", text: INIT, mode: 0o755 },
+    { path: "/etc/profile", text: PROFILE, mode: 0o644 },
+    { path: "/etc/passwd", text: "root:x:0:0:root:/root:/bin/sh\n", mode: 0o644 },
+    { path: "/etc/group", text: "root:x:0:\ntty:x:5:\n", mode: 0o644 },
+    { path: "/etc/hosts", text: "127.0.0.1 localhost\n127.0.1.1 palisade\n", mode: 0o644 },
+    { path: "/etc/resolv.conf", text: "", mode: 0o644 },
+    { path: "/etc/palisade/udhcpc.script", text: UDHCPC_SCRIPT, mode: 0o755 },
+    { path: "/etc/acpi/PWRF/00000080", text: ACPI_POWER_BUTTON, mode: 0o755 },
+  ];
+}
+
+/** Directories the guest needs even when empty (mount points and homes). */
+export const GUEST_DIRECTORIES: readonly { path: string; mode: number }[] = [
+  { path: "/proc", mode: 0o555 },
+  { path: "/sys", mode: 0o555 },
+  { path: "/dev", mode: 0o755 },
+  { path: "/run", mode: 0o755 },
+  { path: "/tmp", mode: 0o1777 },
+  { path: "/root", mode: 0o700 },
+  { path: "/mnt", mode: 0o755 },
+  { path: "/var", mode: 0o755 },
+];
+
+/** The module list `/init` reads: guest paths in load order. */
+export function moduleListFile(guestModulePaths: readonly string[]): GuestFile {
+  return { path: MODULE_LIST_PATH, text: guestModulePaths.map((path) => `${path}\n`).join(""), mode: 0o644 };
+}
