@@ -27,7 +27,6 @@ const INIT = `#!/bin/sh
 # Palisade guest init: the contract is docs/design/guest-image.md. Runs as PID 1.
 export PATH=/sbin:/bin:/usr/sbin:/usr/bin HOME=/root TERM=vt100
 mount -t proc -o nosuid,nodev,noexec proc /proc
-read -r up _ </proc/uptime; echo "INIT $up"
 mount -t sysfs -o nosuid,nodev,noexec sysfs /sys
 mount -t devtmpfs -o nosuid,mode=0755 devtmpfs /dev
 exec </dev/console >/dev/console 2>&1
