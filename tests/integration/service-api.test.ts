@@ -279,6 +279,23 @@ test("service: the audit log records the user's denials and verifies", { skip },
   assert.ok(verdict.count > 20);
 });
 
+test("service: the CLI finds the service through PALISADE_SERVICE and prints the audit and its verification", { skip }, () => {
+  const env = { ...process.env, PALISADE_SERVICE: `unix:${socketPath}` };
+  const cli = (args: string[]) => spawnSync(process.execPath, [cliMain, ...args], { encoding: "utf8", timeout: 15_000, env });
+
+  const verify = cli(["audit", "--verify"]);
+  const audit = cli(["audit", "--vm", "db-1", "--json"]);
+  const list = cli(["vm", "list", "--json"]);
+  const unreachable = spawnSync(process.execPath, [cliMain, "vm", "list", "--connect", `unix:${join(dir, "nobody-home.sock")}`], { encoding: "utf8", timeout: 15_000 });
+
+  assert.equal(verify.status, 0, verify.stderr);
+  assert.match(verify.stdout, /^Audit log intact: \d+ entries, head [0-9a-f]{64}$/m);
+  assert.ok((JSON.parse(audit.stdout) as { vm: string }[]).every((e) => e.vm === "db-1"));
+  assert.deepEqual((JSON.parse(list.stdout) as { name: string }[]).map((v) => v.name), ["db-1", "web-1"]);
+  assert.notEqual(unreachable.status, 0);
+  assert.match(unreachable.stderr, /Cannot reach the palisade service at .*nobody-home\.sock: is it running\?/);
+});
+
 test("service: a second service on the same data dir refuses to start with a clear error", { skip }, () => {
   const second = spawnSync(process.execPath, [cliMain, "service", "run", "--data-dir", dataDir, "--listen", `unix:${join(dir, "other.sock")}`], {
     encoding: "utf8",
