@@ -9,12 +9,18 @@ const kvmIntel: PolicyHostFacts = { accel: "kvm", hostCpuVendor: "intel" };
 const kvmAmd: PolicyHostFacts = { accel: "kvm", hostCpuVendor: "amd" };
 const hostModel = { cpu: { model: "host-passthrough", showHostModel: true } };
 
-test("compilePolicy: under TCG the default CPU is max without vmx and svm", () => {
-  assert.equal(compilePolicy(resolvePolicy("default"), tcg).cpuArg, "max,-vmx,-svm");
+test("compilePolicy: under TCG the default CPU is max without vmx, svm and la57 (5-level paging breaks guests under TCG)", () => {
+  assert.equal(compilePolicy(resolvePolicy("default"), tcg).cpuArg, "max,-vmx,-svm,-la57");
 });
 
 test("compilePolicy: under TCG host-passthrough is max too (TCG has no host model to show)", () => {
-  assert.equal(compilePolicy(resolvePolicy(hostModel), tcg).cpuArg, "max,-vmx,-svm");
+  assert.equal(compilePolicy(resolvePolicy(hostModel), tcg).cpuArg, "max,-vmx,-svm,-la57");
+});
+
+test("compilePolicy: a policy that enables la57 itself keeps it under TCG", () => {
+  const policy = resolvePolicy({ cpu: { features: { enable: ["la57"], disable: [] } } });
+
+  assert.equal(compilePolicy(policy, tcg).cpuArg, "max,+la57,-vmx,-svm");
 });
 
 test("compilePolicy: under KVM baseline is a named model per vendor, never host", () => {

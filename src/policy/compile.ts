@@ -17,7 +17,7 @@ export type CompiledLimits = Readonly<PartitionPolicy["limits"]>;
 
 /** A policy compiled for one host: what the engine and the sandbox consume. */
 export interface CompiledPolicy {
-  /** QEMU's `-cpu` value, e.g. `max,-vmx,-svm` (TCG) or `host,-vmx,-svm` (KVM, host model shown). */
+  /** QEMU's `-cpu` value, e.g. `max,-vmx,-svm,-la57` (TCG) or `host,-vmx,-svm` (KVM, host model shown). */
   readonly cpuArg: string;
   readonly allowedDevices: ReadonlySet<DeviceClass>;
   readonly limits: CompiledLimits;
@@ -36,6 +36,14 @@ export const BASELINE_CPU_MODELS: Readonly<Record<PolicyHostFacts["hostCpuVendor
   amd: "Opteron_G4",
   other: "qemu64",
 };
+
+/**
+ * Features of TCG's `max` that break guests, removed unless the policy names them.
+ * `la57` (5-level paging): with it, Debian 12's cloud kernel under QEMU 7.2 TCG runs no
+ * static glibc program (busybox aborts in `_dl_get_origin`), so no guest user space starts
+ * (measured on q35 and microvm; without it the same image boots).
+ */
+export const TCG_MAX_UNSAFE_FEATURES: readonly string[] = ["la57"];
 
 /**
  * The CPU model part of `-cpu`. Under TCG there is no host CPU to show: both
@@ -66,6 +74,11 @@ function cpuFeatures(policy: PartitionPolicy, base: string, host: PolicyHostFact
   if (base === "host" && host.hostCpuVendor === "amd" && !policy.cpu.features.disable.includes("arch-capabilities")) {
     flags.push("-arch-capabilities");
   }
+  if (base === "max" && host.accel === "tcg") {
+    for (const feature of TCG_MAX_UNSAFE_FEATURES) {
+      if (!policy.cpu.features.enable.includes(feature) && !policy.cpu.features.disable.includes(feature)) flags.push(`-${feature}`);
+    }
+  }
   return flags;
 }
 
@@ -73,7 +86,7 @@ function cpuFeatures(policy: PartitionPolicy, base: string, host: PolicyHostFact
  * Compiles `policy` for a host. Pure and total: a resolved policy always compiles.
  *
  * @example
- * compilePolicy(resolvePolicy("default"), { accel: "tcg", hostCpuVendor: "intel" }).cpuArg // "max,-vmx,-svm"
+ * compilePolicy(resolvePolicy("default"), { accel: "tcg", hostCpuVendor: "intel" }).cpuArg // "max,-vmx,-svm,-la57"
  */
 export function compilePolicy(policy: PartitionPolicy, host: PolicyHostFacts): CompiledPolicy {
   const base = cpuModel(policy, host);

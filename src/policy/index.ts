@@ -18,6 +18,7 @@ export {
   assertVmFits,
   workerResourceLimits,
   BASELINE_CPU_MODELS,
+  TCG_MAX_UNSAFE_FEATURES,
   type PolicyHostFacts,
   type CompiledPolicy,
   type CompiledLimits,
