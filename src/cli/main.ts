@@ -14,6 +14,7 @@ import { registerServiceCommands } from "./service-command.js";
 import { registerAuthzCommands } from "./authz-command.js";
 import { registerAuditCommands } from "./audit-command.js";
 import { registerDiskCommands } from "./disk-command.js";
+import { registerImageCommands } from "./image-command.js";
 
 /** An error that carries the exit code the CLI should end with. */
 export class ExitError extends Error {
@@ -47,6 +48,7 @@ export function buildProgram(): Command {
   registerAuthzCommands(program);
   registerAuditCommands(program);
   registerDiskCommands(program);
+  registerImageCommands(program);
   return program;
 }
 
