@@ -53,6 +53,13 @@ test("sandbox: a worker cannot write its read-only disk, nor change its mode", {
   assert.equal(readFileSync(a.readonlyDisk, "utf8"), `ro ${a.secret}\n`);
 });
 
+test("sandbox: a worker cannot change QEMU, its libraries or its firmware", { skip }, () => {
+  const run = a.sh("echo x >> /usr/bin/qemu-system-x86_64; echo x >> /lib/x86_64-linux-gnu/libc.so.6; touch /usr/share/qemu/new; echo done");
+
+  // Root's files (permission denied) on a read-only mount (read-only file system): two walls.
+  assert.equal(run.stderr.match(/Permission denied|Read-only file system/g)?.length, 3, run.stderr);
+});
+
 test("sandbox: another VM's disks and run directory do not exist in the jail", { skip }, () => {
   const run = a.sh(`cat ${b.readonlyDisk} ${b.writableDisk}; ls ${b.spec.runDir}; echo x > ${b.spec.runDir}/planted`);
 
