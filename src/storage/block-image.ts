@@ -116,6 +116,29 @@ export function pushRange(ranges: AllocationRange[], range: AllocationRange): vo
   ranges.push(range);
 }
 
+/**
+ * Splits a `data` run stored at `fileOffset` by where the file really holds data: holes
+ * in the file read as zeros, so they are `zero` runs (convert then skips them unread).
+ */
+export function pushDataRun(
+  ranges: AllocationRange[],
+  run: { offset: number; length: number; fileOffset: number },
+  dataRanges: ((offset: number, length: number) => { offset: number; length: number }[] | undefined) | undefined,
+): void {
+  const inFile = dataRanges?.(run.fileOffset, run.length);
+  if (inFile === undefined) {
+    pushRange(ranges, { ...run, state: "data" });
+    return;
+  }
+  let at = run.fileOffset;
+  for (const d of inFile) {
+    pushRange(ranges, { offset: run.offset + at - run.fileOffset, length: d.offset - at, state: "zero" });
+    pushRange(ranges, { offset: run.offset + d.offset - run.fileOffset, length: d.length, state: "data", fileOffset: d.offset });
+    at = d.offset + d.length;
+  }
+  pushRange(ranges, { offset: run.offset + at - run.fileOffset, length: run.fileOffset + run.length - at, state: "zero" });
+}
+
 /** A FIFO lock for metadata updates (allocation, BAT, log). */
 export class Mutex {
   #tail: Promise<void> = Promise.resolve();
@@ -136,15 +159,15 @@ export class Mutex {
 
 /** True when every byte is zero. */
 export function isZero(data: Uint8Array): boolean {
-  // 8 bytes at a time when aligned: convert's hot loop runs this over every block.
-  if (data.byteOffset % 8 === 0 && data.length % 8 === 0) {
-    const words = new BigUint64Array(data.buffer, data.byteOffset, data.length / 8);
-    for (const word of words) if (word !== 0n) return false;
-    return true;
+  // convert's hot loop runs this over every byte it copies: let memcmp do it.
+  for (let at = 0; at < data.length; at += ZEROS.length) {
+    const piece = data.subarray(at, Math.min(data.length, at + ZEROS.length));
+    if (!Buffer.from(piece.buffer, piece.byteOffset, piece.length).equals(ZEROS.subarray(0, piece.length))) return false;
   }
-  for (const byte of data) if (byte !== 0) return false;
   return true;
 }
+
+const ZEROS = Buffer.alloc(1 << 20);
 
 /**
  * Widens a write to whole sectors: returns the aligned offset and data, reading the

@@ -1,5 +1,6 @@
 import { open, type FileHandle } from "node:fs/promises";
 import { constants } from "node:fs";
+import koffi from "koffi";
 import { BugError } from "../util/errors.js";
 import { DiskError } from "./errors.js";
 
@@ -27,10 +28,36 @@ export interface StorageFile {
   truncate(sizeBytes: number): Promise<void>;
   /** Makes every completed write durable (fdatasync). */
   flush(): Promise<void>;
-  /** Gives back the space of a range (reads then return zeros); may do nothing. */
+  /** Gives back the space of a range (reads then return zeros). */
   punchHole(offset: number, length: number): Promise<void>;
+  /** Where the file holds data in a range (the rest are holes); undefined when unknown. */
+  dataRanges?(offset: number, length: number): { offset: number; length: number }[] | undefined;
   close(): Promise<void>;
 }
+
+interface Libc {
+  lseek: (fd: number, offset: number, whence: number) => number;
+  fallocate: (fd: number, mode: number, offset: number, length: number) => number;
+}
+let libc: Libc | null | undefined;
+/** lseek(SEEK_DATA/SEEK_HOLE) and fallocate(PUNCH_HOLE), which Node lacks; null if unavailable. */
+function loadLibc(): Libc | null {
+  if (libc !== undefined) return libc;
+  try {
+    const lib = koffi.load("libc.so.6");
+    libc = {
+      lseek: lib.func("int64_t lseek(int fd, int64_t offset, int whence)") as Libc["lseek"],
+      fallocate: lib.func("int fallocate(int fd, int mode, int64_t offset, int64_t len)") as Libc["fallocate"],
+    };
+  } catch {
+    libc = null;
+  }
+  return libc;
+}
+const SEEK_DATA = 3;
+const SEEK_HOLE = 4;
+const FALLOC_FL_KEEP_SIZE = 1;
+const FALLOC_FL_PUNCH_HOLE = 2;
 
 /** A real file through `node:fs/promises`. */
 export class NodeFile implements StorageFile {
@@ -103,13 +130,32 @@ export class NodeFile implements StorageFile {
   }
 
   async punchHole(offset: number, length: number): Promise<void> {
-    // Node has no fallocate(); writing zeros keeps the contract (reads give zeros) without
-    // reclaiming space. `disk compact` reclaims space by rewriting the image.
     if (!this.writable) throw new BugError(`${this.path}: punchHole on a read-only file`);
+    const end = Math.min(length, this.#sizeBytes - offset);
+    if (end <= 0) return;
+    if (loadLibc()?.fallocate(this.#handle.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, end) === 0) return;
+    // No hole punching here (file system or libc): zeros keep the contract, not the space.
     const chunk = new Uint8Array(Math.min(length, 1 << 20));
     for (let at = 0; at < length; at += chunk.length) {
       await this.write(offset + at, chunk.subarray(0, Math.min(chunk.length, length - at)));
     }
+  }
+
+  dataRanges(offset: number, length: number): { offset: number; length: number }[] | undefined {
+    const c = loadLibc();
+    if (c === null) return undefined;
+    const end = Math.min(offset + length, this.#sizeBytes);
+    const out: { offset: number; length: number }[] = [];
+    let at = offset;
+    while (at < end) {
+      const data = c.lseek(this.#handle.fd, at, SEEK_DATA);
+      if (data < 0 || data >= end) break; // ENXIO: no data past `at`
+      const hole = c.lseek(this.#handle.fd, data, SEEK_HOLE);
+      if (hole < 0) return undefined;
+      out.push({ offset: data, length: Math.min(hole, end) - data });
+      at = hole;
+    }
+    return out;
   }
 
   async close(): Promise<void> {

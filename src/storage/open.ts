@@ -128,6 +128,8 @@ export interface CreateOptions {
   readonly physicalSectorBytes?: number;
   /** Parent image path, for differencing disks (same format). */
   readonly parentPath?: string;
+  /** Skip crash-safety ordering while writing (a temporary file renamed when done). */
+  readonly bulk?: boolean;
 }
 
 /**
@@ -164,6 +166,7 @@ export async function createImage(path: string, o: CreateOptions): Promise<Block
         return await VhdImage.create(file, {
           sizeBytes: o.sizeBytes,
           type,
+          bulk: o.bulk ?? false,
           ...(o.blockSizeBytes !== undefined ? { blockSizeBytes: o.blockSizeBytes } : {}),
           ...(parent instanceof VhdImage && parentPaths !== undefined ? { parent: { image: parent, ...parentPaths } } : {}),
         });
@@ -171,6 +174,7 @@ export async function createImage(path: string, o: CreateOptions): Promise<Block
         return await VhdxImage.create(file, {
           sizeBytes: o.sizeBytes,
           type,
+          bulk: o.bulk ?? false,
           ...(o.blockSizeBytes !== undefined ? { blockSizeBytes: o.blockSizeBytes } : {}),
           ...(o.logicalSectorBytes !== undefined ? { logicalSectorBytes: o.logicalSectorBytes } : {}),
           ...(o.physicalSectorBytes !== undefined ? { physicalSectorBytes: o.physicalSectorBytes } : {}),

@@ -137,7 +137,7 @@ export async function checkImage(path: string, options: { repair: boolean }): Pr
 
 const COPY_CHUNK = 1 << 20;
 const ZERO_GRAIN = 64 * 1024;
-const IN_FLIGHT = 8;
+const IN_FLIGHT = 4;
 
 /**
  * Copies the virtual disk of `src` into `dst` (same size; `dst` new and reading zeros),
@@ -216,6 +216,7 @@ export async function convertImage(srcPath: string, dstPath: string, o: ConvertO
     const { access } = await import("node:fs/promises");
     if (await access(dstPath).then(() => true, () => false)) throw new DiskError(`${dstPath}: file exists (remove it first)`, "disk.exists");
     const dst = await createImage(temp, {
+      bulk: true,
       format: o.format,
       sizeBytes: src.sizeBytes,
       ...(o.type !== undefined ? { type: o.type } : {}),
@@ -252,6 +253,7 @@ export async function compactImage(path: string, o: { onProgress?: ProgressCallb
   const temp = tempPathFor(path);
   try {
     const dst = await createImage(temp, {
+      bulk: true,
       format: src.format,
       sizeBytes: src.sizeBytes,
       type: src.type,

@@ -1,11 +1,11 @@
-import { checkRange, type AllocationRange, type BlockImage } from "./block-image.js";
+import { checkRange, pushRange, type AllocationRange, type BlockImage } from "./block-image.js";
 import { DiskError } from "./errors.js";
 import { readonlyError, type StorageFile } from "./file.js";
 
 /**
- * A raw image: the virtual disk byte for byte. Holes in a sparse file read as zeros;
- * Node cannot ask the kernel where they are, so `allocation` reports the whole disk as
- * data and `convert` finds zeros by reading.
+ * A raw image: the virtual disk byte for byte. Holes in a sparse file read as zeros and
+ * `allocation` reports them as `zero` (found with lseek SEEK_DATA/SEEK_HOLE); `discard`
+ * punches holes.
  */
 export class RawImage implements BlockImage {
   readonly format = "raw";
@@ -70,7 +70,17 @@ export class RawImage implements BlockImage {
 
   allocation(offset: number, length: number): Promise<AllocationRange[]> {
     checkRange(this, offset, length);
-    return Promise.resolve(length === 0 ? [] : [{ offset, length, state: "data", fileOffset: offset }]);
+    const data = this.#file.dataRanges?.(offset, length);
+    if (data === undefined) return Promise.resolve(length === 0 ? [] : [{ offset, length, state: "data", fileOffset: offset }]);
+    const ranges: AllocationRange[] = [];
+    let at = offset;
+    for (const d of data) {
+      pushRange(ranges, { offset: at, length: d.offset - at, state: "zero" });
+      pushRange(ranges, { offset: d.offset, length: d.length, state: "data", fileOffset: d.offset });
+      at = d.offset + d.length;
+    }
+    pushRange(ranges, { offset: at, length: offset + length - at, state: "zero" });
+    return Promise.resolve(ranges);
   }
 
   allocatedBytes(): Promise<number> {

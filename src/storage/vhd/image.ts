@@ -8,7 +8,7 @@
  * A crash before 3 leaves an unreferenced block (space, not data, is lost); the opener
  * falls back to the footer copy at offset 0 when the last sector is not a footer.
  */
-import { alignWrite, checkRange, Mutex, pushRange, isZero, type AllocationRange, type BlockImage, type DiskType } from "../block-image.js";
+import { alignWrite, checkRange, Mutex, pushDataRun, pushRange, isZero, type AllocationRange, type BlockImage, type DiskType } from "../block-image.js";
 import { DiskError, DiskFormatError } from "../errors.js";
 import { readonlyError, type StorageFile } from "../file.js";
 import { guidToString, newGuid } from "../guid.js";
@@ -51,6 +51,8 @@ export interface VhdCreateOptions {
   readonly type: DiskType;
   readonly blockSizeBytes?: number;
   readonly parent?: { readonly image: VhdImage; readonly relativePath: string; readonly absolutePath: string };
+  /** No flushes between a block's data and its BAT entry: for temporary files only (convert). */
+  readonly bulk?: boolean;
 }
 
 const ALL_ONES = 0xff;
@@ -71,6 +73,7 @@ export class VhdImage implements BlockImage {
   #bat: Float64Array;
   readonly #bitmaps = new Map<number, Uint8Array>();
   readonly #mutex = new Mutex();
+  #bulk = false;
   #dataEnd: number;
   #closed = false;
 
@@ -259,7 +262,9 @@ export class VhdImage implements BlockImage {
     await file.write(0, footerBytes);
     await file.flush();
     const parent = o.parent?.image;
-    return VhdImage.open(file, parent === undefined ? { readonly: false } : { readonly: false, openParent: () => Promise.resolve(parent) });
+    const image = await VhdImage.open(file, parent === undefined ? { readonly: false } : { readonly: false, openParent: () => Promise.resolve(parent) });
+    image.#bulk = o.bulk ?? false;
+    return image;
   }
 
   // ------------------------------------------------------------ blocks
@@ -380,7 +385,7 @@ export class VhdImage implements BlockImage {
       await this.#file.write(newEnd, serializeFooter(this.#footer));
       await this.#file.write(start, bitmap);
       await this.#file.write(start + bitmapSize + within, piece);
-      await this.#file.flush();
+      if (!this.#bulk) await this.#file.flush();
       const entry = new Uint8Array(4);
       new DataView(entry.buffer).setUint32(0, start / 512);
       await this.#file.write((this.#dynamic?.tableOffset ?? 0) + block * 4, entry);
@@ -395,7 +400,7 @@ export class VhdImage implements BlockImage {
     const count = piece.length / 512;
     setBits(bitmap, first, count);
     // The data is durable before the bitmap says it is there.
-    await this.#file.flush();
+    if (!this.#bulk) await this.#file.flush();
     const from = Math.floor(first / 8 / 512) * 512;
     const to = Math.ceil((first + count) / 8 / 512) * 512;
     await this.#file.write(start + from, bitmap.subarray(from, to));
@@ -458,7 +463,8 @@ export class VhdImage implements BlockImage {
       } else {
         for (const run of await this.#runs(block, within, take)) {
           const at = block * blockSize + run.start;
-          pushRange(ranges, run.present ? { offset: at, length: run.length, state: "data", fileOffset: start + this.#bitmapSize() + run.start } : { offset: at, length: run.length, state: this.parent ? "parent" : "zero" });
+          if (run.present) pushDataRun(ranges, { offset: at, length: run.length, fileOffset: start + this.#bitmapSize() + run.start }, this.#file.dataRanges?.bind(this.#file));
+          else pushRange(ranges, { offset: at, length: run.length, state: this.parent ? "parent" : "zero" });
         }
       }
       done += take;

@@ -14,7 +14,7 @@
  * which is right because its change was never applied. On close, the header's LogGuid is
  * cleared, which other tools require (an image is always closed with an empty log).
  */
-import { alignWrite, checkRange, isZero, Mutex, pushRange, type AllocationRange, type BlockImage, type DiskType } from "../block-image.js";
+import { alignWrite, checkRange, isZero, Mutex, pushDataRun, pushRange, type AllocationRange, type BlockImage, type DiskType } from "../block-image.js";
 import { DiskError, DiskFormatError } from "../errors.js";
 import { OverlayFile, readonlyError, type StorageFile } from "../file.js";
 import { guidEquals, guidIsZero, guidToString, newGuid } from "../guid.js";
@@ -72,6 +72,12 @@ export interface VhdxOpenOptions {
    * the child must stay valid if the merge is cut short and re-run).
    */
   readonly keepDataWriteGuid?: boolean;
+  /**
+   * Write metadata in place, without the log and without flushes between steps; only for
+   * an image nobody else sees until it is flushed and closed (`convert` and `compact`
+   * write a temporary file and rename it). A crash leaves a file that may not open.
+   */
+  readonly bulk?: boolean;
 }
 
 export interface VhdxCreateOptions {
@@ -83,6 +89,8 @@ export interface VhdxCreateOptions {
   /** For differencing images: the parent, opened, and the locator paths to store. */
   readonly parent?: { readonly image: VhdxImage; readonly relativePath: string; readonly absolutePath: string };
   readonly creator?: string;
+  /** See {@link VhdxOpenOptions.bulk}. */
+  readonly bulk?: boolean;
 }
 
 const LOG_OFFSET = 1 * MiB;
@@ -114,6 +122,7 @@ export class VhdxImage implements BlockImage {
   #sessionStarted = false;
   #sequence: bigint;
   readonly #keepDataWriteGuid: boolean;
+  readonly #bulk: boolean;
   #closed = false;
 
   private constructor(o: {
@@ -129,6 +138,7 @@ export class VhdxImage implements BlockImage {
     replayedLog: boolean;
     sequence: bigint;
     keepDataWriteGuid: boolean;
+    bulk: boolean;
   }) {
     this.#file = o.file;
     this.path = o.file.path;
@@ -144,6 +154,7 @@ export class VhdxImage implements BlockImage {
     this.replayedLog = o.replayedLog;
     this.#sequence = o.sequence;
     this.#keepDataWriteGuid = o.keepDataWriteGuid;
+    this.#bulk = o.bulk;
   }
 
   get type(): DiskType {
@@ -283,6 +294,7 @@ export class VhdxImage implements BlockImage {
       replayedLog,
       sequence,
       keepDataWriteGuid: options.keepDataWriteGuid ?? false,
+      bulk: options.bulk ?? false,
     });
   }
 
@@ -345,9 +357,10 @@ export class VhdxImage implements BlockImage {
     await file.write(HEADER_OFFSETS[1], serializeHeader({ ...header, sequenceNumber: 2n }));
     // The signature goes last: a create cut short leaves a file no tool takes for a VHDX.
     await file.write(0, serializeFileIdentifier(o.creator ?? "Palisade"));
-    await file.flush();
+    if (o.bulk !== true) await file.flush();
     const parent = o.parent?.image;
-    return VhdxImage.open(file, parent === undefined ? { readonly: false } : { readonly: false, openParent: () => Promise.resolve(parent) });
+    const bulk = o.bulk ?? false;
+    return VhdxImage.open(file, parent === undefined ? { readonly: false, bulk } : { readonly: false, bulk, openParent: () => Promise.resolve(parent) });
   }
 
   // ------------------------------------------------------------ block map
@@ -552,7 +565,7 @@ export class VhdxImage implements BlockImage {
       const state = this.#bat.states[index] ?? PAYLOAD_BLOCK_NOT_PRESENT;
       const fileOffset = this.#bat.offsets[index] ?? 0;
       if (state === PAYLOAD_BLOCK_FULLY_PRESENT) {
-        pushRange(ranges, { offset: pos, length: take, state: "data", fileOffset: fileOffset + within });
+        pushDataRun(ranges, { offset: pos, length: take, fileOffset: fileOffset + within }, this.#file.dataRanges?.bind(this.#file));
       } else if (state === PAYLOAD_BLOCK_PARTIALLY_PRESENT) {
         for (const run of await this.#sectorRuns(block, within, take)) {
           const at = block * blockSize + run.start;
@@ -661,6 +674,7 @@ export class VhdxImage implements BlockImage {
         await this.#mutex.run(async () => {
           await this.#file.flush();
           await this.#writeHeaders({ ...this.#header, logGuid: new Uint8Array(16) });
+          if (this.#bulk) await this.#file.flush();
         });
       }
       await this.#file.close();
@@ -680,7 +694,7 @@ export class VhdxImage implements BlockImage {
         ...this.#header,
         fileWriteGuid: newGuid(),
         dataWriteGuid: this.#keepDataWriteGuid ? this.#header.dataWriteGuid : newGuid(),
-        logGuid: newGuid(),
+        logGuid: this.#bulk ? new Uint8Array(16) : newGuid(),
       });
       this.#sessionStarted = true;
     });
@@ -688,7 +702,7 @@ export class VhdxImage implements BlockImage {
 
   /** §2.2.2: update both headers, the older first, each flushed before the next. */
   async #writeHeaders(header: Omit<VhdxHeader, "sequenceNumber">): Promise<void> {
-    this.#headerIndex = await writeHeaderPair(this.#file, { ...header, sequenceNumber: this.#header.sequenceNumber }, this.#headerIndex);
+    this.#headerIndex = await writeHeaderPair(this.#file, { ...header, sequenceNumber: this.#header.sequenceNumber }, this.#headerIndex, !this.#bulk);
     this.#header = { ...header, sequenceNumber: this.#header.sequenceNumber + 2n };
   }
 
@@ -720,6 +734,10 @@ export class VhdxImage implements BlockImage {
 
   /** One or more log transactions (each as large as the log allows), then the in-place writes. */
   async #commitSectors(sectors: { fileOffset: number; data: Uint8Array }[]): Promise<void> {
+    if (this.#bulk) {
+      for (const sector of sectors) await this.#file.write(sector.fileOffset, sector.data);
+      return;
+    }
     const max = maxSectorsPerEntry(this.#header.logLengthBytes);
     for (let i = 0; i < sectors.length; i += max) {
       const batch = sectors.slice(i, i + max);
@@ -737,12 +755,12 @@ export class VhdxImage implements BlockImage {
 }
 
 /** Writes `header` to both header slots, the non-current first; returns the new current index. */
-async function writeHeaderPair(file: StorageFile, header: VhdxHeader, currentIndex: number): Promise<number> {
+async function writeHeaderPair(file: StorageFile, header: VhdxHeader, currentIndex: number, flush = true): Promise<number> {
   const older = 1 - currentIndex;
   await file.write(HEADER_OFFSETS[older as 0 | 1], serializeHeader({ ...header, sequenceNumber: header.sequenceNumber + 1n }));
-  await file.flush();
+  if (flush) await file.flush();
   await file.write(HEADER_OFFSETS[currentIndex as 0 | 1], serializeHeader({ ...header, sequenceNumber: header.sequenceNumber + 2n }));
-  await file.flush();
+  if (flush) await file.flush();
   return currentIndex;
 }
 

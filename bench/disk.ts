@@ -1,0 +1,148 @@
+/**
+ * `npm run bench -- disk [--size 2G] [--runs 3] [--dir DIR]`: Palisade's disk conversion
+ * and BlockImage random I/O, side by side with qemu-img in the same run.
+ *
+ * 1. convert raw→vhdx, vhdx→raw, vhd→vhdx of an image with mixed data and holes (per
+ *    32 MiB: 8 MiB of data, the rest holes), `palisade disk convert` vs `qemu-img convert`;
+ * 2. 4 KiB random reads and writes through BlockImage on a dynamic VHDX and on raw, at
+ *    queue depth 1 and 32 (a 512 MiB fully allocated working set).
+ * Prints the median of `--runs` runs and the ratios. Targets: every convert ≤ qemu-img's
+ * time; dynamic VHDX random I/O ≥ 0.8× raw.
+ */
+import { spawnSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdirSync, openSync, closeSync, writeSync, rmSync, ftruncateSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { convertImage, openImage, type BlockImage } from "../src/storage/index.js";
+
+const MiB = 1024 * 1024;
+const here = dirname(fileURLToPath(import.meta.url));
+const CLI = join(here, "..", "src", "cli", "main.js");
+
+function flag(args: string[], name: string, fallback: string): string {
+  const i = args.indexOf(name);
+  return i >= 0 ? (args[i + 1] ?? fallback) : fallback;
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)] ?? NaN;
+}
+
+function run(command: string, args: string[]): number {
+  const started = performance.now();
+  const r = spawnSync(command, args, { stdio: ["ignore", "ignore", "pipe"], encoding: "utf8", timeout: 600_000 });
+  if (r.status !== 0) throw new Error(`${command} ${args.join(" ")} failed: ${r.stderr}`);
+  return (performance.now() - started) / 1000;
+}
+
+/** Writes a sparse raw image: per 32 MiB, 8 MiB of incompressible data at a varying place. */
+function makeSource(path: string, sizeBytes: number): void {
+  const fd = openSync(path, "w");
+  ftruncateSync(fd, sizeBytes);
+  const chunk = randomBytes(8 * MiB);
+  for (let at = 0, i = 0; at < sizeBytes; at += 32 * MiB, i++) {
+    chunk[i % chunk.length] = i & 0xff; // no two stripes alike
+    writeSync(fd, chunk, 0, chunk.length, at + (i % 4) * 8 * MiB);
+  }
+  closeSync(fd);
+}
+
+function remove(...paths: string[]): void {
+  for (const p of paths) rmSync(p, { force: true });
+}
+
+async function randomIo(image: BlockImage, kind: "read" | "write", depth: number, ops: number, spanBytes: number): Promise<number> {
+  const blocks = spanBytes / 4096;
+  const data = randomBytes(4096);
+  let issued = 0;
+  let x = 88172645;
+  const nextBlock = (): number => {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    return (x >>> 0) % blocks;
+  };
+  const started = performance.now();
+  const worker = async (): Promise<void> => {
+    while (issued < ops) {
+      issued++;
+      const offset = nextBlock() * 4096;
+      if (kind === "read") await image.read(offset, 4096);
+      else await image.write(offset, data);
+    }
+  };
+  await Promise.all(Array.from({ length: depth }, worker));
+  if (kind === "write") await image.flush();
+  return ops / ((performance.now() - started) / 1000);
+}
+
+export async function main(args: string[]): Promise<void> {
+  const sizeBytes = Number(flag(args, "--size-mib", "2048")) * MiB;
+  const runs = Number(flag(args, "--runs", "3"));
+  const dir = flag(args, "--dir", join(tmpdir(), "palisade-bench-disk"));
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  const src = join(dir, "source.raw");
+  console.log(`disk bench: ${sizeBytes / MiB} MiB image (8 MiB data per 32 MiB), ${runs} runs each, in ${dir}`);
+  makeSource(src, sizeBytes);
+  const vhdx = join(dir, "source.vhdx");
+  const vhd = join(dir, "source.vhd");
+  await convertImage(src, vhdx, { format: "vhdx" });
+  await convertImage(src, vhd, { format: "vhd" });
+
+  const cases: { name: string; palisade: () => number; qemu: () => number; out: string }[] = [
+    { name: "raw -> vhdx", out: join(dir, "out.vhdx"), palisade: () => run(process.execPath, [CLI, "disk", "convert", src, join(dir, "out.vhdx")]), qemu: () => run("qemu-img", ["convert", "-f", "raw", "-O", "vhdx", "-o", "subformat=dynamic", src, join(dir, "out.vhdx")]) },
+    { name: "vhdx -> raw", out: join(dir, "out.raw"), palisade: () => run(process.execPath, [CLI, "disk", "convert", vhdx, join(dir, "out.raw")]), qemu: () => run("qemu-img", ["convert", "-f", "vhdx", "-O", "raw", vhdx, join(dir, "out.raw")]) },
+    { name: "vhd -> vhdx", out: join(dir, "out.vhdx"), palisade: () => run(process.execPath, [CLI, "disk", "convert", vhd, join(dir, "out.vhdx")]), qemu: () => run("qemu-img", ["convert", "-f", "vpc", "-O", "vhdx", "-o", "subformat=dynamic", vhd, join(dir, "out.vhdx")]) },
+  ];
+  console.log("\nconvert (seconds, median)      palisade   qemu-img   ratio (palisade/qemu, target <= 1.00)");
+  for (const c of cases) {
+    const ours: number[] = [];
+    const theirs: number[] = [];
+    for (let i = 0; i < runs; i++) {
+      remove(c.out);
+      ours.push(c.palisade());
+      remove(c.out);
+      theirs.push(c.qemu());
+      remove(c.out);
+    }
+    const p = median(ours);
+    const q = median(theirs);
+    console.log(`  ${c.name.padEnd(28)} ${p.toFixed(2).padStart(8)}   ${q.toFixed(2).padStart(8)}   ${(p / q).toFixed(2)}`);
+  }
+
+  // Random I/O: a 512 MiB fully written working set, as raw and as dynamic VHDX.
+  const span = 512 * MiB;
+  const ioRaw = join(dir, "io.raw");
+  const fd = openSync(ioRaw, "w");
+  const fill = randomBytes(8 * MiB);
+  for (let at = 0; at < span; at += fill.length) writeSync(fd, fill, 0, fill.length, at);
+  closeSync(fd);
+  const ioVhdx = join(dir, "io.vhdx");
+  await convertImage(ioRaw, ioVhdx, { format: "vhdx" });
+  console.log("\n4 KiB random I/O (IOPS, median)  raw        vhdx      ratio (vhdx/raw, target >= 0.80)");
+  for (const kind of ["read", "write"] as const) {
+    for (const depth of [1, 32]) {
+      const ops = depth === 1 ? 20_000 : 60_000;
+      const rawRuns: number[] = [];
+      const vhdxRuns: number[] = [];
+      for (let i = 0; i < runs; i++) {
+        for (const [path, into] of [
+          [ioRaw, rawRuns],
+          [ioVhdx, vhdxRuns],
+        ] as const) {
+          const image = await openImage(path, { readonly: false });
+          into.push(await randomIo(image, kind, depth, ops, span));
+          await image.close();
+        }
+      }
+      const r = median(rawRuns);
+      const v = median(vhdxRuns);
+      console.log(`  ${`${kind} QD${depth}`.padEnd(30)} ${r.toFixed(0).padStart(8)}   ${v.toFixed(0).padStart(8)}   ${(v / r).toFixed(2)}`);
+    }
+  }
+  rmSync(dir, { recursive: true, force: true });
+}
