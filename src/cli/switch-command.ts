@@ -112,7 +112,7 @@ function flowLine(flow: FlowRecord): string {
   const ports = (port: number | undefined): string => (port === undefined ? "" : `:${port}`);
   const decided = flow.rule === undefined ? "" : ` by ${flow.rule}`;
   const where = flow.port ?? (flow.ifname === "" ? "host" : flow.ifname);
-  return `${flow.lastSeen}  ${flow.verdict.padEnd(7)} ${flow.protocol.padEnd(4)} ${flow.source}${ports(flow.sourcePort)} -> ${flow.destination}${ports(flow.destinationPort)}  ${flow.packets} pkts ${flow.bytes} B  first ${flow.firstSeen}  port ${where}${flow.stage === undefined ? "" : ` (${flow.stage})`}${decided}\n`;
+  return `${flow.lastSeen}  ${flow.verdict.padEnd(7)} ${flow.protocol.padEnd(4)} ${flow.source}${ports(flow.sourcePort)} -> ${flow.destination}${ports(flow.destinationPort)}  ${flow.packets} pkts ${flow.bytes} B  first ${flow.firstSeen ?? "-"}  port ${where}${flow.stage === undefined ? "" : ` (${flow.stage})`}${decided}\n`;
 }
 
 /** Where `palisade switch` prints; tests pass their own. */

@@ -77,7 +77,8 @@ export interface FlowRecord {
   readonly destinationPort: number | undefined;
   readonly packets: number;
   readonly bytes: number;
-  readonly firstSeen: string;
+  /** Unset when unknown: a TCP flow whose SYN the switch did not see. */
+  readonly firstSeen: string | undefined;
   readonly lastSeen: string;
   /** `acl:<id>` for the rule that decided, `default` for the switch default, undefined when no ACL stage applied. */
   readonly rule: string | undefined;
@@ -137,7 +138,7 @@ function flowOf(
   const destinationPort = flowClass === "other" ? undefined : Number(fifth);
   const ref = portsByIfname.get(ifnameField);
   const lastSeenMs = nowMs - (FLOW_IDLE_TIMEOUT_S - (element.expiresS ?? FLOW_IDLE_TIMEOUT_S)) * 1000;
-  const firstSeenMs = firstExpiresS === undefined ? lastSeenMs : nowMs - (FLOW_FIRST_SEEN_TIMEOUT_S - firstExpiresS) * 1000;
+  const firstSeenMs = firstExpiresS === undefined ? undefined : nowMs - (FLOW_FIRST_SEEN_TIMEOUT_S - firstExpiresS) * 1000;
   // The stage to replay: the denying one, or for an allowed flow the sender's `out` stage.
   const stage = source.stage ?? (ref === undefined ? undefined : "out");
   let rule: string | undefined;
@@ -163,7 +164,7 @@ function flowOf(
     destinationPort,
     packets: element.packets,
     bytes: element.bytes,
-    firstSeen: new Date(Math.min(firstSeenMs, lastSeenMs)).toISOString(),
+    firstSeen: firstSeenMs === undefined ? undefined : new Date(Math.min(firstSeenMs, lastSeenMs)).toISOString(),
     lastSeen: new Date(lastSeenMs).toISOString(),
     rule,
   };

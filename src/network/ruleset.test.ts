@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { switchNames } from "./addresses.js";
 import type { Port, Switch } from "./model.js";
-import { nftScript, nftTable, parseTableObjects } from "./ruleset.js";
+import { nftScript, nftTable, parseTableObjects, portAddScript, portRemoveScript } from "./ruleset.js";
 
 function port(vmName: string, ifname: string, mac: string): Port {
   return { vmName, nic: "net0", ifname, kind: "tap", mac, macGuard: true, dhcpGuard: true, routerGuard: true, createdAt: "2026-01-01T00:00:00Z" };
@@ -30,7 +30,8 @@ test("ruleset: each port gets a MAC spoofing, DHCP server and RA guard", () => {
   assert.match(text, /chain guard_palp00000001 \{\n {4}ether saddr != 52:54:00:00:00:01 counter name "guard_palp00000001_mac" drop\n/);
   assert.match(text, /udp sport 67 udp dport 68 counter name "guard_palp00000001_dhcp" drop/);
   assert.match(text, /icmpv6 type nd-router-advert counter name "guard_palp00000001_ra" drop/);
-  assert.match(text, /iifname vmap \{ "palp00000001" : jump guard_palp00000001, "palp00000002" : jump guard_palp00000002 \}/);
+  assert.match(text, /map port_guards \{ type ifname : verdict; elements = \{ "palp00000001" : jump guard_palp00000001, "palp00000002" : jump guard_palp00000002 \} \}/);
+  assert.match(text, /chain prerouting \{\n {4}type filter hook prerouting priority -200; policy accept;\n {4}iifname vmap @port_guards\n/);
 });
 
 test("ruleset: a guard switched off is not generated", () => {
@@ -43,15 +44,17 @@ test("ruleset: a guard switched off is not generated", () => {
 test("ruleset: without rules or default deny no ACL stage is dispatched", () => {
   const text = nftTable(lab());
 
-  assert.doesNotMatch(text, /jump (in|out)_/);
-  assert.match(text, /chain forward \{\n {4}type filter hook forward priority 0; policy accept;\n {4}iifname != @members return\n {4}jump flowlog\n/);
+  assert.match(text, /map port_out \{ type ifname : verdict; \}/);
+  assert.match(text, /map port_in \{ type ifname : verdict; \}/);
+  assert.doesNotMatch(text, /chain (in|out)_/);
+  assert.match(text, /chain forward \{\n {4}type filter hook forward priority 0; policy accept;\n {4}iifname != @members return\n {4}iifname vmap @port_out\n {4}oifname vmap @port_in\n {4}jump flowlog\n/);
   assert.match(text, /set members \{ type ifname; elements = \{ "palp00000001", "palp00000002" \} \}/);
 });
 
 test("ruleset: ports without rules of their own share the switch-wide stage", () => {
   const text = nftTable(lab({ acls: [{ id: 1, direction: "in", action: "deny", protocol: "tcp", priority: 10 }, { id: 2, direction: "in", action: "deny", protocol: "udp", priority: 10, port: { vmName: "db", nic: "net0" } }], nextAclId: 3 }));
 
-  assert.match(text, /oifname vmap \{ "palp00000001" : jump in_all, "palp00000002" : jump in_palp00000002 \}/);
+  assert.match(text, /map port_in \{ type ifname : verdict; elements = \{ "palp00000001" : jump in_all, "palp00000002" : jump in_palp00000002 \} \}/);
   assert.match(text, /counter acl_1 \{\}/);
   assert.match(text, /chain in_palp00000002 \{\n {4}counter name ip saddr \. meta l4proto map @m_in_palp00000002_0 goto deny_in\n/);
 });
@@ -84,4 +87,38 @@ test("ruleset: re-applying keeps flow sets and live counters, drops obsolete obj
   assert.doesNotMatch(script, /flush set/);
   assert.match(nftScript(sw, existing, { resetFlows: true }), /flush set bridge \S+ flows_tcp\n/);
   assert.equal(nftScript(sw, undefined), nftTable(sw));
+});
+
+test("ruleset: attaching a port without rules of its own is a few element insertions", () => {
+  const sw = lab({ ports: [], acls: [{ id: 1, direction: "in", action: "deny", protocol: "tcp", priority: 10 }], nextAclId: 2 });
+  const web = port("web", "palp00000001", "52:54:00:00:00:01");
+
+  const script = portAddScript(sw, web);
+
+  assert.equal(
+    script,
+    [
+      `add counter bridge ${sw.table} guard_palp00000001_mac`,
+      `add counter bridge ${sw.table} guard_palp00000001_dhcp`,
+      `add counter bridge ${sw.table} guard_palp00000001_ra`,
+      `add chain bridge ${sw.table} guard_palp00000001`,
+      `flush chain bridge ${sw.table} guard_palp00000001`,
+      `add rule bridge ${sw.table} guard_palp00000001 ether saddr != 52:54:00:00:00:01 counter name "guard_palp00000001_mac" drop`,
+      `add rule bridge ${sw.table} guard_palp00000001 udp sport 67 udp dport 68 counter name "guard_palp00000001_dhcp" drop`,
+      `add rule bridge ${sw.table} guard_palp00000001 udp sport 547 udp dport 546 counter name "guard_palp00000001_dhcp" drop`,
+      `add rule bridge ${sw.table} guard_palp00000001 icmpv6 type nd-router-advert counter name "guard_palp00000001_ra" drop`,
+      `add element bridge ${sw.table} members { "palp00000001" }`,
+      `add element bridge ${sw.table} port_guards { "palp00000001" : jump guard_palp00000001 }`,
+      `add element bridge ${sw.table} port_in { "palp00000001" : jump in_all }`,
+      "",
+    ].join("\n"),
+  );
+  assert.match(portRemoveScript(sw, web) ?? "", /^delete element bridge \S+ port_guards \{ "palp00000001" \}\n/);
+});
+
+test("ruleset: a port with rules of its own needs a full apply", () => {
+  const sw = lab({ acls: [{ id: 1, direction: "out", action: "deny", protocol: "udp", priority: 10, port: { vmName: "web", nic: "net0" } }], nextAclId: 2 });
+
+  assert.equal(portAddScript(sw, port("web", "palp00000001", "52:54:00:00:00:01")), undefined);
+  assert.equal(portRemoveScript(sw, port("web", "palp00000001", "52:54:00:00:00:01")), undefined);
 });

@@ -50,14 +50,20 @@ export function flowSetName(set: string, flowClass: FlowClass): string {
   return `${set}_${flowClass}`;
 }
 
-function flowLogRules(set: string, ifnameExpr: string): string[] {
+/**
+ * Flow log rules. `tcpFirstSeenOnSyn`: for TCP, record first-seen on SYN segments only,
+ * which keeps bulk TCP at one set update per packet (a flow already open when the switch
+ * was applied has no first-seen time).
+ */
+function flowLogRules(set: string, ifnameExpr: string, tcpFirstSeenOnSyn: boolean): string[] {
   const lines: string[] = [];
   for (const flowClass of FLOW_CLASSES) {
     const name = flowSetName(set, flowClass);
     const match = flowClass === "other" ? "meta protocol ip meta l4proto != { tcp, udp }" : `meta l4proto ${flowClass}`;
     const key = flowClass === "other" ? `${ifnameExpr} . ip saddr . ip daddr . meta l4proto` : `${ifnameExpr} . ip saddr . ip daddr . ${flowClass} sport . ${flowClass} dport`;
+    const firstMatch = flowClass === "tcp" && tcpFirstSeenOnSyn ? "tcp flags syn" : match;
     // Separate rules, no verdict: a full set must never change what a packet's fate is.
-    lines.push(`${match} add @${firstSeenSet(name)} { ${key} }`, `${match} update @${name} { ${key} }`);
+    lines.push(`${firstMatch} add @${firstSeenSet(name)} { ${key} }`, `${match} update @${name} { ${key} }`);
   }
   return lines;
 }
@@ -87,9 +93,65 @@ function stage(sw: Switch, direction: AclDirection, port: Port | undefined): Sta
   return { chain, lines, maps: maps.map(mapDeclaration) };
 }
 
-function vmapRule(selector: "iifname" | "oifname", entries: readonly (readonly [string, string])[]): string[] {
-  if (entries.length === 0) return [];
-  return [`${selector} vmap { ${entries.map(([ifname, chain]) => `${quote(ifname)} : jump ${chain}`).join(", ")} }`];
+/** The named verdict maps that send a port's packets to its guard and ACL chains. */
+export const DISPATCH_MAPS = { guards: "port_guards", out: "port_out", in: "port_in" } as const;
+
+function verdictMap(name: string, entries: readonly (readonly [string, string])[]): string {
+  const elements = entries.length === 0 ? "" : ` elements = { ${entries.map(([ifname, chain]) => `${quote(ifname)} : jump ${chain}`).join(", ")} }`;
+  return `map ${name} { type ifname : verdict;${elements} }`;
+}
+
+function guardLines(port: Port): string[] {
+  const names = guardCounterNames(port);
+  const lines: string[] = [];
+  if (port.macGuard) lines.push(`ether saddr != ${port.mac} counter name "${names.mac}" drop`);
+  if (port.dhcpGuard) lines.push(`udp sport 67 udp dport 68 counter name "${names.dhcp}" drop`, `udp sport 547 udp dport 546 counter name "${names.dhcp}" drop`);
+  if (port.routerGuard) lines.push(`icmpv6 type nd-router-advert counter name "${names.routerAdvert}" drop`);
+  return lines;
+}
+
+function hasOwnRules(sw: Switch, port: Port, direction: AclDirection): boolean {
+  return sw.acls.some((rule) => rule.direction === direction && rule.port?.vmName === port.vmName && rule.port.nic === port.nic);
+}
+
+/**
+ * The nft commands that add one port to a switch whose table matches `sw` without it, or
+ * undefined when the port needs a full re-apply (it has ACL rules of its own). Its cost
+ * does not grow with the number of rules: the port joins the shared ACL chains.
+ */
+export function portAddScript(sw: Switch, port: Port): string | undefined {
+  if (hasOwnRules(sw, port, "in") || hasOwnRules(sw, port, "out")) return undefined;
+  const table = `bridge ${sw.table}`;
+  const names = guardCounterNames(port);
+  const guard = `guard_${port.ifname}`;
+  const lines = [
+    ...[names.mac, names.dhcp, names.routerAdvert].map((name) => `add counter ${table} ${name}`),
+    `add chain ${table} ${guard}`,
+    `flush chain ${table} ${guard}`,
+    ...guardLines(port).map((line) => `add rule ${table} ${guard} ${line}`),
+    `add element ${table} members { ${quote(port.ifname)} }`,
+    `add element ${table} ${DISPATCH_MAPS.guards} { ${quote(port.ifname)} : jump ${guard} }`,
+  ];
+  for (const direction of ["out", "in"] as const) {
+    if (stage(sw, direction, undefined).lines.length > 0) lines.push(`add element ${table} ${DISPATCH_MAPS[direction]} { ${quote(port.ifname)} : jump ${direction}_all }`);
+  }
+  return `${lines.join("\n")}\n`;
+}
+
+/**
+ * The nft commands that remove one port (attached by {@link portAddScript}) from a switch's
+ * table, or undefined when a full re-apply is needed.
+ */
+export function portRemoveScript(sw: Switch, port: Port): string | undefined {
+  if (hasOwnRules(sw, port, "in") || hasOwnRules(sw, port, "out")) return undefined;
+  const table = `bridge ${sw.table}`;
+  const names = guardCounterNames(port);
+  const lines = [`delete element ${table} ${DISPATCH_MAPS.guards} { ${quote(port.ifname)} }`, `delete element ${table} members { ${quote(port.ifname)} }`];
+  for (const direction of ["out", "in"] as const) {
+    if (stage(sw, direction, undefined).lines.length > 0) lines.push(`delete element ${table} ${DISPATCH_MAPS[direction]} { ${quote(port.ifname)} }`);
+  }
+  lines.push(`delete chain ${table} guard_${port.ifname}`, ...[names.mac, names.dhcp, names.routerAdvert].map((name) => `delete counter ${table} ${name}`));
+  return `${lines.join("\n")}\n`;
 }
 
 function chainBlock(name: string, lines: readonly string[], hook?: string): string {
@@ -180,11 +242,7 @@ export function nftTable(sw: Switch): string {
   // Port guards, before the bridge decides anything.
   const guards: (readonly [string, string])[] = [];
   for (const port of sw.ports) {
-    const names = guardCounterNames(port);
-    const lines: string[] = [];
-    if (port.macGuard) lines.push(`ether saddr != ${port.mac} counter name "${names.mac}" drop`);
-    if (port.dhcpGuard) lines.push(`udp sport 67 udp dport 68 counter name "${names.dhcp}" drop`, `udp sport 547 udp dport 546 counter name "${names.dhcp}" drop`);
-    if (port.routerGuard) lines.push(`icmpv6 type nd-router-advert counter name "${names.routerAdvert}" drop`);
+    const lines = guardLines(port);
     if (lines.length === 0) continue;
     chains.push(chainBlock(`guard_${port.ifname}`, lines));
     guards.push([port.ifname, `guard_${port.ifname}`]);
@@ -194,32 +252,31 @@ export function nftTable(sw: Switch): string {
   const dispatch: Record<AclDirection, (readonly [string, string])[]> = { out: [], in: [] };
   for (const direction of ["out", "in"] as const) {
     const shared = stage(sw, direction, undefined);
-    let sharedUsed = false;
+    if (shared.lines.length > 0) {
+      chains.push(chainBlock(shared.chain, shared.lines));
+      maps.push(...shared.maps);
+    }
     for (const port of sw.ports) {
-      const own = sw.acls.some((rule) => rule.direction === direction && rule.port?.vmName === port.vmName && rule.port.nic === port.nic);
-      if (own) {
+      if (hasOwnRules(sw, port, direction)) {
         const specific = stage(sw, direction, port);
         chains.push(chainBlock(specific.chain, specific.lines));
         maps.push(...specific.maps);
         dispatch[direction].push([port.ifname, specific.chain]);
       } else if (shared.lines.length > 0) {
-        sharedUsed = true;
         dispatch[direction].push([port.ifname, shared.chain]);
       }
     }
-    if (sharedUsed) {
-      chains.push(chainBlock(shared.chain, shared.lines));
-      maps.push(...shared.maps);
-    }
   }
+  // Named verdict maps, so that attaching a port is a few element insertions (see portAddScript).
+  maps.push(verdictMap(DISPATCH_MAPS.guards, guards), verdictMap(DISPATCH_MAPS.out, dispatch.out), verdictMap(DISPATCH_MAPS.in, dispatch.in));
   chains.push(
-    chainBlock("deny_out", [...flowLogRules(FLOW_SETS.deniedOut, "iifname"), "drop"]),
-    chainBlock("deny_in", [...flowLogRules(FLOW_SETS.deniedIn, "oifname"), "drop"]),
-    chainBlock("flowlog", flowLogRules(FLOW_SETS.allowed, "iifname")),
-    chainBlock("prerouting", vmapRule("iifname", guards), "type filter hook prerouting priority -200; policy accept;"),
-    chainBlock("forward", ["iifname != @members return", ...vmapRule("iifname", dispatch.out), ...vmapRule("oifname", dispatch.in), "jump flowlog"], "type filter hook forward priority 0; policy accept;"),
-    chainBlock("input", ["iifname != @members return", ...vmapRule("iifname", dispatch.out), "jump flowlog"], "type filter hook input priority 0; policy accept;"),
-    chainBlock("output", ["oifname != @members return", ...vmapRule("oifname", dispatch.in), "jump flowlog"], "type filter hook output priority 0; policy accept;"),
+    chainBlock("deny_out", [...flowLogRules(FLOW_SETS.deniedOut, "iifname", false), "drop"]),
+    chainBlock("deny_in", [...flowLogRules(FLOW_SETS.deniedIn, "oifname", false), "drop"]),
+    chainBlock("flowlog", flowLogRules(FLOW_SETS.allowed, "iifname", true)),
+    chainBlock("prerouting", [`iifname vmap @${DISPATCH_MAPS.guards}`], "type filter hook prerouting priority -200; policy accept;"),
+    chainBlock("forward", ["iifname != @members return", `iifname vmap @${DISPATCH_MAPS.out}`, `oifname vmap @${DISPATCH_MAPS.in}`, "jump flowlog"], "type filter hook forward priority 0; policy accept;"),
+    chainBlock("input", ["iifname != @members return", `iifname vmap @${DISPATCH_MAPS.out}`, "jump flowlog"], "type filter hook input priority 0; policy accept;"),
+    chainBlock("output", ["oifname != @members return", `oifname vmap @${DISPATCH_MAPS.in}`, "jump flowlog"], "type filter hook output priority 0; policy accept;"),
   );
   return [
     `table bridge ${sw.table} {\n`,

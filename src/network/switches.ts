@@ -30,7 +30,7 @@ import { dhcpPaths, dhcpPid, ensureDhcp, stopDhcp } from "./dhcp.js";
 import { buildFlows, flowSetNames, parseSetElements, type FlowRecord, type SetElement } from "./flows.js";
 import { HostCommands, defaultRouteDevices, parseLinks, type LinkInfo } from "./host-commands.js";
 import { isPort, type AclRule, type Mirror, type NetworkState, type Port, type Switch, type SwitchType } from "./model.js";
-import { DEFAULT_DENY_COUNTER, guardCounterNames, nftScript, parseTableObjects } from "./ruleset.js";
+import { DEFAULT_DENY_COUNTER, guardCounterNames, nftScript, parseTableObjects, portAddScript, portRemoveScript } from "./ruleset.js";
 import { DEFAULT_STATE_DIR, StateStore } from "./state-store.js";
 import { closeFd, openTap } from "./tap.js";
 
@@ -310,12 +310,24 @@ export class VirtualSwitches {
    */
   async attachPort(request: AttachPortRequest): Promise<AttachedPort> {
     let fd = -1;
-    const port = await this.#attach(request, "tap", async (ifname) => {
-      fd = openTap(ifname, { netns: this.#netns, vnetHdr: request.vnetHdr ?? true, nonBlocking: request.nonBlocking ?? false });
-      return Promise.resolve();
-    }, () => {
-      if (fd >= 0) closeFd(fd);
-    });
+    const options = { netns: this.#netns, vnetHdr: request.vnetHdr ?? true, nonBlocking: request.nonBlocking ?? false };
+    const port = await this.#attach(
+      request,
+      "tap",
+      async (ifname) => {
+        try {
+          fd = openTap(ifname, options);
+        } catch (error: unknown) {
+          // A leftover interface of that name that is not a TAP we can attach to.
+          if (!(error instanceof HostError) || error.code !== "network.tap-failed") throw error;
+          await this.host.tryRun(["ip", "link", "del", "dev", ifname]);
+          fd = openTap(ifname, options);
+        }
+      },
+      () => {
+        if (fd >= 0) closeFd(fd);
+      },
+    );
     return { fd, ifname: port.ifname, mac: port.mac, switchName: request.switchName, vmName: port.vmName, nic: port.nic, vlan: port.vlan };
   }
 
@@ -326,11 +338,24 @@ export class VirtualSwitches {
    */
   async attachVethPort(request: AttachVethRequest): Promise<Port> {
     const peer = request.peerIfname ?? "eth0";
-    return this.#attach(request, "veth", async (ifname, mac) => {
-      await this.host.run(["ip", "link", "add", ifname, "type", "veth", "peer", "name", `${ifname}x`]);
-      await this.host.run(["ip", "link", "set", "dev", `${ifname}x`, "address", mac, "netns", request.peerNetns]);
-      await new HostCommands({ netns: request.peerNetns }).run(["ip", "link", "set", "dev", `${ifname}x`, "name", peer, "up"]);
-    }, () => undefined);
+    return this.#attach(
+      request,
+      "veth",
+      async (ifname, mac) => {
+        const add = ["ip", "link", "add", ifname, "type", "veth", "peer", "name", `${ifname}x`];
+        if (!(await this.host.tryRun(add)).ok) {
+          await this.host.tryRun(["ip", "link", "del", "dev", ifname]);
+          await this.host.run(add);
+        }
+        await this.host.run(["ip", "link", "set", "dev", `${ifname}x`, "address", mac, "netns", request.peerNetns]);
+        await new HostCommands({ netns: request.peerNetns }).run(["ip", "link", "set", "dev", `${ifname}x`, "name", peer, "up"]);
+      },
+      () => undefined,
+    );
+  }
+
+  async #linkExists(ifname: string): Promise<boolean> {
+    return (await this.host.tryRun(["ip", "link", "show", "dev", ifname])).ok;
   }
 
   async #attach(
@@ -347,14 +372,12 @@ export class VirtualSwitches {
     return this.store.update(async (state) => {
       const sw = findSwitch(state, request.switchName);
       const ifname = portIfname(sw.name, ref);
-      const links = await this.#links();
-      const existing = sw.ports.find((port) => isPort(port, ref));
-      if (existing !== undefined && links.some((link) => link.ifname === existing.ifname)) {
+      const stale = sw.ports.find((port) => isPort(port, ref));
+      if (stale !== undefined && (await this.#linkExists(stale.ifname))) {
         throw new ConfigError(`${formatPortRef(ref)} already has a port on switch "${sw.name}"`, "network.port-exists");
       }
       const clash = sw.ports.find((port) => port.mac === mac && !isPort(port, ref));
       if (clash !== undefined) throw new ConfigError(`MAC ${mac} is already used by ${formatPortRef(clash)} on switch "${sw.name}"`, "network.bad-mac");
-      if (links.some((link) => link.ifname === ifname)) await this.host.tryRun(["ip", "link", "del", "dev", ifname]);
       const port: Port = {
         ...ref,
         ifname,
@@ -371,7 +394,10 @@ export class VirtualSwitches {
       try {
         await create(ifname, mac);
         await this.#plugPort(updated, port);
-        await this.#applyRuleset(updated);
+        // The usual case costs one small nft transaction, whatever the number of rules; a
+        // port with rules of its own, a stale record or a table out of step gets a full apply.
+        const script = stale === undefined ? portAddScript(sw, port) : undefined;
+        if (script === undefined || !(await this.host.tryRun(["nft", "-f", "-"], script)).ok) await this.#applyRuleset(updated);
       } catch (error: unknown) {
         undo();
         await this.host.tryRun(["ip", "link", "del", "dev", ifname]);
@@ -409,10 +435,11 @@ export class VirtualSwitches {
       if (port === undefined) throw new ConfigError(`${formatPortRef(request)} has no port on switch "${sw.name}"`, "network.unknown-port");
       const mirrors = sw.mirrors.filter((mirror) => !isPort(mirror.from, request) && !("port" in mirror.to && isPort(mirror.to.port, request)));
       const updated: Switch = { ...sw, ports: sw.ports.filter((candidate) => candidate !== port), mirrors };
-      await this.#clearMirrors(sw);
+      if (sw.mirrors.length > 0) await this.#clearMirrors(sw);
       await this.host.tryRun(["ip", "link", "del", "dev", port.ifname]);
-      await this.#applyRuleset(updated);
-      await this.#applyMirrors(updated);
+      const script = portRemoveScript(sw, port);
+      if (script === undefined || !(await this.host.tryRun(["nft", "-f", "-"], script)).ok) await this.#applyRuleset(updated);
+      if (updated.mirrors.length > 0) await this.#applyMirrors(updated);
       return { state: withSwitch(state, updated), result: undefined };
     });
   }
