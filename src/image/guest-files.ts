@@ -39,7 +39,7 @@ mkdir /run/palisade
 # Modules in dependency order (written by the image builder).
 modules=
 while read -r module; do modules="$modules \${module##*/}"; done <${MODULE_LIST_PATH}
-[ -n "$modules" ] && modprobe -a $modules
+if [ -n "$modules" ]; then modprobe -a $modules || echo "palisade-init: some modules did not load"; fi
 
 # palisade.net=dhcp (default) | none | ADDRESS/PREFIX[,GATEWAY] on the kernel command line.
 net=dhcp
