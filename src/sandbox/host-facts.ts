@@ -48,6 +48,12 @@ export interface SandboxHostFacts {
    * top-level directories instead of each runtime file and firmware directory.
    */
   readonly runtimeTree: RuntimeTree | null;
+  /**
+   * The host's resolver configuration, bound read-only into jails that share the host
+   * network: QEMU's user-mode networking (libslirp) forwards the guest's DNS to the
+   * servers it names. Absent or null: not bound.
+   */
+  readonly resolvConf?: string | null;
   /** The CPU architecture: the seccomp filter is written for x86-64 only. */
   readonly arch: string;
 }
@@ -181,7 +187,7 @@ function isRoot(): boolean {
  *
  * @param qemuBinary the QEMU the workers run.
  */
-export function probeSandboxHost(qemuBinary: string): SandboxHostFacts {
+export function probeSandboxHost(qemuBinary = "/usr/bin/qemu-system-x86_64"): SandboxHostFacts {
   const setpriv = which("setpriv", ["/usr/bin/setpriv", "/bin/setpriv"]);
   const runtime = new Set<string>([...lddPaths(qemuBinary), ...(setpriv === null ? [] : lddPaths(setpriv))]);
   for (const module of acceleratorModules(qemuBinary)) {
@@ -202,6 +208,7 @@ export function probeSandboxHost(qemuBinary: string): SandboxHostFacts {
     firmwareDirs: firmwareDirectories(qemuBinary),
     cgroups: usableCgroups(cgroups),
     runtimeTree: null,
+    resolvConf: existsSync("/etc/resolv.conf") ? "/etc/resolv.conf" : null,
     arch: process.arch,
   };
 }

@@ -81,10 +81,17 @@ test("jailArgv: every namespace is new, QEMU is the jail's pid 1, the environmen
   assert.equal(bwrap.includes("--die-with-parent"), false);
 });
 
-test("jailArgv: user-mode networking shares the host network namespace", () => {
-  const bwrap = bwrapPart(jailArgv({ ...spec, shareHostNetwork: true }, [], rootHost));
+test("jailArgv: user-mode networking shares the host network namespace and sees the host's resolv.conf", () => {
+  const bwrap = bwrapPart(jailArgv({ ...spec, shareHostNetwork: true }, [], { ...rootHost, resolvConf: "/etc/resolv.conf" }));
 
   assert.equal(bwrap.includes("--unshare-net"), false);
+  assert.ok(valuesOf(bwrap, "--ro-bind").includes("/etc/resolv.conf"));
+});
+
+test("jailArgv: without user-mode networking the jail has no /etc at all", () => {
+  const bwrap = bwrapPart(jailArgv(spec, [], { ...rootHost, resolvConf: "/etc/resolv.conf" }));
+
+  assert.equal(bwrap.some((arg) => arg.startsWith("/etc")), false);
 });
 
 test("jailArgv: a prepared network namespace is joined with nsenter instead of a new empty one", () => {

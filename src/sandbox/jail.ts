@@ -237,11 +237,13 @@ export function jailCommandArgv(spec: JailSpec, command: readonly string[], host
   const tree = usableTree(host, [spec.runDir, ...readonlyBinds, ...writableBinds], program);
   // Tree mode: its top directories (+ the program when the tree lacks it); else every file.
   const treeMounts = tree === null ? [] : runtimeTreeTops(tree);
-  const readonlyFiles =
+  const readonlyFiles: string[] =
     tree === null
       ? [...new Set([...host.runtimeFiles, ...(host.root && host.setpriv !== null ? [host.setpriv] : []), spec.qemuBinary, program])].filter((path) => path !== "")
       : tree.files.includes(program) ? [] : [program];
   const firmwareDirs = tree === null ? host.firmwareDirs : [];
+  // User-mode networking resolves names for the guest with the host's resolvers.
+  if (spec.shareHostNetwork && host.resolvConf !== undefined && host.resolvConf !== null) readonlyFiles.push(host.resolvConf);
   const mountTargets = [...treeMounts, ...readonlyFiles, ...firmwareDirs, spec.runDir, ...readonlyBinds, ...writableBinds];
 
   argv.push("--dev", "/dev", "--proc", "/proc", "--perms", "01777", "--size", String(16 * 1024 * 1024), "--tmpfs", "/tmp");

@@ -6,9 +6,10 @@
  */
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { copyFileSync, chmodSync, chownSync, readlinkSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { copyFileSync, chmodSync, chownSync, mkdirSync, readlinkSync } from "node:fs";
 import { join } from "node:path";
-import { describeSandbox } from "../../src/sandbox/index.js";
+import { describeSandbox, jailCommandArgv, jailPaths, prepareJail, sandboxGaps, type SandboxHostFacts } from "../../src/sandbox/index.js";
 import { JailWorld, skipReason, type TestJail } from "./sandbox-harness.js";
 
 const skip = skipReason() ?? false;
@@ -124,4 +125,27 @@ test("sandbox: describeSandbox() of a running worker shows its uid, no caps, sec
   assert.equal(description.cgroupLimits.pids, jail.spec.limits.pids);
   assert.equal(description.cgroupLimits.cpuQuotaPercent, jail.spec.limits.cpuPercent);
   assert.equal(description.rlimits.coreBytes, 0);
+});
+
+test("sandbox: not root, the jail still gives namespaces, no capabilities, no_new_privs and the seccomp filter, and says what it lacks", { skip }, async () => {
+  // The same host seen by an unprivileged user (nobody): bwrap in a user namespace, no uid switch, no cgroups.
+  const nobody = 65534;
+  const host: SandboxHostFacts = { ...world.host, root: false, cgroups: { version: "none" } };
+  const runDir = join(world.root, "unprivileged", "run");
+  mkdirSync(runDir, { recursive: true });
+  chownSync(runDir, nobody, nobody);
+  const spec = { ...jail.spec, vmId: "unprivileged", uid: nobody, gid: nobody, runDir, binds: [] };
+  const prepared = await prepareJail(spec, host);
+  for (const path of [jailPaths(runDir).controlDir, jailPaths(runDir).statusFile]) chownSync(path, nobody, nobody);
+  const argv = jailCommandArgv(spec, ["/usr/bin/busybox", "sh", "-c", "id -u; cat /proc/self/status; ls /proc | grep -cE '^[0-9]+$'"], host);
+
+  const run = spawnSync("/usr/bin/setpriv", [`--reuid=${nobody}`, `--regid=${nobody}`, "--clear-groups", "--", ...argv], { env: {}, encoding: "utf8", timeout: 20_000 });
+  await prepared.cleanup();
+
+  assert.match(run.stdout, /^65534$/m);
+  assert.match(run.stdout, /^CapEff:\s+0000000000000000$/m);
+  assert.match(run.stdout, /^NoNewPrivs:\s+1$/m);
+  assert.match(run.stdout, /^Seccomp:\s+2$/m);
+  assert.ok(Number(run.stdout.trim().split("\n").pop()) <= 3, "the jail sees only its own processes");
+  assert.match(sandboxGaps(host).join("\n"), /not running as root: the worker keeps Palisade's uid/);
 });
