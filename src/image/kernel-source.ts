@@ -75,8 +75,85 @@ async function aptShow(name: string): Promise<AptPackage | undefined> {
   throw new HostError(`apt-cache show ${name} failed: ${stderrSummary(result.stderr)}`, "image.apt");
 }
 
-/** Follows metapackages down to the package holding the kernel; undefined if apt knows none. */
-async function resolveKernelPackage(requested: string): Promise<AptPackage | undefined> {
+/**
+ * A key that changes whenever apt's answer could: the package lists, preferences
+ * (pinning) and dpkg's status, by name, size and mtime. `apt-cache` re-reads every list on
+ * each call (~0.6 s idle, seconds on a busy machine, twice per resolution); with the key
+ * unchanged, the last resolution stands.
+ */
+async function aptStateKey(): Promise<string> {
+  const hash = createHash("sha256");
+  const describe = async (path: string): Promise<void> => {
+    const info = await stat(path).catch(() => undefined);
+    hash.update(`${path}\0${info?.size ?? -1}\0${info?.mtimeMs ?? -1}\n`);
+  };
+  for (const dir of ["/var/lib/apt/lists", "/etc/apt/preferences.d", "/etc/apt/sources.list.d"]) {
+    const names = await readdir(dir).catch(() => [] as string[]);
+    for (const name of names.sort()) if (name !== "lock" && name !== "partial") await describe(join(dir, name));
+  }
+  for (const path of ["/etc/apt/preferences", "/etc/apt/sources.list", "/var/lib/dpkg/status"]) await describe(path);
+  return hash.digest("hex");
+}
+
+const RESOLUTIONS_FILE = "apt-resolutions.json";
+
+interface Resolutions {
+  key: string;
+  packages: Record<string, AptPackage>;
+}
+
+async function readResolutions(downloads: string, key: string): Promise<Resolutions> {
+  try {
+    const parsed = JSON.parse(await readFile(join(downloads, RESOLUTIONS_FILE), "utf8")) as Partial<Resolutions>;
+    if (parsed.key === key && typeof parsed.packages === "object") return { key, packages: parsed.packages };
+  } catch {
+    // Missing or unreadable: resolve again.
+  }
+  return { key, packages: {} };
+}
+
+/** The cached resolution of `requested`, if apt's state is unchanged and it is well-formed. */
+function cachedResolution(resolutions: Resolutions, requested: string): AptPackage | undefined {
+  const pkg = resolutions.packages[requested];
+  if (pkg === undefined || typeof pkg.name !== "string" || typeof pkg.version !== "string") return undefined;
+  try {
+    // Re-check what apt would have: a plain .deb name, a sane size and digest.
+    const record = new Map([
+      ["Package", pkg.name],
+      ["Version", pkg.version],
+      ["Filename", pkg.filename],
+      ["Size", String(pkg.sizeBytes)],
+      ["SHA256", pkg.sha256],
+    ]);
+    const checked = aptPackageOf(record);
+    debFileName(checked);
+    return { ...checked, depends: pkg.depends };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Follows metapackages down to the package holding the kernel (undefined if apt knows
+ * none), remembering the answer in the download cache while apt's state is unchanged.
+ */
+async function resolveKernelPackage(requested: string, downloads: string): Promise<AptPackage | undefined> {
+  const key = await aptStateKey();
+  const resolutions = await readResolutions(downloads, key);
+  const cached = cachedResolution(resolutions, requested);
+  if (cached !== undefined) return cached;
+  const pkg = await resolveKernelPackageWithApt(requested);
+  if (pkg !== undefined) {
+    resolutions.packages[requested] = pkg;
+    await mkdir(downloads, { recursive: true });
+    const temporary = join(downloads, `.${RESOLUTIONS_FILE}.${process.pid}`);
+    await writeFile(temporary, JSON.stringify(resolutions));
+    await rename(temporary, join(downloads, RESOLUTIONS_FILE));
+  }
+  return pkg;
+}
+
+async function resolveKernelPackageWithApt(requested: string): Promise<AptPackage | undefined> {
   let name = requested;
   for (let depth = 0; depth < 4; depth += 1) {
     const pkg = await aptShow(name);
@@ -184,7 +261,7 @@ async function unpackKernelPackage(debPath: string, pkg: AptPackage, context: Fe
 export async function kernelFromPackage(requested: string, context: FetchContext): Promise<KernelTree> {
   let updated = false;
   for (;;) {
-    const pkg = await resolveKernelPackage(requested);
+    const pkg = await resolveKernelPackage(requested, context.downloadsDir);
     if (pkg === undefined) {
       if (!updated) {
         await aptUpdate(context, `apt knows no package ${requested}`);
