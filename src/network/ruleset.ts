@@ -110,6 +110,11 @@ function guardLines(port: Port): string[] {
   return lines;
 }
 
+/** Whether the shared stage of a direction has anything to do (cheap: no compilation). */
+function sharedStageUsed(sw: Switch, direction: AclDirection): boolean {
+  return sw.defaultDeny || sw.acls.some((rule) => rule.direction === direction && rule.port === undefined);
+}
+
 function hasOwnRules(sw: Switch, port: Port, direction: AclDirection): boolean {
   return sw.acls.some((rule) => rule.direction === direction && rule.port?.vmName === port.vmName && rule.port.nic === port.nic);
 }
@@ -133,7 +138,7 @@ export function portAddScript(sw: Switch, port: Port): string | undefined {
     `add element ${table} ${DISPATCH_MAPS.guards} { ${quote(port.ifname)} : jump ${guard} }`,
   ];
   for (const direction of ["out", "in"] as const) {
-    if (stage(sw, direction, undefined).lines.length > 0) lines.push(`add element ${table} ${DISPATCH_MAPS[direction]} { ${quote(port.ifname)} : jump ${direction}_all }`);
+    if (sharedStageUsed(sw, direction)) lines.push(`add element ${table} ${DISPATCH_MAPS[direction]} { ${quote(port.ifname)} : jump ${direction}_all }`);
   }
   return `${lines.join("\n")}\n`;
 }
@@ -148,7 +153,7 @@ export function portRemoveScript(sw: Switch, port: Port): string | undefined {
   const names = guardCounterNames(port);
   const lines = [`delete element ${table} ${DISPATCH_MAPS.guards} { ${quote(port.ifname)} }`, `delete element ${table} members { ${quote(port.ifname)} }`];
   for (const direction of ["out", "in"] as const) {
-    if (stage(sw, direction, undefined).lines.length > 0) lines.push(`delete element ${table} ${DISPATCH_MAPS[direction]} { ${quote(port.ifname)} }`);
+    if (sharedStageUsed(sw, direction)) lines.push(`delete element ${table} ${DISPATCH_MAPS[direction]} { ${quote(port.ifname)} }`);
   }
   lines.push(`delete chain ${table} guard_${port.ifname}`, ...[names.mac, names.dhcp, names.routerAdvert].map((name) => `delete counter ${table} ${name}`));
   return `${lines.join("\n")}\n`;

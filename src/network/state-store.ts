@@ -4,7 +4,7 @@
  * one. Changes are serialized within a process by a promise chain and across processes
  * by a lock file holding the owner's pid (a dead owner's lock is taken over).
  */
-import { mkdirSync, readFileSync, renameSync, writeFileSync, openSync, closeSync, unlinkSync, fsyncSync } from "node:fs";
+import { mkdirSync, readFileSync, renameSync, writeFileSync, openSync, closeSync, unlinkSync, fsyncSync, statSync, type Stats } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { ConfigError, HostError, errorMessage } from "../util/errors.js";
@@ -20,6 +20,8 @@ export class StateStore {
   readonly #file: string;
   readonly #lock: string;
   #queue: Promise<unknown> = Promise.resolve();
+  /** The last state read or written, with the file identity it came from: parsing 10,000 rules costs ~50 ms. */
+  #cache: { key: string; state: NetworkState } | undefined;
 
   constructor(dir: string) {
     this.dir = dir;
@@ -32,6 +34,19 @@ export class StateStore {
    * @throws {ConfigError} `network.bad-state` when the file is not valid.
    */
   read(): NetworkState {
+    let key: string;
+    try {
+      key = fileKey(statSync(this.#file));
+    } catch {
+      key = "missing";
+    }
+    if (this.#cache?.key === key) return this.#cache.state;
+    const state = this.#parse();
+    this.#cache = { key, state };
+    return state;
+  }
+
+  #parse(): NetworkState {
     let text: string;
     try {
       text = readFileSync(this.#file, "utf8");
@@ -69,12 +84,13 @@ export class StateStore {
     const temporary = `${this.#file}.${process.pid}.tmp`;
     const fd = openSync(temporary, "w", 0o600);
     try {
-      writeFileSync(fd, `${JSON.stringify(state, null, 2)}\n`);
+      writeFileSync(fd, `${JSON.stringify(state)}\n`);
       fsyncSync(fd);
     } finally {
       closeSync(fd);
     }
     renameSync(temporary, this.#file);
+    this.#cache = { key: fileKey(statSync(this.#file)), state };
   }
 
   async #acquire(): Promise<void> {
@@ -129,4 +145,9 @@ export class StateStore {
       // Already gone: nothing to release.
     }
   }
+}
+
+/** Identity of a file version: a rename gives a new inode, a rewrite a new mtime or size. */
+function fileKey(stats: Stats): string {
+  return `${stats.ino}:${stats.size}:${stats.mtimeMs}`;
 }
