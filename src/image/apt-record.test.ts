@@ -1,7 +1,14 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { ConfigError } from "../util/errors.js";
-import { aptPackageOf, checkPackageName, debFileName, kernelPackageBehind, parseAptRecord, parseDependsField } from "./apt-record.js";
+import {
+  aptPackageOf,
+  checkPackageName,
+  debFileName,
+  kernelPackageBehind,
+  parseAptRecord,
+  parseDependsField,
+} from "./apt-record.js";
 
 // `apt-cache show --no-all-versions linux-image-cloud-amd64` on Debian 12 (trimmed).
 const METAPACKAGE = `Package: linux-image-cloud-amd64
@@ -48,23 +55,35 @@ test("apt-record: continuation lines join their field; only the first stanza cou
 });
 
 test("apt-record: dependencies drop versions and architectures, keep alternatives", () => {
-  assert.deepEqual(parseDependsField("kmod, linux-base (>= 4.3~), initramfs-tools (>= 0.1) | linux-initramfs-tool, libc6:any"), [
-    ["kmod"],
-    ["linux-base"],
-    ["initramfs-tools", "linux-initramfs-tool"],
-    ["libc6"],
-  ]);
+  assert.deepEqual(
+    parseDependsField(
+      "kmod, linux-base (>= 4.3~), initramfs-tools (>= 0.1) | linux-initramfs-tool, libc6:any",
+    ),
+    [["kmod"], ["linux-base"], ["initramfs-tools", "linux-initramfs-tool"], ["libc6"]],
+  );
 });
 
 test("apt-record: missing or malformed fields are ConfigErrors naming the field", () => {
-  assert.throws(() => aptPackageOf(parseAptRecord("Package: x\nVersion: 1\n")), /package x has no Size field/);
-  assert.throws(() => aptPackageOf(parseAptRecord(KERNEL.replace("Size: 26713492", "Size: lots"))), ConfigError);
-  assert.throws(() => debFileName({ ...aptPackageOf(parseAptRecord(KERNEL)), filename: "pool/../../etc/passwd" }), ConfigError);
+  assert.throws(
+    () => aptPackageOf(parseAptRecord("Package: x\nVersion: 1\n")),
+    /package x has no Size field/,
+  );
+  assert.throws(
+    () => aptPackageOf(parseAptRecord(KERNEL.replace("Size: 26713492", "Size: lots"))),
+    ConfigError,
+  );
+  assert.throws(
+    () => debFileName({ ...aptPackageOf(parseAptRecord(KERNEL)), filename: "pool/../../etc/passwd" }),
+    ConfigError,
+  );
 });
 
 test("apt-record: package names that are not Debian names (or look like options) are refused", () => {
   assert.equal(checkPackageName("linux-image-cloud-amd64", "--kernel-package"), "linux-image-cloud-amd64");
-  assert.throws(() => checkPackageName("-oAPT::foo=1", "--kernel-package"), /--kernel-package: "-oAPT::foo=1" is not a Debian package name/);
+  assert.throws(
+    () => checkPackageName("-oAPT::foo=1", "--kernel-package"),
+    /--kernel-package: "-oAPT::foo=1" is not a Debian package name/,
+  );
   assert.throws(() => checkPackageName("Linux", "--kernel-package"), ConfigError);
   assert.throws(() => checkPackageName("a", "--kernel-package"), ConfigError);
 });

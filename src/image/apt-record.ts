@@ -51,7 +51,13 @@ export function parseDependsField(value: string): string[][] {
     .map((group) =>
       group
         .split("|")
-        .map((alternative) => alternative.trim().replace(/\s*\(.*\)\s*$/, "").replace(/:\S+$/, "").replace(/\s*\[.*\]\s*$/, ""))
+        .map((alternative) =>
+          alternative
+            .trim()
+            .replace(/\s*\(.*\)\s*$/, "")
+            .replace(/:\S+$/, "")
+            .replace(/\s*\[.*\]\s*$/, ""),
+        )
         .filter((name) => name !== ""),
     )
     .filter((group) => group.length > 0);
@@ -67,14 +73,20 @@ export function aptPackageOf(record: AptRecord): AptPackage {
   const field = (name: string): string => {
     const value = record.get(name);
     if (value === undefined || value === "") {
-      throw new ConfigError(`apt's record of package ${record.get("Package") ?? "(unnamed)"} has no ${name} field`, "image.apt-record");
+      throw new ConfigError(
+        `apt's record of package ${record.get("Package") ?? "(unnamed)"} has no ${name} field`,
+        "image.apt-record",
+      );
     }
     return value;
   };
   const size = Number.parseInt(field("Size"), 10);
   const sha256 = field("SHA256").toLowerCase();
   if (!Number.isSafeInteger(size) || size <= 0 || !/^[0-9a-f]{64}$/.test(sha256)) {
-    throw new ConfigError(`apt's record of package ${field("Package")}: Size "${field("Size")}" or SHA256 "${sha256}" is malformed`, "image.apt-record");
+    throw new ConfigError(
+      `apt's record of package ${field("Package")}: Size "${field("Size")}" or SHA256 "${sha256}" is malformed`,
+      "image.apt-record",
+    );
   }
   return {
     name: field("Package"),
@@ -97,7 +109,10 @@ const PACKAGE_NAME = /^[a-z0-9][a-z0-9+.-]+$/;
  */
 export function checkPackageName(name: string, flag: string): string {
   if (!PACKAGE_NAME.test(name)) {
-    throw new ConfigError(`${flag}: "${name}" is not a Debian package name (lower-case letters, digits, "+", "-", ".")`, "image.bad-package-name");
+    throw new ConfigError(
+      `${flag}: "${name}" is not a Debian package name (lower-case letters, digits, "+", "-", ".")`,
+      "image.bad-package-name",
+    );
   }
   return name;
 }
@@ -123,7 +138,10 @@ export function kernelPackageBehind(pkg: AptPackage): string | undefined {
 export function debFileName(pkg: AptPackage): string {
   const base = pkg.filename.slice(pkg.filename.lastIndexOf("/") + 1);
   if (!/^[A-Za-z0-9][A-Za-z0-9+.~_%-]*\.deb$/.test(base)) {
-    throw new ConfigError(`apt's record of package ${pkg.name}: Filename "${pkg.filename}" does not end in a plain .deb name`, "image.apt-record");
+    throw new ConfigError(
+      `apt's record of package ${pkg.name}: Filename "${pkg.filename}" does not end in a plain .deb name`,
+      "image.apt-record",
+    );
   }
   return base;
 }

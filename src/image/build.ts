@@ -118,7 +118,10 @@ interface PackResult {
   readonly entries: number;
 }
 
-async function entryOf(path: string, node: ReturnType<GuestTree["entries"]>[number]["node"]): Promise<CpioEntry> {
+async function entryOf(
+  path: string,
+  node: ReturnType<GuestTree["entries"]>[number]["node"],
+): Promise<CpioEntry> {
   switch (node.kind) {
     case "directory":
       return { kind: "directory", path, mode: node.mode };
@@ -134,11 +137,17 @@ async function entryOf(path: string, node: ReturnType<GuestTree["entries"]>[numb
 }
 
 /** Writes the tree as a gzip'd newc archive to `path`, drawing progress by bytes packed. */
-async function packInitramfs(tree: GuestTree, path: string, progressStream: NodeJS.WriteStream): Promise<PackResult> {
+async function packInitramfs(
+  tree: GuestTree,
+  path: string,
+  progressStream: NodeJS.WriteStream,
+): Promise<PackResult> {
   const entries = tree.entries();
   let totalBytes = 0;
   for (const { node } of entries) {
-    if (node.kind === "file") totalBytes += "bytes" in node.source ? node.source.bytes.length : (await stat(node.source.hostPath)).size;
+    if (node.kind === "file")
+      totalBytes +=
+        "bytes" in node.source ? node.source.bytes.length : (await stat(node.source.hostPath)).size;
   }
   const bar = new ProgressBar("Packing initramfs", totalBytes, progressStream);
   const gzip = createGzip({ level: GZIP_LEVEL, strategy: zlibConstants.Z_DEFAULT_STRATEGY });
@@ -179,7 +188,11 @@ async function packInitramfs(tree: GuestTree, path: string, progressStream: Node
 /** busybox's applets with their install paths (`bin/sh`, `sbin/insmod`, …). */
 async function busyboxApplets(busyboxPath: string): Promise<string[]> {
   const result = await runCommand(busyboxPath, ["--list-full"], { timeoutMs: 30_000 });
-  if (result.code !== 0) throw new HostError(`${busyboxPath} --list-full failed; is it busybox? Install it with: apt-get install busybox-static`, "image.busybox");
+  if (result.code !== 0)
+    throw new HostError(
+      `${busyboxPath} --list-full failed; is it busybox? Install it with: apt-get install busybox-static`,
+      "image.busybox",
+    );
   return result.stdout
     .toString("utf8")
     .split("\n")
@@ -192,7 +205,11 @@ async function readBusybox(path: string): Promise<BinaryInput> {
     return await readBinary(path, "busybox");
   } catch (error: unknown) {
     if (error instanceof ConfigError) {
-      throw new HostError(`busybox is missing at ${path}; install it with: apt-get install busybox-static`, "image.busybox", { cause: error });
+      throw new HostError(
+        `busybox is missing at ${path}; install it with: apt-get install busybox-static`,
+        "image.busybox",
+        { cause: error },
+      );
     }
     throw error;
   }
@@ -278,7 +295,8 @@ export async function buildImage(options: BuildImageOptions = {}): Promise<Built
 
   onStatus(`Building image in ${outDir} (kernel ${kernel.release})`);
   const modules = await selectModules(kernel.modulesDir, kernel.release, wantedModules, modulesExplicit);
-  if (modules.skipped.length > 0) onStatus(`Kernel ${kernel.release} lacks modules ${modules.skipped.join(", ")}; left out`);
+  if (modules.skipped.length > 0)
+    onStatus(`Kernel ${kernel.release} lacks modules ${modules.skipped.join(", ")}; left out`);
 
   const tree = new GuestTree();
   for (const directory of GUEST_DIRECTORIES) tree.directory(directory.path, directory.mode);
@@ -299,7 +317,13 @@ export async function buildImage(options: BuildImageOptions = {}): Promise<Built
     `/lib/modules/${kernel.release}/modules.dep`,
     {
       bytes: new TextEncoder().encode(
-        formatModulesDep(modules.loadOrder.map((entry) => ({ ...entry, path: guestRelative(entry.path), dependencies: entry.dependencies.map(guestRelative) }))),
+        formatModulesDep(
+          modules.loadOrder.map((entry) => ({
+            ...entry,
+            path: guestRelative(entry.path),
+            dependencies: entry.dependencies.map(guestRelative),
+          })),
+        ),
       ),
     },
     0o644,
@@ -331,7 +355,9 @@ export async function buildImage(options: BuildImageOptions = {}): Promise<Built
         release: kernel.release,
         source: kernel.origin.kind,
         requested: kernelSourceLabel(kernelSource),
-        ...(kernel.origin.kind === "package" ? { package: kernel.origin.name, packageVersion: kernel.origin.version } : {}),
+        ...(kernel.origin.kind === "package"
+          ? { package: kernel.origin.name, packageVersion: kernel.origin.version }
+          : {}),
         sha256: kernelSha256,
       },
       modules: {
@@ -342,13 +368,20 @@ export async function buildImage(options: BuildImageOptions = {}): Promise<Built
       busybox: { path: busybox.path, sha256: busybox.sha256, applets: applets.length },
       files: {
         added: (options.add ?? []).map((add) => ({ host: add.hostPath, guest: add.guestPath })),
-        binaries: binaries.map((binary) => ({ path: binary.path, libraries: binary.libraries.map((library) => library.path) })),
+        binaries: binaries.map((binary) => ({
+          path: binary.path,
+          libraries: binary.libraries.map((library) => library.path),
+        })),
         entries: packed.entries,
       },
       initrd: { format: "newc+gzip", uncompressedBytes: packed.uncompressedBytes },
       outputs: {
         kernel: { file: IMAGE_FILES.kernel, sizeBytes: kernelStat.size, sha256: kernelSha256 },
-        initrd: { file: IMAGE_FILES.initrd, sizeBytes: initrdStat.size, sha256: await sha256File(initrdTemp) },
+        initrd: {
+          file: IMAGE_FILES.initrd,
+          sizeBytes: initrdStat.size,
+          sha256: await sha256File(initrdTemp),
+        },
       },
     };
     await writeFile(manifestTemp, `${JSON.stringify(manifest, null, 2)}\n`);
@@ -357,7 +390,9 @@ export async function buildImage(options: BuildImageOptions = {}): Promise<Built
     await replaceFile(kernelTemp, join(outDir, IMAGE_FILES.kernel));
     await replaceFile(initrdTemp, join(outDir, IMAGE_FILES.initrd));
     await replaceFile(manifestTemp, join(outDir, IMAGE_FILES.manifest));
-    onStatus(`Built ${join(outDir, IMAGE_FILES.initrd)} (${(initrdStat.size / 1e6).toFixed(1)} MB, ${packed.entries} entries)`);
+    onStatus(
+      `Built ${join(outDir, IMAGE_FILES.initrd)} (${(initrdStat.size / 1e6).toFixed(1)} MB, ${packed.entries} entries)`,
+    );
     return builtImage(outDir, manifest, true);
   } finally {
     await Promise.all([initrdTemp, kernelTemp, manifestTemp].map((path) => rm(path, { force: true })));
@@ -373,13 +408,19 @@ export async function buildImage(options: BuildImageOptions = {}): Promise<Built
  *
  * @throws what {@link buildImage} throws.
  */
-export async function ensureDefaultImage(options: Pick<BuildImageOptions, "cacheDir" | "progressStream" | "onStatus"> = {}): Promise<BuiltImage> {
+export async function ensureDefaultImage(
+  options: Pick<BuildImageOptions, "cacheDir" | "progressStream" | "onStatus"> = {},
+): Promise<BuiltImage> {
   const cacheDir = options.cacheDir ?? palisadeCacheDir(process.env, homedir());
   const outDir = defaultImageDir(cacheDir);
   const existing = await verifiedManifest(outDir);
   if (existing?.builderVersion === BUILDER_VERSION && existing.systemDigest === systemDigest()) {
     return builtImage(outDir, existing, false);
   }
-  options.onStatus?.(existing === undefined ? "No default guest image yet; building it" : "The default guest image is from an older builder; rebuilding it");
+  options.onStatus?.(
+    existing === undefined
+      ? "No default guest image yet; building it"
+      : "The default guest image is from an older builder; rebuilding it",
+  );
   return buildImage({ ...options, cacheDir, outDir });
 }

@@ -15,7 +15,9 @@ function fakeBzImage(version: string): Buffer {
 }
 
 test("bzimage-version: the release is the first word of the kernel_version string", () => {
-  const bytes = fakeBzImage("6.1.0-56-cloud-amd64 (debian-kernel@lists.debian.org) #1 SMP PREEMPT_DYNAMIC Debian 6.1.192-2");
+  const bytes = fakeBzImage(
+    "6.1.0-56-cloud-amd64 (debian-kernel@lists.debian.org) #1 SMP PREEMPT_DYNAMIC Debian 6.1.192-2",
+  );
 
   assert.equal(bzImageRelease(bytes, "vmlinuz"), "6.1.0-56-cloud-amd64");
 });
@@ -24,8 +26,14 @@ test("bzimage-version: files that are not bzImages are ConfigErrors naming the f
   const notKernel = fakeBzImage("6.1.0");
   notKernel.writeUInt16LE(0, 0x1fe);
 
-  assert.throws(() => bzImageRelease(notKernel, "/tmp/x"), /Kernel \/tmp\/x is not a bzImage: boot flag at 0x1fe is 0x0/);
+  assert.throws(
+    () => bzImageRelease(notKernel, "/tmp/x"),
+    /Kernel \/tmp\/x is not a bzImage: boot flag at 0x1fe is 0x0/,
+  );
   assert.throws(() => bzImageRelease(Buffer.alloc(16), "/tmp/x"), ConfigError);
-  assert.throws(() => bzImageRelease(fakeBzImage("6.1.0").subarray(0, 0x3c2), "/tmp/x"), /lies outside the setup code/);
+  assert.throws(
+    () => bzImageRelease(fakeBzImage("6.1.0").subarray(0, 0x3c2), "/tmp/x"),
+    /lies outside the setup code/,
+  );
   assert.throws(() => bzImageRelease(fakeBzImage("../../etc"), "/tmp/x"), /not a release name/);
 });

@@ -22,18 +22,22 @@ export const BZIMAGE_PROBE_BYTES = 0x8000;
  *   version string is out of the bytes given, naming the field.
  */
 export function bzImageRelease(bytes: Uint8Array, path: string): string {
-  const bad = (why: string): ConfigError => new ConfigError(`Kernel ${path} is not a bzImage: ${why}`, "image.bad-kernel");
+  const bad = (why: string): ConfigError =>
+    new ConfigError(`Kernel ${path} is not a bzImage: ${why}`, "image.bad-kernel");
   if (bytes.length < KERNEL_VERSION_OFFSET + 2) throw bad(`only ${bytes.length} bytes`);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const bootFlag = view.getUint16(BOOT_FLAG_OFFSET, true);
   if (bootFlag !== 0xaa55) throw bad(`boot flag at 0x1fe is 0x${bootFlag.toString(16)}, expected 0xaa55`);
-  if (new TextDecoder("latin1").decode(bytes.subarray(HEADER_OFFSET, HEADER_OFFSET + 4)) !== "HdrS") throw bad('no "HdrS" setup header at 0x202');
+  if (new TextDecoder("latin1").decode(bytes.subarray(HEADER_OFFSET, HEADER_OFFSET + 4)) !== "HdrS")
+    throw bad('no "HdrS" setup header at 0x202');
   const protocol = view.getUint16(VERSION_OFFSET, true);
   if (protocol < 0x200) throw bad(`boot protocol 0x${protocol.toString(16)} is older than 2.00`);
   const start = view.getUint16(KERNEL_VERSION_OFFSET, true) + 0x200;
   const end = bytes.indexOf(0, start);
-  if (start >= bytes.length || end === -1) throw bad(`kernel_version string at 0x${start.toString(16)} lies outside the setup code`);
+  if (start >= bytes.length || end === -1)
+    throw bad(`kernel_version string at 0x${start.toString(16)} lies outside the setup code`);
   const release = new TextDecoder("latin1").decode(bytes.subarray(start, end)).split(" ")[0] ?? "";
-  if (!/^[A-Za-z0-9][A-Za-z0-9._+-]*$/.test(release)) throw bad(`kernel_version string "${release.slice(0, 40)}" is not a release name`);
+  if (!/^[A-Za-z0-9][A-Za-z0-9._+-]*$/.test(release))
+    throw bad(`kernel_version string "${release.slice(0, 40)}" is not a release name`);
   return release;
 }

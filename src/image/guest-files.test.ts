@@ -16,13 +16,17 @@ test("guest-files: /init prints the ready marker as a line of its own, before th
   assert.equal(byPath.get("/init")?.mode, 0o755);
 });
 
-test("guest-files: every script is valid busybox sh", { skip: !existsSync("/bin/busybox") && "no /bin/busybox" }, () => {
-  for (const file of guestSystemFiles().filter((candidate) => candidate.text.startsWith("#!/bin/sh"))) {
-    const check = spawnSync("/bin/busybox", ["sh", "-n"], { input: file.text, encoding: "utf8" });
+test(
+  "guest-files: every script is valid busybox sh",
+  { skip: !existsSync("/bin/busybox") && "no /bin/busybox" },
+  () => {
+    for (const file of guestSystemFiles().filter((candidate) => candidate.text.startsWith("#!/bin/sh"))) {
+      const check = spawnSync("/bin/busybox", ["sh", "-n"], { input: file.text, encoding: "utf8" });
 
-    assert.equal(check.status, 0, `${file.path}: ${check.stderr}`);
-  }
-});
+      assert.equal(check.status, 0, `${file.path}: ${check.stderr}`);
+    }
+  },
+);
 
 test("guest-files: the module list has one guest path per line, in the order given", () => {
   const file = moduleListFile(["/lib/modules/6.1/kernel/a.ko", "/lib/modules/6.1/kernel/b.ko"]);

@@ -14,7 +14,13 @@ import { type AddedPath, isReservedGuestPath } from "./options.js";
 /** One file, directory or symlink to put in the guest. */
 export type AddedEntry =
   | { readonly kind: "directory"; readonly guestPath: string; readonly mode: number }
-  | { readonly kind: "file"; readonly guestPath: string; readonly mode: number; readonly hostPath: string; readonly sha256: string }
+  | {
+      readonly kind: "file";
+      readonly guestPath: string;
+      readonly mode: number;
+      readonly hostPath: string;
+      readonly sha256: string;
+    }
   | { readonly kind: "symlink"; readonly guestPath: string; readonly target: string };
 
 /** A binary with the libraries it needs, each with its content digest. */
@@ -27,7 +33,11 @@ export interface BinaryInput {
 
 function describeErrno(error: unknown): string {
   const code = (error as NodeJS.ErrnoException).code;
-  return code === "ENOENT" ? "does not exist" : code === "EACCES" ? "is not readable" : `cannot be read (${code ?? "?"})`;
+  return code === "ENOENT"
+    ? "does not exist"
+    : code === "EACCES"
+      ? "is not readable"
+      : `cannot be read (${code ?? "?"})`;
 }
 
 /**
@@ -44,13 +54,22 @@ export async function readAddedPath(add: AddedPath): Promise<AddedEntry[]> {
   try {
     top = await stat(add.hostPath);
   } catch (error: unknown) {
-    throw new ConfigError(`${flag}: ${add.hostPath} ${describeErrno(error)}`, "image.bad-add", { cause: error });
+    throw new ConfigError(`${flag}: ${add.hostPath} ${describeErrno(error)}`, "image.bad-add", {
+      cause: error,
+    });
   }
   const entries: AddedEntry[] = [];
-  const visit = async (hostPath: string, guestPath: string, info: Awaited<ReturnType<typeof lstat>>): Promise<void> => {
+  const visit = async (
+    hostPath: string,
+    guestPath: string,
+    info: Awaited<ReturnType<typeof lstat>>,
+  ): Promise<void> => {
     const reserved = isReservedGuestPath(guestPath);
     if (reserved !== undefined) {
-      throw new ConfigError(`${flag}: ${hostPath} would land on ${guestPath}, and ${reserved} belongs to the image's /init`, "image.bad-add");
+      throw new ConfigError(
+        `${flag}: ${hostPath} would land on ${guestPath}, and ${reserved} belongs to the image's /init`,
+        "image.bad-add",
+      );
     }
     const mode = Number(info.mode) & 0o7777;
     if (info.isDirectory()) {
@@ -63,12 +82,17 @@ export async function readAddedPath(add: AddedPath): Promise<AddedEntry[]> {
       try {
         entries.push({ kind: "file", guestPath, mode, hostPath, sha256: await sha256File(hostPath) });
       } catch (error: unknown) {
-        throw new ConfigError(`${flag}: ${hostPath} ${describeErrno(error)}`, "image.bad-add", { cause: error });
+        throw new ConfigError(`${flag}: ${hostPath} ${describeErrno(error)}`, "image.bad-add", {
+          cause: error,
+        });
       }
     } else if (info.isSymbolicLink()) {
       entries.push({ kind: "symlink", guestPath, target: await readlink(hostPath) });
     } else {
-      throw new ConfigError(`${flag}: ${hostPath} is neither a file, a directory nor a symlink`, "image.bad-add");
+      throw new ConfigError(
+        `${flag}: ${hostPath} is neither a file, a directory nor a symlink`,
+        "image.bad-add",
+      );
     }
   };
   await visit(add.hostPath, add.guestPath, top);
@@ -80,7 +104,9 @@ async function isElf(path: string): Promise<boolean> {
   try {
     const magic = new Uint8Array(4);
     const { bytesRead } = await handle.read(magic, 0, 4, 0);
-    return bytesRead === 4 && magic[0] === 0x7f && magic[1] === 0x45 && magic[2] === 0x4c && magic[3] === 0x46;
+    return (
+      bytesRead === 4 && magic[0] === 0x7f && magic[1] === 0x45 && magic[2] === 0x4c && magic[3] === 0x46
+    );
   } finally {
     await handle.close();
   }
@@ -110,12 +136,16 @@ export async function readBinary(path: string, flag: string): Promise<BinaryInpu
   const result = await runCommand("ldd", [path], { timeoutMs: 30_000 });
   const ldd = parseLddOutput(`${result.stdout.toString("utf8")}\n${result.stderr}`);
   if (ldd.missing.length > 0) {
-    throw new ConfigError(`${flag}: ${path} needs ${ldd.missing.join(", ")}, which ldd cannot find on this host`, "image.bad-binary");
+    throw new ConfigError(
+      `${flag}: ${path} needs ${ldd.missing.join(", ")}, which ldd cannot find on this host`,
+      "image.bad-binary",
+    );
   }
   if (result.code !== 0 && !ldd.isStatic) {
     throw new HostError(`ldd ${path} failed with exit code ${result.code ?? "?"}`, "image.ldd");
   }
   const libraries = [];
-  for (const library of ldd.libraries) libraries.push({ path: library.path, sha256: await sha256File(library.path) });
+  for (const library of ldd.libraries)
+    libraries.push({ path: library.path, sha256: await sha256File(library.path) });
   return { path, mode, sha256, libraries };
 }

@@ -35,7 +35,11 @@ export interface RunOptions {
  *
  * @throws {HostError} (`host.missing`) when the tool is not installed, naming its package.
  */
-export function runCommand(file: string, args: readonly string[], options: RunOptions = {}): Promise<CommandResult> {
+export function runCommand(
+  file: string,
+  args: readonly string[],
+  options: RunOptions = {},
+): Promise<CommandResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(file, args, {
       cwd: options.cwd,
@@ -46,19 +50,33 @@ export function runCommand(file: string, args: readonly string[], options: RunOp
     const stderr: Buffer[] = [];
     child.stdout.on("data", (chunk: Buffer) => stdout.push(chunk));
     child.stderr.on("data", (chunk: Buffer) => stderr.push(chunk));
-    const timer = options.timeoutMs === undefined ? undefined : setTimeout(() => child.kill("SIGKILL"), options.timeoutMs);
+    const timer =
+      options.timeoutMs === undefined
+        ? undefined
+        : setTimeout(() => child.kill("SIGKILL"), options.timeoutMs);
     child.on("error", (error: NodeJS.ErrnoException) => {
       clearTimeout(timer);
       if (error.code === "ENOENT") {
         const pkg = PACKAGE_OF[file] ?? file;
-        reject(new HostError(`${file} is not installed; the image builder needs it: apt-get install ${pkg}`, "host.missing", { cause: error }));
+        reject(
+          new HostError(
+            `${file} is not installed; the image builder needs it: apt-get install ${pkg}`,
+            "host.missing",
+            { cause: error },
+          ),
+        );
       } else {
         reject(new HostError(`Cannot run ${file}: ${error.message}`, "host.exec", { cause: error }));
       }
     });
     child.on("close", (code, signal) => {
       clearTimeout(timer);
-      resolve({ code, signal, stdout: Buffer.concat(stdout), stderr: Buffer.concat(stderr).toString("utf8") });
+      resolve({
+        code,
+        signal,
+        stdout: Buffer.concat(stdout),
+        stderr: Buffer.concat(stderr).toString("utf8"),
+      });
     });
   });
 }

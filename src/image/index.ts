@@ -4,7 +4,13 @@
  * The guest's contract (ready marker, console shell, power-off) is
  * `docs/design/guest-image.md`.
  */
-export { buildImage, ensureDefaultImage, IMAGE_FILES, type BuildImageOptions, type BuiltImage } from "./build.js";
+export {
+  buildImage,
+  ensureDefaultImage,
+  IMAGE_FILES,
+  type BuildImageOptions,
+  type BuiltImage,
+} from "./build.js";
 export { READY_MARKER, SHELL_PROMPT } from "./guest-files.js";
 export { BUILDER_VERSION, type ImageManifest } from "./manifest.js";
 export {

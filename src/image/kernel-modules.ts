@@ -38,9 +38,14 @@ export async function readModuleFile(path: string): Promise<Uint8Array> {
   if (path.endsWith(".ko")) return readFile(path);
   if (path.endsWith(".ko.gz")) return gunzipSync(await readFile(path));
   const tool = path.endsWith(".ko.xz") ? "xz" : path.endsWith(".ko.zst") ? "zstd" : undefined;
-  if (tool === undefined) throw new HostError(`${path} is not a kernel module file (.ko, .ko.xz, .ko.zst, .ko.gz)`, "image.module-file");
+  if (tool === undefined)
+    throw new HostError(
+      `${path} is not a kernel module file (.ko, .ko.xz, .ko.zst, .ko.gz)`,
+      "image.module-file",
+    );
   const result = await runCommand(tool, ["-dc", path], { timeoutMs: 60_000 });
-  if (result.code !== 0) throw new HostError(`${tool} -dc ${path} failed: ${stderrSummary(result.stderr)}`, "image.module-file");
+  if (result.code !== 0)
+    throw new HostError(`${tool} -dc ${path} failed: ${stderrSummary(result.stderr)}`, "image.module-file");
   return result.stdout;
 }
 
@@ -56,7 +61,8 @@ async function readOptional(path: string): Promise<string | undefined> {
 async function modulesDepFromModinfo(modulesDir: string, wanted: readonly string[]): Promise<ModulesDep> {
   const paths = new Map<string, string>();
   for (const name of await readdir(modulesDir, { recursive: true })) {
-    if (/\.ko(\.(xz|zst|gz))?$/.test(name) && !paths.has(moduleNameOf(name))) paths.set(moduleNameOf(name), name);
+    if (/\.ko(\.(xz|zst|gz))?$/.test(name) && !paths.has(moduleNameOf(name)))
+      paths.set(moduleNameOf(name), name);
   }
   const direct: DirectDependencies[] = [];
   const queue = [...wanted];
@@ -79,17 +85,25 @@ async function modulesDepFromModinfo(modulesDir: string, wanted: readonly string
  *   is then an error; for the default list it is skipped and reported in `skipped`.
  * @throws {ModuleNotFoundError} (`image.module-not-found`) naming the module.
  */
-export async function selectModules(modulesDir: string | undefined, release: string, wanted: readonly string[], explicit: boolean): Promise<ModuleSelection> {
+export async function selectModules(
+  modulesDir: string | undefined,
+  release: string,
+  wanted: readonly string[],
+  explicit: boolean,
+): Promise<ModuleSelection> {
   if (wanted.length === 0) return { loadOrder: [], bytes: new Map(), skipped: [] };
   if (modulesDir === undefined) {
     if (explicit) {
-      throw new ModuleNotFoundError(`--modules: kernel ${release} has no modules on this host (no /lib/modules/${release}); use a kernel package, or a kernel with the drivers built in and no --modules`);
+      throw new ModuleNotFoundError(
+        `--modules: kernel ${release} has no modules on this host (no /lib/modules/${release}); use a kernel package, or a kernel with the drivers built in and no --modules`,
+      );
     }
     return { loadOrder: [], bytes: new Map(), skipped: [...wanted] };
   }
   const builtin = parseModulesBuiltin((await readOptional(join(modulesDir, "modules.builtin"))) ?? "");
   const depText = await readOptional(join(modulesDir, "modules.dep"));
-  const modulesDep = depText !== undefined ? parseModulesDep(depText) : await modulesDepFromModinfo(modulesDir, wanted);
+  const modulesDep =
+    depText !== undefined ? parseModulesDep(depText) : await modulesDepFromModinfo(modulesDir, wanted);
   const skipped = explicit ? [] : wanted.filter((name) => !modulesDep.has(name) && !builtin.has(name));
   const loadOrder = resolveModuleLoadOrder(
     modulesDep,
@@ -100,7 +114,9 @@ export async function selectModules(modulesDir: string | undefined, release: str
   for (const entry of loadOrder) {
     const path = join(modulesDir, entry.path);
     if (!(await stat(path).catch(() => undefined))?.isFile()) {
-      throw new ModuleNotFoundError(`Kernel module ${entry.name} is listed in modules.dep as ${entry.path}, but ${path} is missing`);
+      throw new ModuleNotFoundError(
+        `Kernel module ${entry.name} is listed in modules.dep as ${entry.path}, but ${path} is missing`,
+      );
     }
     bytes.set(entry.path, await readModuleFile(path));
   }

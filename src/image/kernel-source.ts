@@ -10,7 +10,13 @@ import { mkdir, mkdtemp, open, readdir, rename, rm, stat, readFile, writeFile } 
 import { join } from "node:path";
 import { ConfigError, HostError } from "../util/errors.js";
 import { ProgressBar } from "../util/progress.js";
-import { type AptPackage, aptPackageOf, debFileName, kernelPackageBehind, parseAptRecord } from "./apt-record.js";
+import {
+  type AptPackage,
+  aptPackageOf,
+  debFileName,
+  kernelPackageBehind,
+  parseAptRecord,
+} from "./apt-record.js";
 import { BZIMAGE_PROBE_BYTES, bzImageRelease } from "./bzimage-version.js";
 import { runCommand, stderrSummary } from "./host-command.js";
 
@@ -71,7 +77,11 @@ async function aptShow(name: string): Promise<AptPackage | undefined> {
   const result = await runCommand("apt-cache", ["show", "--no-all-versions", name], { timeoutMs: 60_000 });
   const text = result.stdout.toString("utf8");
   if (result.code === 0 && text.includes("Package:")) return aptPackageOf(parseAptRecord(text));
-  if (/No packages found|Unable to locate|purely virtual|has no installation candidate/.test(result.stderr) || result.code === 100) return undefined;
+  if (
+    /No packages found|Unable to locate|purely virtual|has no installation candidate/.test(result.stderr) ||
+    result.code === 100
+  )
+    return undefined;
   throw new HostError(`apt-cache show ${name} failed: ${stderrSummary(result.stderr)}`, "image.apt");
 }
 
@@ -89,9 +99,11 @@ async function aptStateKey(): Promise<string> {
   };
   for (const dir of ["/var/lib/apt/lists", "/etc/apt/preferences.d", "/etc/apt/sources.list.d"]) {
     const names = await readdir(dir).catch(() => [] as string[]);
-    for (const name of names.sort()) if (name !== "lock" && name !== "partial") await describe(join(dir, name));
+    for (const name of names.sort())
+      if (name !== "lock" && name !== "partial") await describe(join(dir, name));
   }
-  for (const path of ["/etc/apt/preferences", "/etc/apt/sources.list", "/var/lib/dpkg/status"]) await describe(path);
+  for (const path of ["/etc/apt/preferences", "/etc/apt/sources.list", "/var/lib/dpkg/status"])
+    await describe(path);
   return hash.digest("hex");
 }
 
@@ -104,7 +116,9 @@ interface Resolutions {
 
 async function readResolutions(downloads: string, key: string): Promise<Resolutions> {
   try {
-    const parsed = JSON.parse(await readFile(join(downloads, RESOLUTIONS_FILE), "utf8")) as Partial<Resolutions>;
+    const parsed = JSON.parse(
+      await readFile(join(downloads, RESOLUTIONS_FILE), "utf8"),
+    ) as Partial<Resolutions>;
     if (parsed.key === key && typeof parsed.packages === "object") return { key, packages: parsed.packages };
   } catch {
     // Missing or unreadable: resolve again.
@@ -162,14 +176,20 @@ async function resolveKernelPackageWithApt(requested: string): Promise<AptPackag
     if (behind === undefined) return pkg;
     name = behind;
   }
-  throw new ConfigError(`Package ${requested} leads through more than 4 metapackages; name the versioned linux-image package`, "image.package-missing");
+  throw new ConfigError(
+    `Package ${requested} leads through more than 4 metapackages; name the versioned linux-image package`,
+    "image.package-missing",
+  );
 }
 
 class DownloadFailed extends Error {}
 
 async function aptUpdate(context: FetchContext, why: string): Promise<void> {
   if (!context.allowAptUpdate) {
-    throw new HostError(`${why}; apt's package lists are missing or stale. Run as root: apt-get update`, "image.apt-lists");
+    throw new HostError(
+      `${why}; apt's package lists are missing or stale. Run as root: apt-get update`,
+      "image.apt-lists",
+    );
   }
   context.onStatus(`${why}; running apt-get update`);
   const result = await runCommand("apt-get", ["update"], { timeoutMs: 600_000 });
@@ -181,7 +201,11 @@ async function aptUpdate(context: FetchContext, why: string): Promise<void> {
 /** Downloads `pkg` into the cache (unless a verified copy is there); returns its path. */
 async function downloadPackage(pkg: AptPackage, context: FetchContext): Promise<string> {
   const target = join(context.downloadsDir, debFileName(pkg));
-  if ((await exists(target)) && (await stat(target)).size === pkg.sizeBytes && (await sha256File(target)) === pkg.sha256) {
+  if (
+    (await exists(target)) &&
+    (await stat(target)).size === pkg.sizeBytes &&
+    (await sha256File(target)) === pkg.sha256
+  ) {
     return target;
   }
   await mkdir(context.downloadsDir, { recursive: true });
@@ -201,16 +225,25 @@ async function downloadPackage(pkg: AptPackage, context: FetchContext): Promise<
     // As root apt drops to its _apt user to download, which cannot write into a cache
     // under /root: say so up front instead of letting it warn and fall back.
     const sandbox = process.getuid?.() === 0 ? ["-o", "APT::Sandbox::User=root"] : [];
-    const result = await runCommand("apt-get", ["download", "-q", ...sandbox, `${pkg.name}=${pkg.version}`], { cwd: workDir, timeoutMs: 900_000 }).finally(() => {
+    const result = await runCommand("apt-get", ["download", "-q", ...sandbox, `${pkg.name}=${pkg.version}`], {
+      cwd: workDir,
+      timeoutMs: 900_000,
+    }).finally(() => {
       clearInterval(poll);
     });
-    if (result.code !== 0) throw new DownloadFailed(stderrSummary(result.stderr) || `exit code ${result.code ?? result.signal ?? "?"}`);
+    if (result.code !== 0)
+      throw new DownloadFailed(
+        stderrSummary(result.stderr) || `exit code ${result.code ?? result.signal ?? "?"}`,
+      );
     bar.finish();
     const downloaded = join(workDir, debFileName(pkg));
     if (!(await exists(downloaded))) throw new DownloadFailed(`apt-get did not write ${debFileName(pkg)}`);
     const sha256 = await sha256File(downloaded);
     if (sha256 !== pkg.sha256) {
-      throw new HostError(`Downloaded ${debFileName(pkg)} has SHA-256 ${sha256}, apt's lists say ${pkg.sha256}; run apt-get update and try again`, "image.apt-download");
+      throw new HostError(
+        `Downloaded ${debFileName(pkg)} has SHA-256 ${sha256}, apt's lists say ${pkg.sha256}; run apt-get update and try again`,
+        "image.apt-download",
+      );
     }
     await rename(downloaded, target);
     return target;
@@ -223,7 +256,11 @@ async function downloadPackage(pkg: AptPackage, context: FetchContext): Promise<
  * Unpacks a kernel .deb once into `<downloads>/<deb name>/` (kept: later builds reuse it)
  * and finds the bzImage and modules in it.
  */
-async function unpackKernelPackage(debPath: string, pkg: AptPackage, context: FetchContext): Promise<{ kernelPath: string; release: string; modulesDir: string | undefined }> {
+async function unpackKernelPackage(
+  debPath: string,
+  pkg: AptPackage,
+  context: FetchContext,
+): Promise<{ kernelPath: string; release: string; modulesDir: string | undefined }> {
   const unpacked = debPath.replace(/\.deb$/, "");
   const marker = join(unpacked, ".palisade-unpacked");
   if (!(await exists(marker)) || (await readFile(marker, "utf8")).trim() !== pkg.sha256) {
@@ -231,7 +268,8 @@ async function unpackKernelPackage(debPath: string, pkg: AptPackage, context: Fe
     const workDir = await mkdtemp(join(context.downloadsDir, ".unpack-"));
     try {
       const result = await runCommand("dpkg-deb", ["-x", debPath, workDir], { timeoutMs: 600_000 });
-      if (result.code !== 0) throw new HostError(`dpkg-deb -x ${debPath} failed: ${stderrSummary(result.stderr)}`, "image.unpack");
+      if (result.code !== 0)
+        throw new HostError(`dpkg-deb -x ${debPath} failed: ${stderrSummary(result.stderr)}`, "image.unpack");
       await writeFile(join(workDir, ".palisade-unpacked"), `${pkg.sha256}\n`);
       await rm(unpacked, { recursive: true, force: true });
       await rename(workDir, unpacked);
@@ -240,14 +278,23 @@ async function unpackKernelPackage(debPath: string, pkg: AptPackage, context: Fe
       throw error;
     }
   }
-  const kernels = (await readdir(join(unpacked, "boot")).catch(() => [] as string[])).filter((name) => name.startsWith("vmlinuz-"));
+  const kernels = (await readdir(join(unpacked, "boot")).catch(() => [] as string[])).filter((name) =>
+    name.startsWith("vmlinuz-"),
+  );
   const kernelName = kernels[0];
   if (kernels.length !== 1 || kernelName === undefined) {
-    throw new ConfigError(`Package ${pkg.name} holds ${kernels.length} kernels in /boot (expected one vmlinuz-*): is it a linux-image package?`, "image.not-a-kernel-package");
+    throw new ConfigError(
+      `Package ${pkg.name} holds ${kernels.length} kernels in /boot (expected one vmlinuz-*): is it a linux-image package?`,
+      "image.not-a-kernel-package",
+    );
   }
   const release = kernelName.slice("vmlinuz-".length);
   const modulesDir = join(unpacked, "lib", "modules", release);
-  return { kernelPath: join(unpacked, "boot", kernelName), release, modulesDir: (await exists(modulesDir)) ? modulesDir : undefined };
+  return {
+    kernelPath: join(unpacked, "boot", kernelName),
+    release,
+    modulesDir: (await exists(modulesDir)) ? modulesDir : undefined,
+  };
 }
 
 /**
@@ -268,7 +315,10 @@ export async function kernelFromPackage(requested: string, context: FetchContext
         updated = true;
         continue;
       }
-      throw new ConfigError(`Package ${requested} is not in apt's lists, even after apt-get update; check the name (apt-cache search linux-image)`, "image.package-missing");
+      throw new ConfigError(
+        `Package ${requested} is not in apt's lists, even after apt-get update; check the name (apt-cache search linux-image)`,
+        "image.package-missing",
+      );
     }
     let debPath: string;
     try {
@@ -286,7 +336,10 @@ export async function kernelFromPackage(requested: string, context: FetchContext
       );
     }
     const tree = await unpackKernelPackage(debPath, pkg, context);
-    return { ...tree, origin: { kind: "package", requested, name: pkg.name, version: pkg.version, sha256: pkg.sha256 } };
+    return {
+      ...tree,
+      origin: { kind: "package", requested, name: pkg.name, version: pkg.version, sha256: pkg.sha256 },
+    };
   }
 }
 
@@ -309,7 +362,14 @@ export async function kernelFromFile(path: string, hostModulesRoot = "/lib/modul
     }
   } catch (error: unknown) {
     const code = (error as NodeJS.ErrnoException).code;
-    const why = code === "ENOENT" ? "does not exist" : code === "EACCES" ? "is not readable" : code === "EISDIR" ? "is a directory" : `cannot be read (${code ?? "?"})`;
+    const why =
+      code === "ENOENT"
+        ? "does not exist"
+        : code === "EACCES"
+          ? "is not readable"
+          : code === "EISDIR"
+            ? "is a directory"
+            : `cannot be read (${code ?? "?"})`;
     throw new ConfigError(`--kernel: ${path} ${why}`, "image.bad-kernel", { cause: error });
   }
   const release = bzImageRelease(head, path);

@@ -32,7 +32,9 @@ test("ldd: a static binary has no libraries", () => {
 });
 
 test("ldd: unresolved libraries are reported as missing", () => {
-  const result = parseLddOutput("\tlibfoo.so.3 => not found\n\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f)\n");
+  const result = parseLddOutput(
+    "\tlibfoo.so.3 => not found\n\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f)\n",
+  );
 
   assert.deepEqual(result.missing, ["libfoo.so.3"]);
   assert.equal(result.libraries.length, 1);
@@ -43,9 +45,12 @@ test("ldd: older glibc's empty arrow for the vDSO is accepted", () => {
 });
 
 test("ldd: an unknown line is a ConfigError quoting it", () => {
-  assert.throws(() => parseLddOutput("\tsomething odd happened\n"), (error: unknown) => {
-    assert.ok(error instanceof ConfigError);
-    assert.match(error.message, /something odd happened/);
-    return true;
-  });
+  assert.throws(
+    () => parseLddOutput("\tsomething odd happened\n"),
+    (error: unknown) => {
+      assert.ok(error instanceof ConfigError);
+      assert.match(error.message, /something odd happened/);
+      return true;
+    },
+  );
 });

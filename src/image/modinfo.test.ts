@@ -29,7 +29,9 @@ function elfWithModinfo(modinfo: string): Uint8Array {
 }
 
 test("modinfo: the key=value strings of .modinfo, and depends= as module names", () => {
-  const bytes = elfWithModinfo("license=GPL\0depends=net_failover,virtio,virtio_ring\0\0alias=virtio:d00000001v*\0");
+  const bytes = elfWithModinfo(
+    "license=GPL\0depends=net_failover,virtio,virtio_ring\0\0alias=virtio:d00000001v*\0",
+  );
 
   const modinfo = readModinfo(bytes);
 

@@ -32,7 +32,9 @@ const ELF64_SECTION_HEADER_SIZE = 0x40;
 function checkedRange(offset: bigint, size: bigint, fileSize: number, what: string): [number, number] {
   const end = offset + size;
   if (offset < 0n || size < 0n || end > BigInt(fileSize)) {
-    throw new ModinfoFormatError(`ELF ${what} at 0x${offset.toString(16)} (size 0x${size.toString(16)}) runs past the end of the file (0x${fileSize.toString(16)})`);
+    throw new ModinfoFormatError(
+      `ELF ${what} at 0x${offset.toString(16)} (size 0x${size.toString(16)}) runs past the end of the file (0x${fileSize.toString(16)})`,
+    );
   }
   return [Number(offset), Number(end)];
 }
@@ -43,11 +45,19 @@ function checkedRange(offset: bigint, size: bigint, fileSize: number, what: stri
  * @throws {ModinfoFormatError} when the bytes are not ELF-64 LE or a table runs past the end.
  */
 export function readModinfo(bytes: Uint8Array): [string, string][] {
-  if (bytes.length < ELF64_HEADER_SIZE || bytes[0] !== 0x7f || bytes[1] !== 0x45 || bytes[2] !== 0x4c || bytes[3] !== 0x46) {
+  if (
+    bytes.length < ELF64_HEADER_SIZE ||
+    bytes[0] !== 0x7f ||
+    bytes[1] !== 0x45 ||
+    bytes[2] !== 0x4c ||
+    bytes[3] !== 0x46
+  ) {
     throw new ModinfoFormatError("Not an ELF file (no \\x7fELF magic at offset 0)");
   }
   if (bytes[EI_CLASS] !== ELFCLASS64 || bytes[EI_DATA] !== ELFDATA2LSB) {
-    throw new ModinfoFormatError(`ELF class ${bytes[EI_CLASS]}/data ${bytes[EI_DATA]} is not 64-bit little-endian`);
+    throw new ModinfoFormatError(
+      `ELF class ${bytes[EI_CLASS]}/data ${bytes[EI_DATA]} is not 64-bit little-endian`,
+    );
   }
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const shoff = view.getBigUint64(E_SHOFF, true);
@@ -55,14 +65,26 @@ export function readModinfo(bytes: Uint8Array): [string, string][] {
   const shnum = view.getUint16(E_SHNUM, true);
   const shstrndx = view.getUint16(E_SHSTRNDX, true);
   if (shentsize !== ELF64_SECTION_HEADER_SIZE || shstrndx >= shnum) {
-    throw new ModinfoFormatError(`ELF section table: entry size ${shentsize}, string table index ${shstrndx} of ${shnum} sections`);
+    throw new ModinfoFormatError(
+      `ELF section table: entry size ${shentsize}, string table index ${shstrndx} of ${shnum} sections`,
+    );
   }
-  const [tableStart] = checkedRange(shoff, BigInt(shnum) * BigInt(shentsize), bytes.length, "section header table");
+  const [tableStart] = checkedRange(
+    shoff,
+    BigInt(shnum) * BigInt(shentsize),
+    bytes.length,
+    "section header table",
+  );
   const section = (index: number): { name: number; range: [number, number] } => {
     const at = tableStart + index * shentsize;
     return {
       name: view.getUint32(at + SH_NAME, true),
-      range: checkedRange(view.getBigUint64(at + SH_OFFSET, true), view.getBigUint64(at + SH_SIZE, true), bytes.length, `section ${index}`),
+      range: checkedRange(
+        view.getBigUint64(at + SH_OFFSET, true),
+        view.getBigUint64(at + SH_SIZE, true),
+        bytes.length,
+        `section ${index}`,
+      ),
     };
   };
   const [strStart, strEnd] = section(shstrndx).range;

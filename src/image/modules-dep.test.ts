@@ -39,7 +39,12 @@ test("modules-dep: virtio_net loads after everything it needs, farthest first", 
 });
 
 test("modules-dep: shared dependencies are loaded once, in the order asked", () => {
-  const order = resolveModuleLoadOrder(parseModulesDep(FIXTURE), ["virtio_mmio", "virtio-pci", "virtio_blk", "virtio_rng"]);
+  const order = resolveModuleLoadOrder(parseModulesDep(FIXTURE), [
+    "virtio_mmio",
+    "virtio-pci",
+    "virtio_blk",
+    "virtio_rng",
+  ]);
 
   assert.deepEqual(names(order), [
     "virtio_ring",
@@ -57,19 +62,28 @@ test("modules-dep: shared dependencies are loaded once, in the order asked", () 
 test("modules-dep: an unknown module is a ModuleNotFoundError naming it; a built-in one is skipped", () => {
   const modulesDep = parseModulesDep(FIXTURE);
 
-  assert.throws(() => resolveModuleLoadOrder(modulesDep, ["virtio_blk", "virtio_nope"]), (error: unknown) => {
-    assert.ok(error instanceof ModuleNotFoundError);
-    assert.equal(error.code, "image.module-not-found");
-    assert.match(error.message, /^Kernel module virtio_nope is neither/);
-    return true;
-  });
-  assert.deepEqual(names(resolveModuleLoadOrder(modulesDep, ["ext4"], parseModulesBuiltin("kernel/fs/ext4/ext4.ko\n"))), []);
+  assert.throws(
+    () => resolveModuleLoadOrder(modulesDep, ["virtio_blk", "virtio_nope"]),
+    (error: unknown) => {
+      assert.ok(error instanceof ModuleNotFoundError);
+      assert.equal(error.code, "image.module-not-found");
+      assert.match(error.message, /^Kernel module virtio_nope is neither/);
+      return true;
+    },
+  );
+  assert.deepEqual(
+    names(resolveModuleLoadOrder(modulesDep, ["ext4"], parseModulesBuiltin("kernel/fs/ext4/ext4.ko\n"))),
+    [],
+  );
 });
 
 test("modules-dep: a dependency missing from the file names the module that needs it", () => {
   const modulesDep = parseModulesDep("kernel/a.ko: kernel/b.ko\n");
 
-  assert.throws(() => resolveModuleLoadOrder(modulesDep, ["a"]), /Kernel module b \(needed by a\) is missing/);
+  assert.throws(
+    () => resolveModuleLoadOrder(modulesDep, ["a"]),
+    /Kernel module b \(needed by a\) is missing/,
+  );
 });
 
 test("modules-dep: malformed lines are refused with their line number", () => {
@@ -78,7 +92,11 @@ test("modules-dep: malformed lines are refused with their line number", () => {
 
 test("modules-dep: entries built from direct dependencies match what depmod writes", () => {
   const direct = [
-    { name: "virtio_net", path: "kernel/drivers/net/virtio_net.ko", depends: ["net_failover", "virtio", "virtio_ring"] },
+    {
+      name: "virtio_net",
+      path: "kernel/drivers/net/virtio_net.ko",
+      depends: ["net_failover", "virtio", "virtio_ring"],
+    },
     { name: "net_failover", path: "kernel/drivers/net/net_failover.ko", depends: ["failover"] },
     { name: "failover", path: "kernel/net/core/failover.ko", depends: [] },
     { name: "virtio", path: "kernel/drivers/virtio/virtio.ko", depends: ["virtio_ring"] },
@@ -89,11 +107,16 @@ test("modules-dep: entries built from direct dependencies match what depmod writ
 
   const depmod = parseModulesDep(FIXTURE);
   for (const entry of generated.values()) {
-    assert.deepEqual([...entry.dependencies].sort(), [...(depmod.get(entry.name)?.dependencies ?? [])].sort(), entry.name);
+    assert.deepEqual(
+      [...entry.dependencies].sort(),
+      [...(depmod.get(entry.name)?.dependencies ?? [])].sort(),
+      entry.name,
+    );
   }
   // Loading the list from its end never loads a module before one it needs directly.
   const loadOrder = (generated.get("virtio_net")?.dependencies ?? []).map(moduleNameOf).reverse();
   for (const module of direct.filter((item) => loadOrder.includes(item.name))) {
-    for (const dep of module.depends) assert.ok(loadOrder.indexOf(dep) < loadOrder.indexOf(module.name), `${dep} before ${module.name}`);
+    for (const dep of module.depends)
+      assert.ok(loadOrder.indexOf(dep) < loadOrder.indexOf(module.name), `${dep} before ${module.name}`);
   }
 });

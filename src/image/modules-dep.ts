@@ -61,7 +61,10 @@ export function parseModulesDep(text: string): ModulesDep {
     const colon = line.indexOf(":");
     const path = colon === -1 ? "" : line.slice(0, colon).trim();
     if (!MODULE_SUFFIX.test(path)) {
-      throw new ConfigError(`modules.dep line ${index + 1}: "${line.slice(0, 80)}" is not "module.ko: dependencies"`, "image.modules-dep");
+      throw new ConfigError(
+        `modules.dep line ${index + 1}: "${line.slice(0, 80)}" is not "module.ko: dependencies"`,
+        "image.modules-dep",
+      );
     }
     const dependencies = line
       .slice(colon + 1)
@@ -78,7 +81,10 @@ export function parseModulesDep(text: string): ModulesDep {
 export function formatModulesDep(entries: Iterable<ModuleDepEntry>): string {
   let text = "";
   for (const entry of entries) {
-    text += entry.dependencies.length === 0 ? `${entry.path}:\n` : `${entry.path}: ${entry.dependencies.join(" ")}\n`;
+    text +=
+      entry.dependencies.length === 0
+        ? `${entry.path}:\n`
+        : `${entry.path}: ${entry.dependencies.join(" ")}\n`;
   }
   return text;
 }
@@ -106,7 +112,10 @@ export function resolveModuleLoadOrder(
   const visit = (entry: ModuleDepEntry, chain: readonly string[]): void => {
     if (done.has(entry.name)) return;
     if (visiting.has(entry.name)) {
-      throw new ConfigError(`Kernel modules depend on each other in a cycle: ${[...chain, entry.name].join(" -> ")}`, "image.modules-dep");
+      throw new ConfigError(
+        `Kernel modules depend on each other in a cycle: ${[...chain, entry.name].join(" -> ")}`,
+        "image.modules-dep",
+      );
     }
     visiting.add(entry.name);
     // modules.dep lists the farthest dependencies last; load those first.
@@ -114,7 +123,9 @@ export function resolveModuleLoadOrder(
       const dep = byPath.get(depPath) ?? modulesDep.get(moduleNameOf(depPath));
       if (dep === undefined) {
         if (builtin.has(moduleNameOf(depPath))) continue;
-        throw new ModuleNotFoundError(`Kernel module ${moduleNameOf(depPath)} (needed by ${entry.name}) is missing from modules.dep`);
+        throw new ModuleNotFoundError(
+          `Kernel module ${moduleNameOf(depPath)} (needed by ${entry.name}) is missing from modules.dep`,
+        );
       }
       visit(dep, [...chain, entry.name]);
     }
@@ -128,7 +139,9 @@ export function resolveModuleLoadOrder(
     const entry = modulesDep.get(name);
     if (entry === undefined) {
       if (builtin.has(name)) continue;
-      throw new ModuleNotFoundError(`Kernel module ${name} is neither in this kernel's modules.dep nor built in; check the name with "modinfo ${name}" or leave it out of --modules`);
+      throw new ModuleNotFoundError(
+        `Kernel module ${name} is neither in this kernel's modules.dep nor built in; check the name with "modinfo ${name}" or leave it out of --modules`,
+      );
     }
     visit(entry, []);
   }

@@ -31,7 +31,8 @@ export const DEFAULT_MODULES: readonly string[] = [
 ];
 
 /** Where the kernel comes from. */
-export type KernelSource = { readonly kind: "package"; readonly name: string } | { readonly kind: "file"; readonly path: string };
+export type KernelSource =
+  { readonly kind: "package"; readonly name: string } | { readonly kind: "file"; readonly path: string };
 
 /** A host file or directory copied into the guest. */
 export interface AddedPath {
@@ -84,7 +85,10 @@ export function parseModuleList(value: string): string[] {
     const expanded = item === "default" ? DEFAULT_MODULES : [item];
     for (const name of expanded) {
       if (!MODULE_NAME.test(name)) {
-        throw new ConfigError(`--modules: "${name}" is not a kernel module name (letters, digits, "_" and "-"; e.g. --modules default,xfs)`, "image.bad-modules");
+        throw new ConfigError(
+          `--modules: "${name}" is not a kernel module name (letters, digits, "_" and "-"; e.g. --modules default,xfs)`,
+          "image.bad-modules",
+        );
       }
       const normalized = normalizeModuleName(name);
       if (!names.includes(normalized)) names.push(normalized);
@@ -106,15 +110,24 @@ export function parseAddSpec(value: string, cwd: string): AddedPath {
   const hostPart = split === -1 ? "" : value.slice(0, split);
   const guestPart = split === -1 ? "" : value.slice(split + 1);
   if (hostPart === "" || guestPart === "") {
-    throw new ConfigError(`--add "${value}": expected HOST:GUEST with an absolute guest path, e.g. --add ./job.fio:/root/job.fio`, "image.bad-add");
+    throw new ConfigError(
+      `--add "${value}": expected HOST:GUEST with an absolute guest path, e.g. --add ./job.fio:/root/job.fio`,
+      "image.bad-add",
+    );
   }
   const guestPath = posix.normalize(guestPart).replace(/\/+$/, "");
   if (guestPath === "" || guestPath.includes("\0")) {
-    throw new ConfigError(`--add "${value}": the guest path cannot be the root directory; name a file or directory inside it`, "image.bad-add");
+    throw new ConfigError(
+      `--add "${value}": the guest path cannot be the root directory; name a file or directory inside it`,
+      "image.bad-add",
+    );
   }
   const reserved = isReservedGuestPath(guestPath);
   if (reserved !== undefined) {
-    throw new ConfigError(`--add "${value}": ${reserved} belongs to the image's /init (docs/design/guest-image.md); choose another guest path`, "image.bad-add");
+    throw new ConfigError(
+      `--add "${value}": ${reserved} belongs to the image's /init (docs/design/guest-image.md); choose another guest path`,
+      "image.bad-add",
+    );
   }
   return { hostPath: resolve(cwd, hostPart), guestPath };
 }
@@ -126,11 +139,15 @@ export function parseAddSpec(value: string, cwd: string): AddedPath {
  */
 export function parseImageBuildFlags(flags: ImageBuildFlags, cwd: string): BuildRequest {
   if (flags.kernel !== undefined && flags.kernelPackage !== undefined) {
-    throw new ConfigError("--kernel and --kernel-package both name a kernel; give one of them", "image.bad-kernel-source");
+    throw new ConfigError(
+      "--kernel and --kernel-package both name a kernel; give one of them",
+      "image.bad-kernel-source",
+    );
   }
   let kernel: KernelSource = { kind: "package", name: DEFAULT_KERNEL_PACKAGE };
   if (flags.kernel !== undefined) {
-    if (flags.kernel === "") throw new ConfigError("--kernel: the kernel file path is empty", "image.bad-kernel-source");
+    if (flags.kernel === "")
+      throw new ConfigError("--kernel: the kernel file path is empty", "image.bad-kernel-source");
     kernel = { kind: "file", path: resolve(cwd, flags.kernel) };
   } else if (flags.kernelPackage !== undefined) {
     kernel = { kind: "package", name: checkPackageName(flags.kernelPackage, "--kernel-package") };

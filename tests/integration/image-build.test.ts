@@ -36,7 +36,9 @@ const addedText = `added by the image test ${process.pid}\n`;
 function hostTscKhz(): number {
   const dmesg = spawnSync("dmesg", [], { encoding: "utf8" });
   const text = dmesg.status === 0 ? dmesg.stdout : "";
-  const refined = /tsc: Refined TSC clocksource calibration: ([\d.]+) MHz/.exec(text) ?? /tsc: Detected ([\d.]+) MHz/.exec(text);
+  const refined =
+    /tsc: Refined TSC clocksource calibration: ([\d.]+) MHz/.exec(text) ??
+    /tsc: Detected ([\d.]+) MHz/.exec(text);
   const mhz = refined?.[1] ?? /^cpu MHz\s*:\s*([\d.]+)/m.exec(readFileSync("/proc/cpuinfo", "utf8"))?.[1];
   assert.ok(mhz !== undefined, "cannot find the host TSC frequency");
   return Math.round(Number(mhz) * 1000);
@@ -56,8 +58,19 @@ function bootAndType(kernel: string, initrd: string, commands: string): Promise<
   const append = `console=ttyS0 quiet panic=-1 tsc_early_khz=${tscKhz} lpj=${lpj}`;
   const qemu = spawn(
     "qemu-system-x86_64",
-    ["-M", "microvm", "-nodefaults", "-no-user-config", "-nographic", "-accel", "tcg", "-m", "256", "-smp", "1"]
-      .concat(["-kernel", kernel, "-initrd", initrd, "-append", append, "-serial", "stdio", "-no-reboot"]),
+    [
+      "-M",
+      "microvm",
+      "-nodefaults",
+      "-no-user-config",
+      "-nographic",
+      "-accel",
+      "tcg",
+      "-m",
+      "256",
+      "-smp",
+      "1",
+    ].concat(["-kernel", kernel, "-initrd", initrd, "-append", append, "-serial", "stdio", "-no-reboot"]),
     { stdio: ["pipe", "pipe", "pipe"] },
   );
   const started = performance.now();
@@ -104,10 +117,24 @@ test("image build: a fresh directory gets vmlinuz, initrd.img and a manifest tha
   assert.match(manifest.kernel.package ?? "", /^linux-image-\d.*-cloud-amd64$/);
   assert.equal(manifest.outputs.initrd.sizeBytes, (await readFile(image.initrdPath)).length);
   const loaded = manifest.modules.loadOrder.map((module) => module.name);
-  for (const name of ["virtio_mmio", "virtio_pci", "virtio_blk", "virtio_net", "virtio_console", "virtio_rng"]) assert.ok(loaded.includes(name), name);
+  for (const name of [
+    "virtio_mmio",
+    "virtio_pci",
+    "virtio_blk",
+    "virtio_net",
+    "virtio_console",
+    "virtio_rng",
+  ])
+    assert.ok(loaded.includes(name), name);
   // Dependencies come before the modules that need them.
-  assert.ok(loaded.indexOf("virtio_ring") < loaded.indexOf("virtio") && loaded.indexOf("virtio") < loaded.indexOf("virtio_blk"));
-  assert.ok(loaded.indexOf("failover") < loaded.indexOf("net_failover") && loaded.indexOf("net_failover") < loaded.indexOf("virtio_net"));
+  assert.ok(
+    loaded.indexOf("virtio_ring") < loaded.indexOf("virtio") &&
+      loaded.indexOf("virtio") < loaded.indexOf("virtio_blk"),
+  );
+  assert.ok(
+    loaded.indexOf("failover") < loaded.indexOf("net_failover") &&
+      loaded.indexOf("net_failover") < loaded.indexOf("virtio_net"),
+  );
 });
 
 test("image build: the initramfs is a newc archive with /init, busybox, modules and the added files", async () => {
@@ -126,7 +153,10 @@ test("image build: the initramfs is a newc archive with /init, busybox, modules 
   assert.equal(byPath.get("lib/x86_64-linux-gnu/libc.so.6")?.kind, "file");
   assert.ok(members.some((member) => member.entry.path.endsWith("/virtio_blk.ko")));
   // Host tools read it too: busybox cpio lists the same members.
-  const listed = spawnSync("/bin/busybox", ["cpio", "-t"], { input: gunzipSync(await readFile(image.initrdPath)), encoding: "utf8" });
+  const listed = spawnSync("/bin/busybox", ["cpio", "-t"], {
+    input: gunzipSync(await readFile(image.initrdPath)),
+    encoding: "utf8",
+  });
   assert.equal(listed.status, 0, listed.stderr);
   assert.equal(listed.stdout.trim().split("\n").length, members.length);
 });
@@ -163,25 +193,50 @@ test("image build: the same inputs again are not rebuilt; --force rebuilds the s
 });
 
 test("image build: the CLI reports an up-to-date image as JSON and bad input as one line with exit code 2", () => {
-  const json = spawnSync(process.execPath, [CLI, "image", "build", "--out", image.outDir, "--add", `${join(workDir, "hello.txt")}:/root/hello.txt`, "--add-binary", DYNAMIC_BINARY, "--json"], {
-    encoding: "utf8",
-  });
+  const json = spawnSync(
+    process.execPath,
+    [
+      CLI,
+      "image",
+      "build",
+      "--out",
+      image.outDir,
+      "--add",
+      `${join(workDir, "hello.txt")}:/root/hello.txt`,
+      "--add-binary",
+      DYNAMIC_BINARY,
+      "--json",
+    ],
+    {
+      encoding: "utf8",
+    },
+  );
   assert.equal(json.status, 0, json.stderr);
   const printed = JSON.parse(json.stdout) as { rebuilt: boolean; initrdPath: string; kernelVersion: string };
   assert.equal(printed.rebuilt, false);
   assert.equal(printed.initrdPath, image.initrdPath);
   assert.equal(printed.kernelVersion, image.kernelVersion);
 
-  const bad = spawnSync(process.execPath, [CLI, "image", "build", "--out", join(workDir, "bad"), "--add", "/nonexistent/file:/root/x"], { encoding: "utf8" });
+  const bad = spawnSync(
+    process.execPath,
+    [CLI, "image", "build", "--out", join(workDir, "bad"), "--add", "/nonexistent/file:/root/x"],
+    { encoding: "utf8" },
+  );
   assert.equal(bad.status, 2);
-  assert.equal(bad.stderr.trim(), "palisade: --add /nonexistent/file:/root/x: /nonexistent/file does not exist [image.bad-add]");
+  assert.equal(
+    bad.stderr.trim(),
+    "palisade: --add /nonexistent/file:/root/x: /nonexistent/file does not exist [image.bad-add]",
+  );
 });
 
 test("image build: an unknown module named with --modules is a ConfigError naming it", async () => {
-  await assert.rejects(buildImage({ outDir: join(workDir, "bad-module"), modules: ["virtio_blk", "no_such_module"] }), (error: unknown) => {
-    assert.ok(error instanceof ConfigError);
-    assert.equal(error.code, "image.module-not-found");
-    assert.match(error.message, /Kernel module no_such_module/);
-    return true;
-  });
+  await assert.rejects(
+    buildImage({ outDir: join(workDir, "bad-module"), modules: ["virtio_blk", "no_such_module"] }),
+    (error: unknown) => {
+      assert.ok(error instanceof ConfigError);
+      assert.equal(error.code, "image.module-not-found");
+      assert.match(error.message, /Kernel module no_such_module/);
+      return true;
+    },
+  );
 });

@@ -48,7 +48,11 @@ function readField(bytes: Uint8Array, offset: number, index: number): number {
   const start = offset + NEWC_MAGIC.length + index * 8;
   const text = decoder.decode(bytes.subarray(start, start + 8));
   if (!/^[0-9a-fA-F]{8}$/.test(text)) {
-    throw new CpioFormatError(`Cpio header at 0x${offset.toString(16)}: field ${field} is "${text}", not 8 hex digits`, start, field);
+    throw new CpioFormatError(
+      `Cpio header at 0x${offset.toString(16)}: field ${field} is "${text}", not 8 hex digits`,
+      start,
+      field,
+    );
   }
   return Number.parseInt(text, 16);
 }
@@ -64,13 +68,22 @@ export function readCpioArchive(bytes: Uint8Array): CpioReadEntry[] {
   let offset = 0;
   for (;;) {
     if (offset + NEWC_HEADER_SIZE > bytes.length) {
-      throw new CpioFormatError(`Cpio archive ends at 0x${bytes.length.toString(16)} without a ${NEWC_TRAILER_NAME} member`, offset, "magic");
+      throw new CpioFormatError(
+        `Cpio archive ends at 0x${bytes.length.toString(16)} without a ${NEWC_TRAILER_NAME} member`,
+        offset,
+        "magic",
+      );
     }
     const magic = decoder.decode(bytes.subarray(offset, offset + NEWC_MAGIC.length));
     if (magic !== NEWC_MAGIC) {
-      throw new CpioFormatError(`Cpio header at 0x${offset.toString(16)}: magic is "${magic}", expected ${NEWC_MAGIC}`, offset, "magic");
+      throw new CpioFormatError(
+        `Cpio header at 0x${offset.toString(16)}: magic is "${magic}", expected ${NEWC_MAGIC}`,
+        offset,
+        "magic",
+      );
     }
-    const field = (name: (typeof NEWC_FIELDS)[number]): number => readField(bytes, offset, NEWC_FIELDS.indexOf(name));
+    const field = (name: (typeof NEWC_FIELDS)[number]): number =>
+      readField(bytes, offset, NEWC_FIELDS.indexOf(name));
     const ino = field("ino");
     const mode = field("mode");
     const uid = field("uid");
@@ -83,15 +96,27 @@ export function readCpioArchive(bytes: Uint8Array): CpioReadEntry[] {
     const namesize = field("namesize");
     const nameStart = offset + NEWC_HEADER_SIZE;
     if (namesize === 0 || nameStart + namesize > bytes.length) {
-      throw new CpioFormatError(`Cpio header at 0x${offset.toString(16)}: name size ${namesize} runs past the end of the archive`, offset, "namesize");
+      throw new CpioFormatError(
+        `Cpio header at 0x${offset.toString(16)}: name size ${namesize} runs past the end of the archive`,
+        offset,
+        "namesize",
+      );
     }
     if (bytes[nameStart + namesize - 1] !== 0) {
-      throw new CpioFormatError(`Cpio header at 0x${offset.toString(16)}: name is not NUL-terminated`, nameStart, "name");
+      throw new CpioFormatError(
+        `Cpio header at 0x${offset.toString(16)}: name is not NUL-terminated`,
+        nameStart,
+        "name",
+      );
     }
     const name = decoder.decode(bytes.subarray(nameStart, nameStart + namesize - 1));
     const dataStart = nameStart + namesize + padTo4(NEWC_HEADER_SIZE + namesize);
     if (dataStart + filesize > bytes.length) {
-      throw new CpioFormatError(`Cpio member "${name}" at 0x${offset.toString(16)}: size ${filesize} runs past the end of the archive`, offset, "filesize");
+      throw new CpioFormatError(
+        `Cpio member "${name}" at 0x${offset.toString(16)}: size ${filesize} runs past the end of the archive`,
+        offset,
+        "filesize",
+      );
     }
     if (name === NEWC_TRAILER_NAME) return result;
     const data = bytes.subarray(dataStart, dataStart + filesize);
@@ -118,7 +143,11 @@ export function readCpioArchive(bytes: Uint8Array): CpioReadEntry[] {
         };
         break;
       default:
-        throw new CpioFormatError(`Cpio member "${name}" at 0x${offset.toString(16)}: file type 0o${(mode & S_IFMT).toString(8)} is not supported`, offset, "mode");
+        throw new CpioFormatError(
+          `Cpio member "${name}" at 0x${offset.toString(16)}: file type 0o${(mode & S_IFMT).toString(8)} is not supported`,
+          offset,
+          "mode",
+        );
     }
     result.push({ entry, ino, uid, gid, nlink, mtime });
     offset = dataStart + filesize + padTo4(filesize);

@@ -53,19 +53,32 @@ test("cpio-writer: the same entries always give the same bytes", () => {
   assert.deepEqual(archive(sample), archive(sample));
 });
 
-test("cpio-writer: busybox cpio lists what the writer wrote", { skip: !existsSync("/bin/busybox") && "no /bin/busybox" }, () => {
-  const listed = spawnSync("/bin/busybox", ["cpio", "-t"], { input: archive(sample), encoding: "utf8" });
+test(
+  "cpio-writer: busybox cpio lists what the writer wrote",
+  { skip: !existsSync("/bin/busybox") && "no /bin/busybox" },
+  () => {
+    const listed = spawnSync("/bin/busybox", ["cpio", "-t"], { input: archive(sample), encoding: "utf8" });
 
-  assert.equal(listed.status, 0, listed.stderr);
-  assert.deepEqual(listed.stdout.trim().split("\n"), sample.map((entry) => entry.path));
-});
+    assert.equal(listed.status, 0, listed.stderr);
+    assert.deepEqual(
+      listed.stdout.trim().split("\n"),
+      sample.map((entry) => entry.path),
+    );
+  },
+);
 
 test("cpio-writer: paths escaping the archive or a file over 4 GiB are refused", () => {
   assert.throws(() => archive([{ kind: "directory", path: "../etc", mode: 0o755 }]), CpioEncodeError);
   assert.throws(() => archive([{ kind: "directory", path: "a//b", mode: 0o755 }]), CpioEncodeError);
   assert.throws(() => archive([{ kind: "directory", path: "/", mode: 0o755 }]), CpioEncodeError);
-  assert.throws(() => archive([{ kind: "file", path: "x", mode: 0o10000, data: new Uint8Array(0) }]), CpioEncodeError);
-  assert.throws(() => archive([{ kind: "char-device", path: "d", mode: 0o600, major: -1, minor: 0 }]), CpioEncodeError);
+  assert.throws(
+    () => archive([{ kind: "file", path: "x", mode: 0o10000, data: new Uint8Array(0) }]),
+    CpioEncodeError,
+  );
+  assert.throws(
+    () => archive([{ kind: "char-device", path: "d", mode: 0o600, major: -1, minor: 0 }]),
+    CpioEncodeError,
+  );
 });
 
 test("cpio-writer: a leading slash is dropped from member names", () => {
@@ -81,10 +94,16 @@ test("cpio-reader: truncated or corrupt archives raise CpioFormatError naming th
   assert.throws(() => readCpioArchive(bytes.subarray(0, 50)), CpioFormatError);
   const badMagic = Buffer.from(bytes);
   badMagic.write("070707", 0, "latin1");
-  assert.throws(() => readCpioArchive(badMagic), (error: unknown) => error instanceof CpioFormatError && error.field === "magic");
+  assert.throws(
+    () => readCpioArchive(badMagic),
+    (error: unknown) => error instanceof CpioFormatError && error.field === "magic",
+  );
   const badSize = Buffer.from(bytes);
   badSize.write("zzzzzzzz", 6 + 6 * 8, "latin1");
-  assert.throws(() => readCpioArchive(badSize), (error: unknown) => error instanceof CpioFormatError && error.field === "filesize");
+  assert.throws(
+    () => readCpioArchive(badSize),
+    (error: unknown) => error instanceof CpioFormatError && error.field === "filesize",
+  );
 });
 
 const pathPart = fc.stringMatching(/^[a-z0-9_.-]{1,12}$/).filter((part) => part !== "." && part !== "..");
@@ -92,12 +111,24 @@ const pathPart = fc.stringMatching(/^[a-z0-9_.-]{1,12}$/).filter((part) => part 
 test("cpio-writer: any files with any contents round-trip (property)", () => {
   fc.assert(
     fc.property(
-      fc.uniqueArray(fc.record({ name: pathPart, data: fc.uint8Array({ maxLength: 64 }), mode: fc.integer({ min: 0, max: 0o7777 }) }), {
-        selector: (file) => file.name,
-        maxLength: 8,
-      }),
+      fc.uniqueArray(
+        fc.record({
+          name: pathPart,
+          data: fc.uint8Array({ maxLength: 64 }),
+          mode: fc.integer({ min: 0, max: 0o7777 }),
+        }),
+        {
+          selector: (file) => file.name,
+          maxLength: 8,
+        },
+      ),
       (files) => {
-        const entries: CpioEntry[] = files.map((file) => ({ kind: "file", path: file.name, mode: file.mode, data: file.data }));
+        const entries: CpioEntry[] = files.map((file) => ({
+          kind: "file",
+          path: file.name,
+          mode: file.mode,
+          data: file.data,
+        }));
 
         const read = readCpioArchive(archive(entries)).map((member) => member.entry);
 

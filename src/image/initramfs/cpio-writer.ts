@@ -71,13 +71,21 @@ function header(fields: HeaderFields, path: string): string {
 export function archiveName(path: string): string {
   const name = path.replace(/^\/+/, "");
   const parts = name.split("/");
-  if (name === "" || name.includes("\0") || parts.some((part) => part === "" || part === "." || part === "..")) {
+  if (
+    name === "" ||
+    name.includes("\0") ||
+    parts.some((part) => part === "" || part === "." || part === "..")
+  ) {
     throw new CpioEncodeError(`Cpio member path "${path}" is not a normalized path inside the archive`);
   }
   return name;
 }
 
-function member(fields: Omit<HeaderFields, "namesize" | "filesize">, name: string, data: Uint8Array): Uint8Array[] {
+function member(
+  fields: Omit<HeaderFields, "namesize" | "filesize">,
+  name: string,
+  data: Uint8Array,
+): Uint8Array[] {
   const nameBytes = encoder.encode(`${name}\0`);
   const head = encoder.encode(header({ ...fields, namesize: nameBytes.length, filesize: data.length }, name));
   const namePad = padTo4(NEWC_HEADER_SIZE + nameBytes.length);
@@ -106,20 +114,55 @@ export function encodeCpioEntry(entry: CpioEntry, ino: number, mtime = 0): Uint8
   const name = archiveName(entry.path);
   switch (entry.kind) {
     case "directory":
-      return member({ ino, mode: S_IFDIR | permissionBits(entry.mode, name), nlink: 2, mtime, rdevmajor: 0, rdevminor: 0 }, name, new Uint8Array(0));
+      return member(
+        {
+          ino,
+          mode: S_IFDIR | permissionBits(entry.mode, name),
+          nlink: 2,
+          mtime,
+          rdevmajor: 0,
+          rdevminor: 0,
+        },
+        name,
+        new Uint8Array(0),
+      );
     case "file":
-      return member({ ino, mode: S_IFREG | permissionBits(entry.mode, name), nlink: 1, mtime, rdevmajor: 0, rdevminor: 0 }, name, entry.data);
+      return member(
+        {
+          ino,
+          mode: S_IFREG | permissionBits(entry.mode, name),
+          nlink: 1,
+          mtime,
+          rdevmajor: 0,
+          rdevminor: 0,
+        },
+        name,
+        entry.data,
+      );
     case "symlink": {
       if (entry.target === "" || entry.target.includes("\0")) {
-        throw new CpioEncodeError(`Cpio member "${name}": symlink target "${entry.target}" is empty or holds a NUL`);
+        throw new CpioEncodeError(
+          `Cpio member "${name}": symlink target "${entry.target}" is empty or holds a NUL`,
+        );
       }
-      return member({ ino, mode: S_IFLNK | 0o777, nlink: 1, mtime, rdevmajor: 0, rdevminor: 0 }, name, encoder.encode(entry.target));
+      return member(
+        { ino, mode: S_IFLNK | 0o777, nlink: 1, mtime, rdevmajor: 0, rdevminor: 0 },
+        name,
+        encoder.encode(entry.target),
+      );
     }
     case "char-device":
     case "block-device": {
       const type = entry.kind === "char-device" ? S_IFCHR : S_IFBLK;
       return member(
-        { ino, mode: type | permissionBits(entry.mode, name), nlink: 1, mtime, rdevmajor: entry.major, rdevminor: entry.minor },
+        {
+          ino,
+          mode: type | permissionBits(entry.mode, name),
+          nlink: 1,
+          mtime,
+          rdevmajor: entry.major,
+          rdevminor: entry.minor,
+        },
         name,
         new Uint8Array(0),
       );
@@ -129,7 +172,11 @@ export function encodeCpioEntry(entry: CpioEntry, ino: number, mtime = 0): Uint8
 
 /** The member that ends every archive. */
 export function cpioTrailer(): Uint8Array[] {
-  return member({ ino: 0, mode: 0, nlink: 1, mtime: 0, rdevmajor: 0, rdevminor: 0 }, NEWC_TRAILER_NAME, new Uint8Array(0));
+  return member(
+    { ino: 0, mode: 0, nlink: 1, mtime: 0, rdevmajor: 0, rdevminor: 0 },
+    NEWC_TRAILER_NAME,
+    new Uint8Array(0),
+  );
 }
 
 /**

@@ -28,8 +28,16 @@ test("guest-tree: files over directories and paths under files are refused", () 
   tree.directory("/etc");
   tree.file("/etc/hosts", { bytes: new Uint8Array(0) });
 
-  assert.throws(() => { tree.file("/etc", { bytes: new Uint8Array(0) }); }, /Guest path \/etc is a directory/);
-  assert.throws(() => { tree.file("/etc/hosts/x", { bytes: new Uint8Array(0) }); }, /\/etc\/hosts is a file/);
-  assert.throws(() => { tree.directory("/../x"); }, ConfigError);
-  assert.throws(() => { tree.directory("relative"); }, ConfigError);
+  assert.throws(() => {
+    tree.file("/etc", { bytes: new Uint8Array(0) });
+  }, /Guest path \/etc is a directory/);
+  assert.throws(() => {
+    tree.file("/etc/hosts/x", { bytes: new Uint8Array(0) });
+  }, /\/etc\/hosts is a file/);
+  assert.throws(() => {
+    tree.directory("/../x");
+  }, ConfigError);
+  assert.throws(() => {
+    tree.directory("relative");
+  }, ConfigError);
 });

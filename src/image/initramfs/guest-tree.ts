@@ -25,7 +25,10 @@ export interface GuestTreeEntry {
 function normalize(path: string): string {
   const parts = path.split("/").filter((part) => part !== "" && part !== ".");
   if (!path.startsWith("/") || parts.includes("..") || parts.length === 0 || path.includes("\0")) {
-    throw new ConfigError(`Guest path "${path}" must be absolute, normalized and not the root directory`, "image.bad-guest-path");
+    throw new ConfigError(
+      `Guest path "${path}" must be absolute, normalized and not the root directory`,
+      "image.bad-guest-path",
+    );
   }
   return `/${parts.join("/")}`;
 }
@@ -40,7 +43,10 @@ export class GuestTree {
     this.#parents(normalized);
     const existing = this.#nodes.get(normalized);
     if (existing !== undefined && existing.kind !== "directory") {
-      throw new ConfigError(`Guest path ${normalized} is already a ${existing.kind}, not a directory`, "image.guest-path-conflict");
+      throw new ConfigError(
+        `Guest path ${normalized} is already a ${existing.kind}, not a directory`,
+        "image.guest-path-conflict",
+      );
     }
     this.#nodes.set(normalized, { kind: "directory", mode });
   }
@@ -77,7 +83,10 @@ export class GuestTree {
     this.#parents(normalized);
     const existing = this.#nodes.get(normalized);
     if (existing?.kind === "directory") {
-      throw new ConfigError(`Guest path ${normalized} is a directory; cannot put a ${node.kind} there`, "image.guest-path-conflict");
+      throw new ConfigError(
+        `Guest path ${normalized} is a directory; cannot put a ${node.kind} there`,
+        "image.guest-path-conflict",
+      );
     }
     this.#nodes.set(normalized, node);
   }
@@ -90,7 +99,10 @@ export class GuestTree {
       const existing = this.#nodes.get(current);
       if (existing === undefined) this.#nodes.set(current, { kind: "directory", mode: 0o755 });
       else if (existing.kind !== "directory") {
-        throw new ConfigError(`Guest path ${current} is a ${existing.kind}, so ${path} cannot be created under it`, "image.guest-path-conflict");
+        throw new ConfigError(
+          `Guest path ${current} is a ${existing.kind}, so ${path} cannot be created under it`,
+          "image.guest-path-conflict",
+        );
       }
     }
   }
