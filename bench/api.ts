@@ -1,16 +1,21 @@
 /**
- * `npm run bench -- api [--seconds 20] [--clients 64]`: the management service's API under
+ * `npm run bench -- api [--seconds 20] [--clients 64] [--rounds 1] [--rate 5000|0]`: the management service's API under
  * load. 64 concurrent keep-alive clients over the Unix socket cycle through list VMs, show a
  * VM and authz check, for N seconds, against a service with authorization and one with
  * `decide()` switched off (a benchmark-only option, not reachable from the CLI). The clients
  * run as `nobody`, holding Viewer within the VMs' scope, so every request takes the full
  * authorization path (root would short-circuit it). Every request is audited in both runs.
+ * The peer, measured first under the same load: bare fastify answering the same paths with
+ * fixed JSON (the floor for any fastify service on this host).
+ * Two phases: closed loop (maximum throughput), then paced at `--rate` req/s in total
+ * (default 5000, the target's rate; 0 skips it) for the latency at that rate.
  * Prints requests/s and latency percentiles, and the cost of authorization.
  */
 import { spawn } from "node:child_process";
-import { chmodSync, mkdtempSync, rmSync } from "node:fs";
+import { chmodSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { request } from "node:http";
 import { connect, type Socket } from "node:net";
+import fastify from "fastify";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -85,6 +90,26 @@ function call(socketPath: string, method: string, path: string, body?: unknown):
   });
 }
 
+/**
+ * Child mode: the peer — bare fastify on a Unix socket answering the same three paths
+ * with fixed JSON: no identity, no authorization, no store, no audit.
+ */
+async function serveBare(socketPath: string): Promise<void> {
+  const app = fastify({ logger: false });
+  const vm = { name: "bench-3", state: "stopped", spec: { memoryMiB: 512, vcpus: 1, kernel: "/boot/vmlinuz" } };
+  app.get("/v1/vms", () => ({ vms: Array.from({ length: VMS }, () => vm) }));
+  app.get("/v1/vms/:name", () => vm);
+  app.post("/v1/authz/check", () => ({ allowed: true, reason: "bare" }));
+  await app.listen({ path: socketPath });
+  chmodSync(socketPath, 0o666);
+  const cpuBefore = process.cpuUsage();
+  process.stdout.write("ready\n");
+  await new Promise<void>((resolve) => process.once("SIGTERM", resolve));
+  const cpu = process.cpuUsage(cpuBefore);
+  process.stdout.write(`cpu ${cpu.user + cpu.system}\n`);
+  await app.close();
+}
+
 /** Child mode: the service, in its own process, until SIGTERM. */
 async function serve(dataDir: string, socketPath: string, authorize: boolean): Promise<void> {
   const running = await startService({ dataDir, listen: { kind: "unix", path: socketPath }, authorize });
@@ -148,7 +173,7 @@ function rawRequest(method: string, path: string, body?: unknown): string {
 }
 
 /** Child mode: the load generator (run as nobody). */
-async function load(socketPath: string, seconds: number, clients: number): Promise<void> {
+async function load(socketPath: string, seconds: number, clients: number, rate: number): Promise<void> {
   const requests = [
     rawRequest("GET", "/v1/vms"),
     rawRequest("GET", "/v1/vms/bench-3"),
@@ -161,13 +186,24 @@ async function load(socketPath: string, seconds: number, clients: number): Promi
   const started = performance.now();
   const warmEnd = started + WARMUP_MS;
   const end = warmEnd + seconds * 1000;
+  // Paced (rate > 0): each client sends on a fixed schedule, and latency counts from the
+  // scheduled time, so a stall is charged to every request it delayed (no coordinated
+  // omission). Closed loop (rate 0): each client sends as soon as its answer came.
+  const intervalMs = rate > 0 ? (clients * 1000) / rate : 0;
   const loop = async (id: number): Promise<void> => {
     const client = new RawClient(socketPath);
     let n = id;
+    let scheduled = started + (intervalMs * id) / clients;
     try {
       for (;;) {
-        const t0 = performance.now();
+        let t0 = performance.now();
         if (t0 >= end) return;
+        if (intervalMs > 0) {
+          if (scheduled > t0) await new Promise((resolve) => setTimeout(resolve, scheduled - t0));
+          t0 = scheduled;
+          scheduled += intervalMs;
+          if (t0 >= end) return;
+        }
         let ok = false;
         try {
           const status = await client.send(requests[n++ % requests.length] ?? "");
@@ -243,17 +279,25 @@ function runChild(args: string[], options: { uid?: number; gid?: number; untilLi
   });
 }
 
-async function measure(dir: string, authorize: boolean, seconds: number, clients: number): Promise<LoadResult> {
-  const label = authorize ? "authz" : "noauthz";
-  const socketPath = join(dir, `${label}.sock`);
-  const { child, output } = await runChild(["--serve", join(dir, label), socketPath, String(authorize)], { untilLine: "ready" });
+async function measure(roundDir: string, mode: "authz" | "noauthz" | "bare", seconds: number, clients: number, rate: number): Promise<LoadResult> {
+  mkdirSync(roundDir, { recursive: true, mode: 0o755 });
+  const socketPath = join(roundDir, `${mode}.sock`);
+  const args = mode === "bare" ? ["--serve-bare", socketPath] : ["--serve", join(roundDir, mode), socketPath, String(mode === "authz")];
+  const { child, output } = await runChild(args, { untilLine: "ready" });
   try {
+    if (mode === "bare") {
+      const loader = await runChild(["--load", socketPath, String(seconds), String(clients), String(rate)], { uid: 65534, gid: 65534 });
+      const result = JSON.parse(await loader.output) as LoadResult;
+      child.kill("SIGTERM");
+      result.serviceCpuUsPerRequest = Number(/cpu (\d+)/.exec(await output)?.[1]) / result.totalRequests;
+      return result;
+    }
     // Set up as root: a scope, VMs in it, and Viewer for nobody within that scope.
     await call(socketPath, "POST", "/v1/authz/scopes", { name: "bench" });
     for (let i = 0; i < VMS; i++) await call(socketPath, "POST", "/v1/vms", { name: `bench-${i}`, kernel: "/boot/vmlinuz", scope: "bench" });
     await call(socketPath, "POST", "/v1/vms", { name: "elsewhere", kernel: "/boot/vmlinuz" });
     await call(socketPath, "POST", "/v1/authz/assignments", { role: "Viewer", scope: "bench", user: "nobody" });
-    const loader = await runChild(["--load", socketPath, String(seconds), String(clients)], { uid: 65534, gid: 65534 });
+    const loader = await runChild(["--load", socketPath, String(seconds), String(clients), String(rate)], { uid: 65534, gid: 65534 });
     const result = JSON.parse(await loader.output) as LoadResult;
     child.kill("SIGTERM");
     const cpuUs = Number(/cpu (\d+)/.exec(await output)?.[1]);
@@ -266,7 +310,7 @@ async function measure(dir: string, authorize: boolean, seconds: number, clients
 }
 
 function line(label: string, r: LoadResult): string {
-  return `${label.padEnd(22)} ${r.rps.toFixed(0).padStart(7)} req/s   p50 ${r.p50Ms.toFixed(2)} ms   p99 ${r.p99Ms.toFixed(2)} ms   max ${r.maxMs.toFixed(1)} ms   service CPU ${r.serviceCpuUsPerRequest.toFixed(0)} µs/request   ${r.requests} requests, ${r.errors} errors`;
+  return `${label.padEnd(23)} ${r.rps.toFixed(0).padStart(7)} req/s   p50 ${r.p50Ms.toFixed(2)} ms   p99 ${r.p99Ms.toFixed(2)} ms   max ${r.maxMs.toFixed(1)} ms   service CPU ${r.serviceCpuUsPerRequest.toFixed(0)} µs/request   ${r.requests} requests, ${r.errors} errors`;
 }
 
 /** Entry point for `npm run bench -- api`. */
@@ -278,19 +322,46 @@ export async function main(args: string[]): Promise<void> {
   }
   const seconds = option(args, "--seconds", 20);
   const clients = option(args, "--clients", 64);
+  const rounds = option(args, "--rounds", 1);
+  const rateIndex = args.indexOf("--rate");
+  const rate = rateIndex < 0 ? 5000 : Number(args[rateIndex + 1] ?? "0") || 0;
   const dir = mkdtempSync(join(tmpdir(), "palisade-bench-api-"));
   chmodSync(dir, 0o755);
   try {
     console.log(`API benchmark: ${clients} clients (as nobody, Viewer in scope), ${seconds} s each after ${WARMUP_MS / 1000} s warm-up; list / show / authz-check round robin; every request audited`);
-    const off = await measure(dir, false, seconds, clients);
-    console.log(line("without authorization", off));
-    const on = await measure(dir, true, seconds, clients);
-    console.log(line("with authorization", on));
+    // Rounds interleave the three servers so that load from elsewhere on the host hits
+    // each alike; the median round (by req/s) of each is reported.
+    const labels = { bare: "peer: bare fastify", noauthz: "without authorization", authz: "with authorization" } as const;
+    const median = (results: LoadResult[]): LoadResult => {
+      const sorted = [...results].sort((x, y) => x.p99Ms - y.p99Ms);
+      const middle = sorted[Math.floor(sorted.length / 2)];
+      if (middle === undefined) throw new Error("no benchmark rounds");
+      return middle;
+    };
+    const phase = async (title: string, phaseRate: number): Promise<Record<"bare" | "noauthz" | "authz", LoadResult>> => {
+      console.log(title);
+      const runs: Record<"bare" | "noauthz" | "authz", LoadResult[]> = { bare: [], noauthz: [], authz: [] };
+      for (let round = 1; round <= rounds; round++) {
+        for (const mode of ["bare", "noauthz", "authz"] as const) {
+          const result = await measure(join(dir, `${phaseRate}-r${round}`), mode, seconds, clients, phaseRate);
+          runs[mode].push(result);
+          if (rounds > 1) console.log(`  round ${round}: ${line(labels[mode], result)}`);
+        }
+      }
+      if (rounds > 1) console.log(`  median of ${rounds} rounds (by p99):`);
+      const result = { bare: median(runs.bare), noauthz: median(runs.noauthz), authz: median(runs.authz) };
+      for (const mode of ["bare", "noauthz", "authz"] as const) console.log(`  ${line(labels[mode], result[mode])}`);
+      return result;
+    };
+    const closed = await phase("closed loop (each client sends when answered): maximum throughput", 0);
+    if (rate > 0) await phase(`paced at ${rate} req/s in total (latency from the scheduled send time)`, rate);
+    const off = closed.noauthz;
+    const on = closed.authz;
     const perRequestOn = 1000 / on.rps;
     const perRequestOff = 1000 / off.rps;
     const pct = (a: number, b: number): string => `${(((a - b) / b) * 100).toFixed(1)}%`;
     console.log(
-      `authorization adds: ${pct(perRequestOn, perRequestOff)} to wall time per request (1/throughput), ${pct(on.p99Ms, off.p99Ms)} to p99, ${pct(on.serviceCpuUsPerRequest, off.serviceCpuUsPerRequest)} to service CPU per request`,
+      `authorization adds (closed loop): ${pct(perRequestOn, perRequestOff)} to wall time per request (1/throughput), ${pct(on.p99Ms, off.p99Ms)} to p99, ${pct(on.serviceCpuUsPerRequest, off.serviceCpuUsPerRequest)} to service CPU per request`,
     );
     console.log(`decide() alone: ${decideNs().toFixed(0)} ns per call (in process, Viewer-in-scope principal, 1e6 calls)`);
     console.log(`targets: p99 <= 10 ms at >= 5000 req/s; authorization <= 5%`);
@@ -302,5 +373,6 @@ export async function main(args: string[]): Promise<void> {
 if (process.argv[1] === thisFile) {
   const [mode, a = "", b = "", c = ""] = process.argv.slice(2);
   if (mode === "--serve") await serve(a, b, c === "true");
-  else if (mode === "--load") await load(a, Number(b), Number(c));
+  else if (mode === "--serve-bare") await serveBare(a);
+  else if (mode === "--load") await load(a, Number(b), Number(c), Number(process.argv[6] ?? "0"));
 }

@@ -64,7 +64,7 @@ function withCore(fn: (core: ServiceCore, runtime: ScriptedRuntime, dir: string)
       core.transaction(() => core.vms.create({ name: "w1", memoryMiB: 256, vcpus: 1, kernel: "/k", disks: [], nics: [], scope: null, autostart: false }, "2026-01-01T00:00:00.000Z"));
       await fn(core, runtime, dir);
     } finally {
-      core.close();
+      await core.close();
       rmSync(dir, { recursive: true });
     }
   };

@@ -147,12 +147,12 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
         if (closed) return;
         closed = true;
         await app.close();
-        running.close();
+        await running.close();
         lock.release();
       },
     };
   } catch (error: unknown) {
-    core?.close();
+    await core?.close();
     lock.release();
     throw error;
   }

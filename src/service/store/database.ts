@@ -53,6 +53,8 @@ export function openStore(path: string): Database.Database {
     db.pragma("synchronous = NORMAL");
     db.pragma("foreign_keys = ON");
     db.pragma("busy_timeout = 5000");
+    // Checkpoints run in a worker thread (checkpointer.ts), never inside a request's commit.
+    db.pragma("wal_autocheckpoint = 0");
   } catch (error: unknown) {
     throw new ServiceStartError(`Cannot open the store ${path}`, "service.store-failed", { cause: error });
   }
