@@ -33,7 +33,9 @@ const QEMU = "/usr/bin/qemu-system-x86_64";
 function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1 ? (sorted[middle] ?? 0) : ((sorted[middle - 1] ?? 0) + (sorted[middle] ?? 0)) / 2;
+  return sorted.length % 2 === 1
+    ? (sorted[middle] ?? 0)
+    : ((sorted[middle - 1] ?? 0) + (sorted[middle] ?? 0)) / 2;
 }
 
 function timeSync(argv: string[]): number {
@@ -71,7 +73,8 @@ async function qemuToReady(argv: string[], socket: string): Promise<number> {
 
 function privateKiB(pid: number): number {
   const text = readFileSync(`/proc/${pid}/smaps_rollup`, "utf8");
-  const field = (name: string): number => Number(new RegExp(`^${name}:\\s+(\\d+) kB$`, "m").exec(text)?.[1] ?? "0");
+  const field = (name: string): number =>
+    Number(new RegExp(`^${name}:\\s+(\\d+) kB$`, "m").exec(text)?.[1] ?? "0");
   return field("Private_Clean") + field("Private_Dirty");
 }
 
@@ -98,7 +101,9 @@ export async function main(args: string[]): Promise<void> {
     qemuBinary: QEMU,
   };
   try {
-    console.log(`host gaps: ${sandboxGaps(host).join("; ") || "none"}; ${runs} interleaved runs each, medians`);
+    console.log(
+      `host gaps: ${sandboxGaps(host).join("; ") || "none"}; ${runs} interleaved runs each, medians`,
+    );
     const jail = await prepareJail(spec, host);
 
     const plainTrue: number[] = [];
@@ -111,7 +116,9 @@ export async function main(args: string[]): Promise<void> {
       jailedTrue.push(timeSync(jailedArgv));
       perFileTrue.push(timeSync(perFileArgv));
     }
-    console.log(`/usr/bin/true          plain ${median(plainTrue).toFixed(1)} ms   jailed ${median(jailedTrue).toFixed(1)} ms   jail adds ${(median(jailedTrue) - median(plainTrue)).toFixed(1)} ms (files bound one by one, no tree: ${median(perFileTrue).toFixed(1)} ms)`);
+    console.log(
+      `/usr/bin/true          plain ${median(plainTrue).toFixed(1)} ms   jailed ${median(jailedTrue).toFixed(1)} ms   jail adds ${(median(jailedTrue) - median(plainTrue)).toFixed(1)} ms (files bound one by one, no tree: ${median(perFileTrue).toFixed(1)} ms)`,
+    );
 
     const prepare: number[] = [];
     await jail.cleanup();
@@ -125,7 +132,22 @@ export async function main(args: string[]): Promise<void> {
 
     const prepared = await prepareJail(spec, host);
     const socket = join(spec.runDir, "qmp.sock");
-    const qemuArgs = ["-M", "microvm", "-accel", "tcg", "-m", "64", "-nodefaults", "-no-user-config", "-display", "none", "-S", "-qmp", `unix:${socket},server=on,wait=off`, ...QEMU_SECCOMP_ARGS];
+    const qemuArgs = [
+      "-M",
+      "microvm",
+      "-accel",
+      "tcg",
+      "-m",
+      "64",
+      "-nodefaults",
+      "-no-user-config",
+      "-display",
+      "none",
+      "-S",
+      "-qmp",
+      `unix:${socket},server=on,wait=off`,
+      ...QEMU_SECCOMP_ARGS,
+    ];
     const plainQemu: number[] = [];
     const jailedQemu: number[] = [];
     for (let run = 0; run < runs; run++) {
@@ -134,7 +156,9 @@ export async function main(args: string[]): Promise<void> {
       rmSync(socket, { force: true });
       jailedQemu.push(await qemuToReady(jailArgv(spec, qemuArgs, host), socket));
     }
-    console.log(`QEMU spawn → QMP ready plain ${median(plainQemu).toFixed(1)} ms   jailed ${median(jailedQemu).toFixed(1)} ms   jail adds ${(median(jailedQemu) - median(plainQemu)).toFixed(1)} ms`);
+    console.log(
+      `QEMU spawn → QMP ready plain ${median(plainQemu).toFixed(1)} ms   jailed ${median(jailedQemu).toFixed(1)} ms   jail adds ${(median(jailedQemu) - median(plainQemu)).toFixed(1)} ms`,
+    );
 
     // Memory: a jailed QEMU left running; bwrap's monitor is the jail's only extra process.
     rmSync(socket, { force: true });
@@ -148,8 +172,12 @@ export async function main(args: string[]): Promise<void> {
       await new Promise((resolve) => setTimeout(resolve, 10));
     }
     await new Promise((resolve) => setTimeout(resolve, 500));
-    const monitorPid = Number(/^PPid:\s+(\d+)$/m.exec(readFileSync(`/proc/${String(qemuPid)}/status`, "utf8"))?.[1]);
-    console.log(`memory per VM          bwrap monitor private ${privateKiB(monitorPid)} KiB; jailed QEMU private ${privateKiB(qemuPid ?? 0)} KiB (guest RAM untouched under -S)`);
+    const monitorPid = Number(
+      /^PPid:\s+(\d+)$/m.exec(readFileSync(`/proc/${String(qemuPid)}/status`, "utf8"))?.[1],
+    );
+    console.log(
+      `memory per VM          bwrap monitor private ${privateKiB(monitorPid)} KiB; jailed QEMU private ${privateKiB(qemuPid ?? 0)} KiB (guest RAM untouched under -S)`,
+    );
     child.kill("SIGKILL");
     if (qemuPid !== undefined) process.kill(qemuPid, "SIGKILL");
     await new Promise((resolve) => child.once("exit", resolve));

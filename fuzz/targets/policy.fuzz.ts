@@ -7,7 +7,14 @@
  * command line); vmx/svm stay off unless nested virtualization is granted; the granted
  * devices are a subset of the known classes.
  */
-import { DEVICE_CLASSES, PolicyError, PRESETS, compilePolicy, resolvePolicy, type PolicyHostFacts } from "../../src/policy/index.js";
+import {
+  DEVICE_CLASSES,
+  PolicyError,
+  PRESETS,
+  compilePolicy,
+  resolvePolicy,
+  type PolicyHostFacts,
+} from "../../src/policy/index.js";
 
 const HOSTS: PolicyHostFacts[] = [
   { accel: "tcg", hostCpuVendor: "intel" },
@@ -24,10 +31,17 @@ export function seeds(): Uint8Array[] {
     PRESETS["locked-down"],
     { preset: "locked-down", limits: { maxMemoryMiB: 512 } },
     { cpu: { model: "host-passthrough", showHostModel: true, nestedVirtualization: true } },
-    { cpu: { model: "Skylake-Client-v4", features: { enable: ["pcid"], disable: ["avx512f"] } }, devices: ["console", "disk"], network: { userNet: false } },
+    {
+      cpu: { model: "Skylake-Client-v4", features: { enable: ["pcid"], disable: ["avx512f"] } },
+      devices: ["console", "disk"],
+      network: { userNet: false },
+    },
     { trustLevel: "trusted", limits: { ioWeight: 500 } },
   ];
-  return [...documents.map((document) => encoder.encode(JSON.stringify(document))), encoder.encode("locked-down")];
+  return [
+    ...documents.map((document) => encoder.encode(JSON.stringify(document))),
+    encoder.encode("locked-down"),
+  ];
 }
 
 export function fuzz(data: Uint8Array): void {
@@ -47,10 +61,14 @@ export function fuzz(data: Uint8Array): void {
   }
   for (const host of HOSTS) {
     const compiled = compilePolicy(policy, host);
-    if (!/^[A-Za-z0-9_.+,-]+$/.test(compiled.cpuArg)) throw new Error(`cpuArg ${JSON.stringify(compiled.cpuArg)} is not a plain feature list`);
+    if (!/^[A-Za-z0-9_.+,-]+$/.test(compiled.cpuArg))
+      throw new Error(`cpuArg ${JSON.stringify(compiled.cpuArg)} is not a plain feature list`);
     const flags = compiled.cpuArg.split(",");
-    if (!policy.cpu.nestedVirtualization && !(flags.includes("-vmx") && flags.includes("-svm"))) throw new Error(`cpuArg ${compiled.cpuArg} leaves nested virtualization on`);
+    if (!policy.cpu.nestedVirtualization && !(flags.includes("-vmx") && flags.includes("-svm")))
+      throw new Error(`cpuArg ${compiled.cpuArg} leaves nested virtualization on`);
     if (host.accel === "tcg" && flags[0] === "host") throw new Error("TCG given the host CPU model");
-    for (const device of compiled.allowedDevices) if (!(DEVICE_CLASSES as readonly string[]).includes(device)) throw new Error(`unknown device class ${device}`);
+    for (const device of compiled.allowedDevices)
+      if (!(DEVICE_CLASSES as readonly string[]).includes(device))
+        throw new Error(`unknown device class ${device}`);
   }
 }

@@ -26,7 +26,10 @@ test("compilePolicy: a policy that enables la57 itself keeps it under TCG", () =
 test("compilePolicy: under KVM baseline is a named model per vendor, never host", () => {
   assert.equal(compilePolicy(resolvePolicy("default"), kvmIntel).cpuArg, "Nehalem,-vmx,-svm");
   assert.equal(compilePolicy(resolvePolicy("default"), kvmAmd).cpuArg, "Opteron_G4,-vmx,-svm");
-  assert.equal(compilePolicy(resolvePolicy("default"), { accel: "kvm", hostCpuVendor: "other" }).cpuArg, "qemu64,-vmx,-svm");
+  assert.equal(
+    compilePolicy(resolvePolicy("default"), { accel: "kvm", hostCpuVendor: "other" }).cpuArg,
+    "qemu64,-vmx,-svm",
+  );
 });
 
 test("compilePolicy: under KVM host-passthrough is host, and on AMD drops arch-capabilities", () => {
@@ -41,7 +44,9 @@ test("compilePolicy: nested virtualization keeps vmx and svm", () => {
 });
 
 test("compilePolicy: a named model keeps its name; features are added and removed in order", () => {
-  const policy = resolvePolicy({ cpu: { model: "Skylake-Client-v4", features: { enable: ["pcid"], disable: ["avx512f", "vmx"] } } });
+  const policy = resolvePolicy({
+    cpu: { model: "Skylake-Client-v4", features: { enable: ["pcid"], disable: ["avx512f", "vmx"] } },
+  });
 
   assert.equal(compilePolicy(policy, kvmIntel).cpuArg, "Skylake-Client-v4,+pcid,-avx512f,-vmx,-svm");
 });
@@ -70,13 +75,19 @@ test("assertDeviceAllowed: a class the policy does not grant is refused, naming 
     () => {
       assertDeviceAllowed(compiled, "vsock", 'vsock "guest-agent"');
     },
-    (error: unknown) => error instanceof PolicyError && error.field === "devices" && error.message.includes('vsock "guest-agent"'),
+    (error: unknown) =>
+      error instanceof PolicyError &&
+      error.field === "devices" &&
+      error.message.includes('vsock "guest-agent"'),
   );
 });
 
 test("workerResourceLimits: memory is guest RAM plus the policy overhead, in bytes", () => {
   // locked-down: 128 MiB overhead; 256 + 128 = 384 MiB.
-  const limits = workerResourceLimits(compilePolicy(resolvePolicy("locked-down"), tcg), { memoryMiB: 256, vcpus: 1 });
+  const limits = workerResourceLimits(compilePolicy(resolvePolicy("locked-down"), tcg), {
+    memoryMiB: 256,
+    vcpus: 1,
+  });
 
   assert.equal(limits.memoryBytes, 384n * 1024n * 1024n);
   assert.equal(limits.cpuPercent, 200);

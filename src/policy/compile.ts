@@ -69,14 +69,20 @@ function cpuFeatures(policy: PartitionPolicy, base: string, host: PolicyHostFact
     ...policy.cpu.features.disable.map((feature) => `-${feature}`),
   ];
   if (!policy.cpu.nestedVirtualization) {
-    for (const feature of ["vmx", "svm"]) if (!policy.cpu.features.disable.includes(feature)) flags.push(`-${feature}`);
+    for (const feature of ["vmx", "svm"])
+      if (!policy.cpu.features.disable.includes(feature)) flags.push(`-${feature}`);
   }
-  if (base === "host" && host.hostCpuVendor === "amd" && !policy.cpu.features.disable.includes("arch-capabilities")) {
+  if (
+    base === "host" &&
+    host.hostCpuVendor === "amd" &&
+    !policy.cpu.features.disable.includes("arch-capabilities")
+  ) {
     flags.push("-arch-capabilities");
   }
   if (base === "max" && host.accel === "tcg") {
     for (const feature of TCG_MAX_UNSAFE_FEATURES) {
-      if (!policy.cpu.features.enable.includes(feature) && !policy.cpu.features.disable.includes(feature)) flags.push(`-${feature}`);
+      if (!policy.cpu.features.enable.includes(feature) && !policy.cpu.features.disable.includes(feature))
+        flags.push(`-${feature}`);
     }
   }
   return flags;
@@ -109,7 +115,10 @@ export function compilePolicy(policy: PartitionPolicy, host: PolicyHostFacts): C
 export function assertDeviceAllowed(compiled: CompiledPolicy, deviceClass: DeviceClass, what: string): void {
   if (!compiled.allowedDevices.has(deviceClass)) {
     const granted = [...compiled.allowedDevices].join(", ") || "none";
-    throw new PolicyError(`Partition policy does not grant ${deviceClass} devices, needed by ${what} (granted: ${granted})`, "devices");
+    throw new PolicyError(
+      `Partition policy does not grant ${deviceClass} devices, needed by ${what} (granted: ${granted})`,
+      "devices",
+    );
   }
 }
 
@@ -118,12 +127,21 @@ export function assertDeviceAllowed(compiled: CompiledPolicy, deviceClass: Devic
  *
  * @throws {PolicyError} naming `limits.maxMemoryMiB` or `limits.maxVcpus`.
  */
-export function assertVmFits(compiled: CompiledPolicy, vm: { readonly memoryMiB: number; readonly vcpus: number }): void {
+export function assertVmFits(
+  compiled: CompiledPolicy,
+  vm: { readonly memoryMiB: number; readonly vcpus: number },
+): void {
   if (vm.memoryMiB > compiled.limits.maxMemoryMiB) {
-    throw new PolicyError(`VM memory ${vm.memoryMiB} MiB exceeds the policy's limits.maxMemoryMiB (${compiled.limits.maxMemoryMiB} MiB)`, "limits.maxMemoryMiB");
+    throw new PolicyError(
+      `VM memory ${vm.memoryMiB} MiB exceeds the policy's limits.maxMemoryMiB (${compiled.limits.maxMemoryMiB} MiB)`,
+      "limits.maxMemoryMiB",
+    );
   }
   if (vm.vcpus > compiled.limits.maxVcpus) {
-    throw new PolicyError(`VM vCPU count ${vm.vcpus} exceeds the policy's limits.maxVcpus (${compiled.limits.maxVcpus})`, "limits.maxVcpus");
+    throw new PolicyError(
+      `VM vCPU count ${vm.vcpus} exceeds the policy's limits.maxVcpus (${compiled.limits.maxVcpus})`,
+      "limits.maxVcpus",
+    );
   }
 }
 
@@ -142,7 +160,10 @@ export interface WorkerResourceLimits {
  *
  * @throws {PolicyError} when the VM does not fit the policy (see {@link assertVmFits}).
  */
-export function workerResourceLimits(compiled: CompiledPolicy, vm: { readonly memoryMiB: number; readonly vcpus: number }): WorkerResourceLimits {
+export function workerResourceLimits(
+  compiled: CompiledPolicy,
+  vm: { readonly memoryMiB: number; readonly vcpus: number },
+): WorkerResourceLimits {
   assertVmFits(compiled, vm);
   const MiB = 1024n * 1024n;
   return {

@@ -39,13 +39,19 @@ const HOST_MODEL_ALIASES = new Set(["host", "max"]);
 
 const CPU_FEATURE = z
   .string()
-  .regex(/^[a-z0-9][a-z0-9_.-]{0,63}$/, "must be a QEMU CPU feature name (lower-case letters, digits, '_', '.', '-')");
+  .regex(
+    /^[a-z0-9][a-z0-9_.-]{0,63}$/,
+    "must be a QEMU CPU feature name (lower-case letters, digits, '_', '.', '-')",
+  );
 const NAMED_CPU_MODEL = z
   .string()
-  .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, "must be \"host-passthrough\", \"baseline\" or a QEMU CPU model name");
+  .regex(
+    /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/,
+    'must be "host-passthrough", "baseline" or a QEMU CPU model name',
+  );
 const TRUST_LEVEL = z
   .string()
-  .regex(/^[a-z][a-z0-9-]{0,31}$/, "must be a lower-case name such as \"trusted\", \"standard\" or \"untrusted\"");
+  .regex(/^[a-z][a-z0-9-]{0,31}$/, 'must be a lower-case name such as "trusted", "standard" or "untrusted"');
 
 /** The zod schema of a complete partition policy (every field present, no unknown keys). */
 export const PartitionPolicySchema = z
@@ -65,16 +71,28 @@ export const PartitionPolicySchema = z
     devices: z.array(z.enum(DEVICE_CLASSES)).max(DEVICE_CLASSES.length),
     limits: z.strictObject({
       /** The largest guest RAM a VM under this policy may have. */
-      maxMemoryMiB: z.int().min(16).max(16 * 1024 * 1024),
+      maxMemoryMiB: z
+        .int()
+        .min(16)
+        .max(16 * 1024 * 1024),
       maxVcpus: z.int().min(1).max(288),
       /** Memory the worker may use beyond guest RAM (QEMU itself, TCG code cache, I/O buffers). */
-      workerOverheadMiB: z.int().min(64).max(64 * 1024),
+      workerOverheadMiB: z
+        .int()
+        .min(64)
+        .max(64 * 1024),
       /** Tasks (processes and threads) the worker may have. */
       pids: z.int().min(16).max(65536),
       /** CPU time the worker may use, in percent of one host CPU (200 = two CPUs). */
-      cpuPercent: z.int().min(1).max(100 * 1024),
+      cpuPercent: z
+        .int()
+        .min(1)
+        .max(100 * 1024),
       /** Open file descriptors of the worker (RLIMIT_NOFILE). */
-      openFiles: z.int().min(64).max(1024 * 1024),
+      openFiles: z
+        .int()
+        .min(64)
+        .max(1024 * 1024),
       /** Relative I/O weight of the worker (cgroup v2 `io.weight` scale, 1–10000), where the host supports it. */
       ioWeight: z.int().min(1).max(10000).optional(),
     }),
@@ -97,23 +115,38 @@ export const PartitionPolicySchema = z
     };
     const { cpu } = policy;
     if (cpu.model === "host-passthrough" && !cpu.showHostModel) {
-      issue(["cpu", "showHostModel"], "is false, but cpu.model \"host-passthrough\" shows the host's CPU model");
+      issue(
+        ["cpu", "showHostModel"],
+        'is false, but cpu.model "host-passthrough" shows the host\'s CPU model',
+      );
     }
     if (HOST_MODEL_ALIASES.has(cpu.model)) {
-      issue(["cpu", "model"], `is "${cpu.model}", the host's own model: use "host-passthrough" with showHostModel true`);
+      issue(
+        ["cpu", "model"],
+        `is "${cpu.model}", the host's own model: use "host-passthrough" with showHostModel true`,
+      );
     }
     cpu.features.enable.forEach((feature, index) => {
       if (cpu.features.disable.includes(feature)) {
         issue(["cpu", "features", "enable", index], `is "${feature}", which cpu.features.disable also lists`);
       }
-      if ((NESTED_VIRTUALIZATION_FEATURES as readonly string[]).includes(feature) && !cpu.nestedVirtualization) {
-        issue(["cpu", "features", "enable", index], `is "${feature}", nested virtualization: grant it with cpu.nestedVirtualization instead`);
+      if (
+        (NESTED_VIRTUALIZATION_FEATURES as readonly string[]).includes(feature) &&
+        !cpu.nestedVirtualization
+      ) {
+        issue(
+          ["cpu", "features", "enable", index],
+          `is "${feature}", nested virtualization: grant it with cpu.nestedVirtualization instead`,
+        );
       }
     });
     if (cpu.nestedVirtualization) {
       cpu.features.disable.forEach((feature, index) => {
         if ((NESTED_VIRTUALIZATION_FEATURES as readonly string[]).includes(feature)) {
-          issue(["cpu", "features", "disable", index], `is "${feature}", which cpu.nestedVirtualization grants`);
+          issue(
+            ["cpu", "features", "disable", index],
+            `is "${feature}", which cpu.nestedVirtualization grants`,
+          );
         }
       });
     }
@@ -121,11 +154,14 @@ export const PartitionPolicySchema = z
       if (policy.devices.indexOf(device) !== index) issue(["devices", index], `is "${device}", listed twice`);
     });
     if (policy.network.userNet && !policy.devices.includes("nic")) {
-      issue(["network", "userNet"], "is true, but the device class \"nic\" is not granted");
+      issue(["network", "userNet"], 'is true, but the device class "nic" is not granted');
     }
     // QEMU needs ~6–16 tasks of its own plus one thread per vCPU (host-notes: "≥ 6 to start; ~64 + vCPUs").
     if (policy.limits.pids < policy.limits.maxVcpus + 16) {
-      issue(["limits", "pids"], `is ${policy.limits.pids}, fewer than maxVcpus + 16 = ${policy.limits.maxVcpus + 16} tasks QEMU needs`);
+      issue(
+        ["limits", "pids"],
+        `is ${policy.limits.pids}, fewer than maxVcpus + 16 = ${policy.limits.maxVcpus + 16} tasks QEMU needs`,
+      );
     }
   });
 

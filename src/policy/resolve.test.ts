@@ -37,7 +37,11 @@ test("resolvePolicy: presets are secure by default (host model hidden, no nestin
 });
 
 test("resolvePolicy: overrides merge into the named preset; arrays replace", () => {
-  const policy = resolvePolicy({ preset: "locked-down", limits: { maxMemoryMiB: 512 }, devices: ["console", "disk"] });
+  const policy = resolvePolicy({
+    preset: "locked-down",
+    limits: { maxMemoryMiB: 512 },
+    devices: ["console", "disk"],
+  });
 
   assert.equal(policy.limits.maxMemoryMiB, 512);
   assert.equal(policy.limits.pids, PRESETS["locked-down"].limits.pids);
@@ -86,7 +90,10 @@ test("resolvePolicy: host-passthrough while hiding the host model is a contradic
 });
 
 test("resolvePolicy: host-passthrough with showHostModel true is accepted", () => {
-  assert.equal(resolvePolicy({ cpu: { model: "host-passthrough", showHostModel: true } }).cpu.model, "host-passthrough");
+  assert.equal(
+    resolvePolicy({ cpu: { model: "host-passthrough", showHostModel: true } }).cpu.model,
+    "host-passthrough",
+  );
 });
 
 test("resolvePolicy: the named models host and max are refused in favour of host-passthrough", () => {
@@ -100,19 +107,31 @@ test("resolvePolicy: a feature both enabled and disabled is a contradiction", ()
 });
 
 test("resolvePolicy: enabling vmx as a feature without nestedVirtualization is refused", () => {
-  assert.equal(refusal({ cpu: { features: { enable: ["vmx"], disable: [] } } }).field, "cpu.features.enable[0]");
+  assert.equal(
+    refusal({ cpu: { features: { enable: ["vmx"], disable: [] } } }).field,
+    "cpu.features.enable[0]",
+  );
 });
 
 test("resolvePolicy: disabling svm while granting nested virtualization is a contradiction", () => {
-  assert.equal(refusal({ cpu: { nestedVirtualization: true, features: { enable: [], disable: ["svm"] } } }).field, "cpu.features.disable[0]");
+  assert.equal(
+    refusal({ cpu: { nestedVirtualization: true, features: { enable: [], disable: ["svm"] } } }).field,
+    "cpu.features.disable[0]",
+  );
 });
 
 test("resolvePolicy: a feature name that could smuggle QEMU options is refused", () => {
-  assert.equal(refusal({ cpu: { features: { enable: ["avx,host-cache-info=on"], disable: [] } } }).field, "cpu.features.enable[0]");
+  assert.equal(
+    refusal({ cpu: { features: { enable: ["avx,host-cache-info=on"], disable: [] } } }).field,
+    "cpu.features.enable[0]",
+  );
 });
 
 test("resolvePolicy: user-mode networking without the nic device class is a contradiction", () => {
-  assert.equal(refusal({ devices: ["console", "disk"], network: { userNet: true } }).field, "network.userNet");
+  assert.equal(
+    refusal({ devices: ["console", "disk"], network: { userNet: true } }).field,
+    "network.userNet",
+  );
 });
 
 test("resolvePolicy: a pids limit below maxVcpus + 16 is refused (QEMU could not start its vCPU threads)", () => {

@@ -10,7 +10,12 @@ function isPresetName(name: string): name is PresetName {
 }
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value) && Object.getPrototypeOf(value) === Object.prototype;
+  return (
+    typeof value === "object" &&
+    value !== null &&
+    !Array.isArray(value) &&
+    Object.getPrototypeOf(value) === Object.prototype
+  );
 }
 
 /** Objects merge key by key; arrays and scalars in `override` replace the base's. */
@@ -28,7 +33,10 @@ function deepMerge(base: unknown, override: unknown): unknown {
 
 function presetByName(name: string, field: string): PartitionPolicy {
   if (!isPresetName(name)) {
-    throw new PolicyError(`Partition policy ${field === "" ? "preset" : `field "${field}"`}: no preset "${name}" (presets: ${PRESET_NAMES.join(", ")})`, field);
+    throw new PolicyError(
+      `Partition policy ${field === "" ? "preset" : `field "${field}"`}: no preset "${name}" (presets: ${PRESET_NAMES.join(", ")})`,
+      field,
+    );
   }
   return PRESETS[name];
 }
@@ -46,11 +54,17 @@ function presetByName(name: string, field: string): PartitionPolicy {
 export function resolvePolicy(input: unknown): PartitionPolicy {
   if (typeof input === "string") return structuredClone(presetByName(input, ""));
   if (!isPlainObject(input)) {
-    throw new PolicyError(`Partition policy must be a preset name or an object, got ${input === null ? "null" : Array.isArray(input) ? "an array" : typeof input}`, "");
+    throw new PolicyError(
+      `Partition policy must be a preset name or an object, got ${input === null ? "null" : Array.isArray(input) ? "an array" : typeof input}`,
+      "",
+    );
   }
   const { preset, ...overrides } = input;
   if (preset !== undefined && typeof preset !== "string") {
-    throw new PolicyError(`Partition policy field "preset" must be a preset name (${PRESET_NAMES.join(", ")})`, "preset");
+    throw new PolicyError(
+      `Partition policy field "preset" must be a preset name (${PRESET_NAMES.join(", ")})`,
+      "preset",
+    );
   }
   const base = presetByName(preset ?? "default", "preset");
   const merged = deepMerge(structuredClone(base), overrides);

@@ -21,13 +21,19 @@ test("checkTrustPlacement: a different trust level is refused, naming both VMs a
   const decision = checkTrustPlacement({ name: "new", trustLevel: "untrusted" }, running, []);
 
   assert.ok(!decision.ok);
-  assert.match(decision.reason, /VM "new" has trust level "untrusted", but VM "db" .* has "trusted".*\["untrusted", "trusted"\]/);
+  assert.match(
+    decision.reason,
+    /VM "new" has trust level "untrusted", but VM "db" .* has "trusted".*\["untrusted", "trusted"\]/,
+  );
 });
 
 test("checkTrustPlacement: an allowed pair is accepted in either order", () => {
   const running = [{ name: "db", trustLevel: "trusted" }];
 
-  assert.deepEqual(checkTrustPlacement({ name: "x", trustLevel: "standard" }, running, [["trusted", "standard"]]), { ok: true });
+  assert.deepEqual(
+    checkTrustPlacement({ name: "x", trustLevel: "standard" }, running, [["trusted", "standard"]]),
+    { ok: true },
+  );
 });
 
 test("checkTrustPlacement: allowing one pair does not allow another", () => {
@@ -36,9 +42,15 @@ test("checkTrustPlacement: allowing one pair does not allow another", () => {
     { name: "kiosk", trustLevel: "untrusted" },
   ];
 
-  assert.equal(checkTrustPlacement({ name: "x", trustLevel: "standard" }, running, [["trusted", "standard"]]).ok, false);
+  assert.equal(
+    checkTrustPlacement({ name: "x", trustLevel: "standard" }, running, [["trusted", "standard"]]).ok,
+    false,
+  );
 });
 
 test("checkTrustPlacement: the candidate's own earlier entry (a restart) does not conflict", () => {
-  assert.deepEqual(checkTrustPlacement({ name: "a", trustLevel: "trusted" }, [{ name: "a", trustLevel: "standard" }], []), { ok: true });
+  assert.deepEqual(
+    checkTrustPlacement({ name: "a", trustLevel: "trusted" }, [{ name: "a", trustLevel: "standard" }], []),
+    { ok: true },
+  );
 });

@@ -26,7 +26,8 @@ export function checkTrustPlacement(
   running: readonly TrustPlacementVm[],
   allowedPairs: readonly (readonly [string, string])[],
 ): TrustPlacementDecision {
-  const allowed = (a: string, b: string): boolean => allowedPairs.some(([x, y]) => (x === a && y === b) || (x === b && y === a));
+  const allowed = (a: string, b: string): boolean =>
+    allowedPairs.some(([x, y]) => (x === a && y === b) || (x === b && y === a));
   for (const vm of running) {
     if (vm.name === candidate.name || vm.trustLevel === candidate.trustLevel) continue;
     if (allowed(candidate.trustLevel, vm.trustLevel)) continue;

@@ -23,10 +23,16 @@ const CPU_PERIOD_US = 100_000;
  * memsw, so swap cannot extend it), pids.max, cpu.cfs_quota_us, blkio weight; v2:
  * memory.max, memory.swap.max, pids.max, cpu.max, io.weight.
  */
-export function cgroupLimitWrites(spec: Pick<JailSpec, "vmId" | "limits">, host: SandboxHostFacts): CgroupWrite[] {
+export function cgroupLimitWrites(
+  spec: Pick<JailSpec, "vmId" | "limits">,
+  host: SandboxHostFacts,
+): CgroupWrite[] {
   if (!host.root) return [];
   const { limits } = spec;
-  const quota = limits.cpuPercent === undefined ? undefined : Math.max(1000, Math.round((limits.cpuPercent * CPU_PERIOD_US) / 100));
+  const quota =
+    limits.cpuPercent === undefined
+      ? undefined
+      : Math.max(1000, Math.round((limits.cpuPercent * CPU_PERIOD_US) / 100));
   const writes: CgroupWrite[] = [];
   const write = (file: string, value: string, optional = false): void => {
     writes.push({ file, value, optional });
@@ -40,8 +46,10 @@ export function cgroupLimitWrites(spec: Pick<JailSpec, "vmId" | "limits">, host:
       write(posix.join(dir, "memory.max"), String(limits.memoryBytes));
       write(posix.join(dir, "memory.swap.max"), "0", true);
       write(posix.join(dir, "pids.max"), String(limits.pids));
-      if (quota !== undefined && layout.controllers.includes("cpu")) write(posix.join(dir, "cpu.max"), `${quota} ${CPU_PERIOD_US}`);
-      if (limits.ioWeight !== undefined && layout.controllers.includes("io")) write(posix.join(dir, "io.weight"), `default ${limits.ioWeight}`, true);
+      if (quota !== undefined && layout.controllers.includes("cpu"))
+        write(posix.join(dir, "cpu.max"), `${quota} ${CPU_PERIOD_US}`);
+      if (limits.ioWeight !== undefined && layout.controllers.includes("io"))
+        write(posix.join(dir, "io.weight"), `default ${limits.ioWeight}`, true);
       return writes;
     }
     case "v1": {
@@ -72,12 +80,16 @@ export async function createCgroups(spec: JailSpec, host: SandboxHostFacts): Pro
   const dirs = cgroupDirs(spec, host);
   if (host.cgroups.version === "v2") {
     // Let the base and Palisade's directory hand the controllers down to each VM's cgroup.
-    const wanted = ["memory", "pids", "cpu", "io"].filter((name) => host.cgroups.version === "v2" && host.cgroups.controllers.includes(name));
+    const wanted = ["memory", "pids", "cpu", "io"].filter(
+      (name) => host.cgroups.version === "v2" && host.cgroups.controllers.includes(name),
+    );
     const control = wanted.map((name) => `+${name}`).join(" ");
     await mkdir(posix.join(host.cgroups.base, "palisade"), { recursive: true });
     for (const parent of [host.cgroups.base, posix.join(host.cgroups.base, "palisade")]) {
       await writeFile(posix.join(parent, "cgroup.subtree_control"), control).catch((error: unknown) => {
-        throw new SandboxError(`Cannot enable cgroup controllers in ${parent}`, "sandbox.cgroup", { cause: error });
+        throw new SandboxError(`Cannot enable cgroup controllers in ${parent}`, "sandbox.cgroup", {
+          cause: error,
+        });
       });
     }
   }
@@ -126,7 +138,11 @@ export async function removeCgroups(dirs: readonly string[], timeoutMs = 5000): 
           // Already gone.
         }
       }
-      if (Date.now() > deadline) throw new SandboxError(`Cgroup ${dir} still has tasks ${pids.join(", ")} after ${timeoutMs} ms`, "sandbox.cgroup");
+      if (Date.now() > deadline)
+        throw new SandboxError(
+          `Cgroup ${dir} still has tasks ${pids.join(", ")} after ${timeoutMs} ms`,
+          "sandbox.cgroup",
+        );
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
     // rmdir can fail with EBUSY for a moment after the last task exits.
@@ -136,7 +152,8 @@ export async function removeCgroups(dirs: readonly string[], timeoutMs = 5000): 
         break;
       } catch (error: unknown) {
         if ((error as NodeJS.ErrnoException).code === "ENOENT") break;
-        if (Date.now() > deadline) throw new SandboxError(`Cannot remove cgroup ${dir}`, "sandbox.cgroup", { cause: error });
+        if (Date.now() > deadline)
+          throw new SandboxError(`Cannot remove cgroup ${dir}`, "sandbox.cgroup", { cause: error });
         await new Promise((resolve) => setTimeout(resolve, 20));
       }
     }

@@ -14,7 +14,9 @@ export interface SandboxDescription {
   readonly gid: readonly number[];
   readonly groups: readonly number[];
   /** Capability sets as hex masks (CapInh, CapPrm, CapEff, CapBnd, CapAmb). */
-  readonly capabilities: Readonly<Record<"inheritable" | "permitted" | "effective" | "bounding" | "ambient", bigint>>;
+  readonly capabilities: Readonly<
+    Record<"inheritable" | "permitted" | "effective" | "bounding" | "ambient", bigint>
+  >;
   readonly noNewPrivs: boolean;
   /** 0 none, 1 strict, 2 filter. */
   readonly seccompMode: number;
@@ -24,15 +26,33 @@ export interface SandboxDescription {
   /** The process's cgroup per hierarchy (`memory` → `/palisade/a`; `""` for v2). */
   readonly cgroups: Readonly<Record<string, string>>;
   /** Limits found in those cgroups (bytes for memory; null = unlimited or absent). */
-  readonly cgroupLimits: { readonly memoryBytes: bigint | null; readonly pids: number | null; readonly cpuQuotaPercent: number | null };
+  readonly cgroupLimits: {
+    readonly memoryBytes: bigint | null;
+    readonly pids: number | null;
+    readonly cpuQuotaPercent: number | null;
+  };
   /** Soft rlimits that matter to a worker (null = unlimited). */
-  readonly rlimits: { readonly openFiles: number | null; readonly processes: number | null; readonly coreBytes: number | null };
+  readonly rlimits: {
+    readonly openFiles: number | null;
+    readonly processes: number | null;
+    readonly coreBytes: number | null;
+  };
 }
 
 /** `/proc/PID/status` → identity, capabilities, no_new_privs and seccomp; pure. */
-export function parseProcStatus(text: string): Pick<SandboxDescription, "uid" | "gid" | "groups" | "capabilities" | "noNewPrivs" | "seccompMode" | "seccompFilters"> {
-  const field = (name: string): string => new RegExp(`^${name}:[ \\t]*(.*)$`, "m").exec(text)?.[1]?.trim() ?? "";
-  const ids = (name: string): number[] => field(name).split(/\s+/).filter((id) => id !== "").map(Number);
+export function parseProcStatus(
+  text: string,
+): Pick<
+  SandboxDescription,
+  "uid" | "gid" | "groups" | "capabilities" | "noNewPrivs" | "seccompMode" | "seccompFilters"
+> {
+  const field = (name: string): string =>
+    new RegExp(`^${name}:[ \\t]*(.*)$`, "m").exec(text)?.[1]?.trim() ?? "";
+  const ids = (name: string): number[] =>
+    field(name)
+      .split(/\s+/)
+      .filter((id) => id !== "")
+      .map(Number);
   const cap = (name: string): bigint => {
     const hex = field(name);
     return /^[0-9a-f]+$/.test(hex) ? BigInt(`0x${hex}`) : 0n;
@@ -41,7 +61,13 @@ export function parseProcStatus(text: string): Pick<SandboxDescription, "uid" | 
     uid: ids("Uid"),
     gid: ids("Gid"),
     groups: ids("Groups"),
-    capabilities: { inheritable: cap("CapInh"), permitted: cap("CapPrm"), effective: cap("CapEff"), bounding: cap("CapBnd"), ambient: cap("CapAmb") },
+    capabilities: {
+      inheritable: cap("CapInh"),
+      permitted: cap("CapPrm"),
+      effective: cap("CapEff"),
+      bounding: cap("CapBnd"),
+      ambient: cap("CapAmb"),
+    },
     noNewPrivs: field("NoNewPrivs") === "1",
     seccompMode: Number(field("Seccomp") || "0"),
     seccompFilters: Number(field("Seccomp_filters") || "0"),
@@ -120,7 +146,9 @@ export function describeSandbox(pid: number): SandboxDescription {
   const read = (controller: string, file: string): string | null => {
     const mount = mounts.get(controller);
     const path = cgroups[controller];
-    return mount === undefined || path === undefined ? null : readOr(posix.join(mount, path, file), "") || null;
+    return mount === undefined || path === undefined
+      ? null
+      : readOr(posix.join(mount, path, file), "") || null;
   };
   const memory = read("memory", "memory.limit_in_bytes") ?? read("", "memory.max");
   const pids = read("pids", "pids.max") ?? read("", "pids.max");
@@ -128,8 +156,10 @@ export function describeSandbox(pid: number): SandboxDescription {
   const period = read("cpu", "cpu.cfs_period_us");
   const cpuMax = read("", "cpu.max")?.trim().split(" ");
   let cpuQuotaPercent: number | null = null;
-  if (quota !== null && period !== null && Number(quota) > 0) cpuQuotaPercent = Math.round((Number(quota) * 100) / Number(period));
-  else if (cpuMax?.[0] !== undefined && /^\d+$/.test(cpuMax[0])) cpuQuotaPercent = Math.round((Number(cpuMax[0]) * 100) / Number(cpuMax[1]));
+  if (quota !== null && period !== null && Number(quota) > 0)
+    cpuQuotaPercent = Math.round((Number(quota) * 100) / Number(period));
+  else if (cpuMax?.[0] !== undefined && /^\d+$/.test(cpuMax[0]))
+    cpuQuotaPercent = Math.round((Number(cpuMax[0]) * 100) / Number(cpuMax[1]));
   const pidLimit = pids === null ? null : limitOf(pids);
   const limits = parseProcLimits(readOr(`/proc/${pid}/limits`, ""));
   return {
@@ -137,8 +167,16 @@ export function describeSandbox(pid: number): SandboxDescription {
     ...status,
     namespaces,
     cgroups,
-    cgroupLimits: { memoryBytes: memory === null ? null : limitOf(memory), pids: pidLimit === null ? null : Number(pidLimit), cpuQuotaPercent },
-    rlimits: { openFiles: limits["Max open files"] ?? null, processes: limits["Max processes"] ?? null, coreBytes: limits["Max core file size"] ?? null },
+    cgroupLimits: {
+      memoryBytes: memory === null ? null : limitOf(memory),
+      pids: pidLimit === null ? null : Number(pidLimit),
+      cpuQuotaPercent,
+    },
+    rlimits: {
+      openFiles: limits["Max open files"] ?? null,
+      processes: limits["Max processes"] ?? null,
+      coreBytes: limits["Max core file size"] ?? null,
+    },
   };
 }
 
@@ -150,7 +188,8 @@ export function formatSandboxDescription(description: SandboxDescription): strin
   const shared = Object.entries(description.namespaces)
     .filter(([, ns]) => !ns.own)
     .map(([kind]) => kind);
-  const unlimited = (value: bigint | number | null, unit = ""): string => (value === null ? "unlimited" : `${value}${unit}`);
+  const unlimited = (value: bigint | number | null, unit = ""): string =>
+    value === null ? "unlimited" : `${value}${unit}`;
   return [
     `pid ${description.pid}: uid ${description.uid.join("/")}, gid ${description.gid.join("/")}, groups [${description.groups.join(", ")}]`,
     `capabilities: effective 0x${description.capabilities.effective.toString(16)}, permitted 0x${description.capabilities.permitted.toString(16)}, bounding 0x${description.capabilities.bounding.toString(16)}`,

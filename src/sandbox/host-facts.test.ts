@@ -24,22 +24,48 @@ const mountinfo = [
 test("parseCgroupLayout: v1 controllers nest under the service's own cgroups when v2 has no controllers", () => {
   const layout = parseCgroupLayout(selfCgroup, mountinfo, () => []);
 
-  assert.deepEqual(layout, { version: "v1", controllers: { memory: "/sys/fs/cgroup/memory/process_api/5a82", pids: "/sys/fs/cgroup/pids/", cpu: "/sys/fs/cgroup/cpu/" } });
+  assert.deepEqual(layout, {
+    version: "v1",
+    controllers: {
+      memory: "/sys/fs/cgroup/memory/process_api/5a82",
+      pids: "/sys/fs/cgroup/pids/",
+      cpu: "/sys/fs/cgroup/cpu/",
+    },
+  });
 });
 
 test("parseCgroupLayout: v2 is used when it offers memory and pids, beside the service's own cgroup", () => {
-  const layout = parseCgroupLayout("0::/system.slice/palisade.service\n", "40 25 0:30 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw", () => ["cpu", "io", "memory", "pids"]);
+  const layout = parseCgroupLayout(
+    "0::/system.slice/palisade.service\n",
+    "40 25 0:30 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw",
+    () => ["cpu", "io", "memory", "pids"],
+  );
 
-  assert.deepEqual(layout, { version: "v2", base: "/sys/fs/cgroup/system.slice", controllers: ["cpu", "io", "memory", "pids"] });
+  assert.deepEqual(layout, {
+    version: "v2",
+    base: "/sys/fs/cgroup/system.slice",
+    controllers: ["cpu", "io", "memory", "pids"],
+  });
 });
 
 test("parseCgroupLayout: no cgroup mounts means none", () => {
-  assert.deepEqual(parseCgroupLayout("0::/\n", "", () => []), { version: "none" });
+  assert.deepEqual(
+    parseCgroupLayout("0::/\n", "", () => []),
+    { version: "none" },
+  );
 });
 
 const fullHost: SandboxHostFacts = {
-  root: true, bwrap: "/usr/bin/bwrap", setpriv: "/usr/bin/setpriv", prlimit: "/usr/bin/prlimit", nsenter: "/usr/bin/nsenter", shell: "/bin/sh",
-  runtimeFiles: [], firmwareDirs: [], runtimeTree: null, arch: "x64",
+  root: true,
+  bwrap: "/usr/bin/bwrap",
+  setpriv: "/usr/bin/setpriv",
+  prlimit: "/usr/bin/prlimit",
+  nsenter: "/usr/bin/nsenter",
+  shell: "/bin/sh",
+  runtimeFiles: [],
+  firmwareDirs: [],
+  runtimeTree: null,
+  arch: "x64",
   cgroups: { version: "v2", base: "/sys/fs/cgroup", controllers: ["cpu", "io", "memory", "pids"] },
 };
 
@@ -57,7 +83,10 @@ test("sandboxGaps: not root and no bwrap say what the jail loses", () => {
 });
 
 test("sandboxGaps: a v1 host without the cpu controller has no CPU limit", () => {
-  const gaps = sandboxGaps({ ...fullHost, cgroups: { version: "v1", controllers: { memory: "/m", pids: "/p", blkio: "/b" } } });
+  const gaps = sandboxGaps({
+    ...fullHost,
+    cgroups: { version: "v1", controllers: { memory: "/m", pids: "/p", blkio: "/b" } },
+  });
 
   assert.deepEqual(gaps, ['cgroup v1 controller "cpu" is not mounted or not writable: no cpu limit']);
 });

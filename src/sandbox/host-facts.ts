@@ -4,7 +4,15 @@
  * tests describe a host with a literal.
  */
 import { execFileSync } from "node:child_process";
-import { existsSync, readFileSync, readdirSync, realpathSync, statSync, accessSync, constants } from "node:fs";
+import {
+  existsSync,
+  readFileSync,
+  readdirSync,
+  realpathSync,
+  statSync,
+  accessSync,
+  constants,
+} from "node:fs";
 import { dirname, join } from "node:path";
 import type { RuntimeTree } from "./runtime-tree.js";
 
@@ -76,7 +84,11 @@ export function parseLdd(text: string): string[] {
  * v1 controllers that are mounted; otherwise none. Bases nest under the prober's own
  * cgroups, so workers stay inside whatever limits the service itself runs under.
  */
-export function parseCgroupLayout(selfCgroup: string, mountinfo: string, v2Controllers: (dir: string) => string[]): CgroupLayout {
+export function parseCgroupLayout(
+  selfCgroup: string,
+  mountinfo: string,
+  v2Controllers: (dir: string) => string[],
+): CgroupLayout {
   const mounts: { point: string; fstype: string; options: string }[] = [];
   for (const line of mountinfo.split("\n")) {
     const [left, right] = line.split(" - ");
@@ -97,11 +109,14 @@ export function parseCgroupLayout(selfCgroup: string, mountinfo: string, v2Contr
     const own = join(unified.point, selfV2);
     const base = selfV2 === "/" ? own : dirname(own);
     const controllers = v2Controllers(base);
-    if (controllers.includes("memory") && controllers.includes("pids")) return { version: "v2", base, controllers };
+    if (controllers.includes("memory") && controllers.includes("pids"))
+      return { version: "v2", base, controllers };
   }
   const controllers: Partial<Record<CgroupV1Controller, string>> = {};
   for (const controller of ["memory", "pids", "cpu", "blkio"] as const) {
-    const mount = mounts.find((candidate) => candidate.fstype === "cgroup" && candidate.options.split(",").includes(controller));
+    const mount = mounts.find(
+      (candidate) => candidate.fstype === "cgroup" && candidate.options.split(",").includes(controller),
+    );
     const own = [...paths].find(([names]) => names.split(",").includes(controller))?.[1];
     if (mount !== undefined && own !== undefined) controllers[controller] = join(mount.point, own);
   }
@@ -109,7 +124,10 @@ export function parseCgroupLayout(selfCgroup: string, mountinfo: string, v2Contr
 }
 
 function which(name: string, candidates: readonly string[]): string | null {
-  return candidates.find((path) => existsSync(path)) ?? (existsSync(`/usr/bin/${name}`) ? `/usr/bin/${name}` : null);
+  return (
+    candidates.find((path) => existsSync(path)) ??
+    (existsSync(`/usr/bin/${name}`) ? `/usr/bin/${name}` : null)
+  );
 }
 
 function readText(path: string): string {
@@ -130,7 +148,12 @@ function lddPaths(binary: string): string[] {
 
 /** QEMU's accelerator modules: TCG is a loadable module in Debian's build. */
 function acceleratorModules(qemuBinary: string): string[] {
-  const dirs = ["/usr/lib/x86_64-linux-gnu/qemu", "/usr/lib64/qemu", "/usr/lib/qemu", join(dirname(qemuBinary), "..", "lib", "qemu")];
+  const dirs = [
+    "/usr/lib/x86_64-linux-gnu/qemu",
+    "/usr/lib64/qemu",
+    "/usr/lib/qemu",
+    join(dirname(qemuBinary), "..", "lib", "qemu"),
+  ];
   for (const dir of dirs) {
     if (!existsSync(dir)) continue;
     return readdirSync(dir)
@@ -195,7 +218,10 @@ export function probeSandboxHost(qemuBinary = "/usr/bin/qemu-system-x86_64"): Sa
     for (const library of lddPaths(module)) runtime.add(library);
   }
   const cgroups = parseCgroupLayout(readText("/proc/self/cgroup"), readText("/proc/self/mountinfo"), (dir) =>
-    readText(join(dir, "cgroup.controllers")).trim().split(/\s+/).filter((name) => name !== ""),
+    readText(join(dir, "cgroup.controllers"))
+      .trim()
+      .split(/\s+/)
+      .filter((name) => name !== ""),
   );
   return {
     root: isRoot(),
@@ -228,7 +254,8 @@ function usableCgroups(layout: CgroupLayout): CgroupLayout {
   const controllers: Partial<Record<CgroupV1Controller, string>> = {};
   for (const [name, dir] of Object.entries(layout.controllers) as [CgroupV1Controller, string][]) {
     // blkio is only worth joining when it can weigh I/O (CFQ or BFQ).
-    const weighs = name !== "blkio" || existsSync(join(dir, "blkio.weight")) || existsSync(join(dir, "blkio.bfq.weight"));
+    const weighs =
+      name !== "blkio" || existsSync(join(dir, "blkio.weight")) || existsSync(join(dir, "blkio.bfq.weight"));
     if (writable(dir) && weighs) controllers[name] = dir;
   }
   return Object.keys(controllers).length > 0 ? { version: "v1", controllers } : { version: "none" };
@@ -241,27 +268,42 @@ function usableCgroups(layout: CgroupLayout): CgroupLayout {
  */
 export function sandboxGaps(host: SandboxHostFacts): string[] {
   const gaps: string[] = [];
-  if (host.bwrap === null) gaps.push("bubblewrap (bwrap) is not installed: no namespaces, no private root, no seccomp filter beyond QEMU's -sandbox");
+  if (host.bwrap === null)
+    gaps.push(
+      "bubblewrap (bwrap) is not installed: no namespaces, no private root, no seccomp filter beyond QEMU's -sandbox",
+    );
   if (!host.root) {
-    gaps.push("not running as root: the worker keeps Palisade's uid (no per-VM uid) and gets namespaces only through an unprivileged user namespace");
+    gaps.push(
+      "not running as root: the worker keeps Palisade's uid (no per-VM uid) and gets namespaces only through an unprivileged user namespace",
+    );
   } else if (host.setpriv === null) {
-    gaps.push("setpriv (util-linux) is not installed: the worker cannot drop to its own uid; refusing to jail as root");
+    gaps.push(
+      "setpriv (util-linux) is not installed: the worker cannot drop to its own uid; refusing to jail as root",
+    );
   }
-  if (host.prlimit === null) gaps.push("prlimit (util-linux) is not installed: no open-file, process-count or core-dump rlimits");
-  if (host.arch !== "x64") gaps.push(`the seccomp filter is written for x86-64, not ${host.arch}: only QEMU's -sandbox applies`);
+  if (host.prlimit === null)
+    gaps.push("prlimit (util-linux) is not installed: no open-file, process-count or core-dump rlimits");
+  if (host.arch !== "x64")
+    gaps.push(`the seccomp filter is written for x86-64, not ${host.arch}: only QEMU's -sandbox applies`);
   switch (host.cgroups.version) {
     case "none":
       gaps.push("no usable cgroup hierarchy: no memory, pids or CPU limits (only rlimits)");
       break;
     case "v1":
       for (const controller of ["memory", "pids", "cpu"] as const) {
-        if (host.cgroups.controllers[controller] === undefined) gaps.push(`cgroup v1 controller "${controller}" is not mounted or not writable: no ${controller} limit`);
+        if (host.cgroups.controllers[controller] === undefined)
+          gaps.push(
+            `cgroup v1 controller "${controller}" is not mounted or not writable: no ${controller} limit`,
+          );
       }
-      if (host.cgroups.controllers.blkio === undefined) gaps.push('cgroup v1 controller "blkio" is not available: no I/O weight');
+      if (host.cgroups.controllers.blkio === undefined)
+        gaps.push('cgroup v1 controller "blkio" is not available: no I/O weight');
       break;
     case "v2":
-      if (!host.cgroups.controllers.includes("cpu")) gaps.push('cgroup v2 controller "cpu" is not enabled: no CPU limit');
-      if (!host.cgroups.controllers.includes("io")) gaps.push('cgroup v2 controller "io" is not enabled: no I/O weight');
+      if (!host.cgroups.controllers.includes("cpu"))
+        gaps.push('cgroup v2 controller "cpu" is not enabled: no CPU limit');
+      if (!host.cgroups.controllers.includes("io"))
+        gaps.push('cgroup v2 controller "io" is not enabled: no I/O weight');
       break;
   }
   return gaps;

@@ -19,10 +19,25 @@ export {
   type JailPaths,
   type WorkerStatus,
 } from "./jail.js";
-export { probeSandboxHost, sandboxGaps, parseLdd, parseCgroupLayout, type SandboxHostFacts, type CgroupLayout, type CgroupV1Controller } from "./host-facts.js";
+export {
+  probeSandboxHost,
+  sandboxGaps,
+  parseLdd,
+  parseCgroupLayout,
+  type SandboxHostFacts,
+  type CgroupLayout,
+  type CgroupV1Controller,
+} from "./host-facts.js";
 export { prepareJail, cleanupJail, readWorkerStatus, type PreparedJail } from "./prepare.js";
 export { cgroupLimitWrites, type CgroupWrite } from "./cgroups.js";
-export { allocateUid, releaseUid, DEFAULT_UID_RANGE, type UidClaim, type UidPoolOptions, type ProcessTable } from "./uid-pool.js";
+export {
+  allocateUid,
+  releaseUid,
+  DEFAULT_UID_RANGE,
+  type UidClaim,
+  type UidPoolOptions,
+  type ProcessTable,
+} from "./uid-pool.js";
 export { describeSandbox, formatSandboxDescription, type SandboxDescription } from "./describe.js";
 export { workerSeccompProgram, DENIED_SYSCALLS_X86_64 } from "./seccomp-filter.js";
 export { markInheritedFdsCloseOnExec } from "./inherited-fds.js";

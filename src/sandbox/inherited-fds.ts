@@ -22,7 +22,9 @@ export function markInheritedFdsCloseOnExec(): boolean {
   try {
     if (closeRange === undefined) {
       const libc = koffi.load("libc.so.6");
-      closeRange = libc.func("int close_range(unsigned int first, unsigned int last, int flags)") as CloseRange;
+      closeRange = libc.func(
+        "int close_range(unsigned int first, unsigned int last, int flags)",
+      ) as CloseRange;
     }
     return closeRange(3, 0xffffffff, CLOSE_RANGE_CLOEXEC) === 0;
   } catch {

@@ -71,7 +71,10 @@ export interface JailSpec {
  * QEMU's own seccomp switches, every deniable group denied; the engine appends these to
  * the QEMU argv. Palisade's filter (`seccomp-filter.ts`) stacks under it.
  */
-export const QEMU_SECCOMP_ARGS: readonly string[] = Object.freeze(["-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"]);
+export const QEMU_SECCOMP_ARGS: readonly string[] = Object.freeze([
+  "-sandbox",
+  "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+]);
 
 /** Files `prepareJail()` makes for a jail, all in the root-owned `<runDir>/.jail/`. */
 export interface JailPaths {
@@ -96,7 +99,9 @@ export function jailPaths(runDir: string): JailPaths {
 }
 
 /** Where each device appears inside the jail, and its host major:minor (Documentation/admin-guide/devices.txt). */
-export const JAIL_DEVICES: Readonly<Record<JailDevice, { readonly path: string; readonly major: number; readonly minor: number }>> = {
+export const JAIL_DEVICES: Readonly<
+  Record<JailDevice, { readonly path: string; readonly major: number; readonly minor: number }>
+> = {
   kvm: { path: "/dev/kvm", major: 10, minor: 232 },
   "net-tun": { path: "/dev/net/tun", major: 10, minor: 200 },
 };
@@ -106,11 +111,19 @@ const VM_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 const FORBIDDEN_PREFIXES = ["/proc", "/dev", "/sys"];
 
 function checkPath(path: string, what: string): void {
-  if (!path.startsWith("/") || posix.normalize(path) !== path || path === "/" || path.endsWith("/") || /[\0\n]/.test(path)) {
+  if (
+    !path.startsWith("/") ||
+    posix.normalize(path) !== path ||
+    path === "/" ||
+    path.endsWith("/") ||
+    /[\0\n]/.test(path)
+  ) {
     throw new SandboxError(`Jail ${what} "${path}" must be an absolute, normalized path other than /`);
   }
   if (FORBIDDEN_PREFIXES.some((prefix) => path === prefix || path.startsWith(`${prefix}/`))) {
-    throw new SandboxError(`Jail ${what} "${path}" is under ${path.split("/")[1] ?? ""}, which the jail makes itself`);
+    throw new SandboxError(
+      `Jail ${what} "${path}" is under ${path.split("/")[1] ?? ""}, which the jail makes itself`,
+    );
   }
 }
 
@@ -120,27 +133,39 @@ function checkPath(path: string, what: string): void {
  * @throws {SandboxError} naming the field at fault.
  */
 export function validateJailSpec(spec: JailSpec): void {
-  if (!VM_ID.test(spec.vmId) || spec.vmId === "." || spec.vmId === "..") throw new SandboxError(`Jail vmId "${spec.vmId}" must match ${VM_ID.source}`);
+  if (!VM_ID.test(spec.vmId) || spec.vmId === "." || spec.vmId === "..")
+    throw new SandboxError(`Jail vmId "${spec.vmId}" must match ${VM_ID.source}`);
   for (const [name, id] of [
     ["uid", spec.uid],
     ["gid", spec.gid],
   ] as const) {
-    if (!Number.isInteger(id) || id <= 0 || id >= 0xffffffff) throw new SandboxError(`Jail ${name} ${id} must be an unprivileged id (1 … 4294967294)`);
+    if (!Number.isInteger(id) || id <= 0 || id >= 0xffffffff)
+      throw new SandboxError(`Jail ${name} ${id} must be an unprivileged id (1 … 4294967294)`);
   }
   checkPath(spec.runDir, "runDir");
   checkPath(spec.qemuBinary, "qemuBinary");
   for (const bind of spec.binds) {
     checkPath(bind.hostPath, "bind");
-    if (bind.hostPath === spec.runDir || bind.hostPath.startsWith(`${spec.runDir}/.jail`)) throw new SandboxError(`Jail bind "${bind.hostPath}" overlaps the run directory's control files`);
+    if (bind.hostPath === spec.runDir || bind.hostPath.startsWith(`${spec.runDir}/.jail`))
+      throw new SandboxError(`Jail bind "${bind.hostPath}" overlaps the run directory's control files`);
   }
   if (spec.netnsPath !== undefined) checkPath(spec.netnsPath, "netnsPath");
-  if (spec.netnsPath !== undefined && spec.shareHostNetwork) throw new SandboxError("Jail cannot both share the host network and join a prepared network namespace");
+  if (spec.netnsPath !== undefined && spec.shareHostNetwork)
+    throw new SandboxError("Jail cannot both share the host network and join a prepared network namespace");
   const { limits } = spec;
-  if (limits.memoryBytes < 16n * 1024n * 1024n) throw new SandboxError(`Jail memory limit ${limits.memoryBytes} bytes is below 16 MiB`);
-  if (!Number.isInteger(limits.pids) || limits.pids < 1) throw new SandboxError(`Jail pids limit ${limits.pids} must be a positive integer`);
-  if (!Number.isInteger(limits.openFiles) || limits.openFiles < 16) throw new SandboxError(`Jail openFiles limit ${limits.openFiles} must be an integer ≥ 16`);
-  if (limits.cpuPercent !== undefined && (!Number.isInteger(limits.cpuPercent) || limits.cpuPercent < 1)) throw new SandboxError(`Jail cpuPercent ${limits.cpuPercent} must be a positive integer`);
-  if (limits.ioWeight !== undefined && (!Number.isInteger(limits.ioWeight) || limits.ioWeight < 1 || limits.ioWeight > 10000)) throw new SandboxError(`Jail ioWeight ${limits.ioWeight} must be 1 … 10000`);
+  if (limits.memoryBytes < 16n * 1024n * 1024n)
+    throw new SandboxError(`Jail memory limit ${limits.memoryBytes} bytes is below 16 MiB`);
+  if (!Number.isInteger(limits.pids) || limits.pids < 1)
+    throw new SandboxError(`Jail pids limit ${limits.pids} must be a positive integer`);
+  if (!Number.isInteger(limits.openFiles) || limits.openFiles < 16)
+    throw new SandboxError(`Jail openFiles limit ${limits.openFiles} must be an integer ≥ 16`);
+  if (limits.cpuPercent !== undefined && (!Number.isInteger(limits.cpuPercent) || limits.cpuPercent < 1))
+    throw new SandboxError(`Jail cpuPercent ${limits.cpuPercent} must be a positive integer`);
+  if (
+    limits.ioWeight !== undefined &&
+    (!Number.isInteger(limits.ioWeight) || limits.ioWeight < 1 || limits.ioWeight > 10000)
+  )
+    throw new SandboxError(`Jail ioWeight ${limits.ioWeight} must be 1 … 10000`);
 }
 
 /** The cgroup directories of a worker, one per controller hierarchy (`<base>/palisade/<vmId>`); pure. */
@@ -180,7 +205,9 @@ function ancestorDirs(paths: readonly string[]): string[] {
       if (!targets.has(dir)) dirs.add(dir);
     }
   }
-  return [...dirs].filter((dir) => dir !== "/tmp").sort((a, b) => a.split("/").length - b.split("/").length || a.localeCompare(b));
+  return [...dirs]
+    .filter((dir) => dir !== "/tmp")
+    .sort((a, b) => a.split("/").length - b.split("/").length || a.localeCompare(b));
 }
 
 /**
@@ -188,7 +215,11 @@ function ancestorDirs(paths: readonly string[]): string[] {
  * tree's top directories (a read-only bind cannot take new mount points), and so must the
  * program unless the tree holds it. Pure.
  */
-function usableTree(host: SandboxHostFacts, otherMounts: readonly string[], program: string): RuntimeTree | null {
+function usableTree(
+  host: SandboxHostFacts,
+  otherMounts: readonly string[],
+  program: string,
+): RuntimeTree | null {
   const tree = host.runtimeTree;
   if (tree === null) return null;
   const tops = runtimeTreeTops(tree);
@@ -205,26 +236,63 @@ function usableTree(host: SandboxHostFacts, otherMounts: readonly string[], prog
  * @throws {SandboxError} when the spec is invalid, or the host is root without setpriv
  *   (QEMU would keep every capability).
  */
-export function jailCommandArgv(spec: JailSpec, command: readonly string[], host: SandboxHostFacts): string[] {
+export function jailCommandArgv(
+  spec: JailSpec,
+  command: readonly string[],
+  host: SandboxHostFacts,
+): string[] {
   validateJailSpec(spec);
   if (command.length === 0) throw new SandboxError("Jail command is empty");
-  if (host.root && host.setpriv === null) throw new SandboxError("setpriv (util-linux) is missing: refusing to run a worker as root", "sandbox.host-missing");
+  if (host.root && host.setpriv === null)
+    throw new SandboxError(
+      "setpriv (util-linux) is missing: refusing to run a worker as root",
+      "sandbox.host-missing",
+    );
   const paths = jailPaths(spec.runDir);
   const useBwrap = host.bwrap !== null;
   const seccomp = useBwrap && host.arch === "x64";
   const cgroups = cgroupDirs(spec, host);
-  const argv = [host.shell, "-c", PREFIX_SCRIPT, "palisade-jail", String(cgroups.length), ...cgroups, useBwrap ? paths.statusFile : "-", seccomp ? paths.seccompFile : "-"];
-  if (spec.netnsPath !== undefined && host.nsenter !== null) argv.push(host.nsenter, `--net=${spec.netnsPath}`, "--");
+  const argv = [
+    host.shell,
+    "-c",
+    PREFIX_SCRIPT,
+    "palisade-jail",
+    String(cgroups.length),
+    ...cgroups,
+    useBwrap ? paths.statusFile : "-",
+    seccomp ? paths.seccompFile : "-",
+  ];
+  if (spec.netnsPath !== undefined && host.nsenter !== null)
+    argv.push(host.nsenter, `--net=${spec.netnsPath}`, "--");
   if (host.prlimit !== null) {
     // RLIMIT_NPROC counts every task of the worker's uid: a second pids limit that holds without cgroups.
     argv.push(host.prlimit, `--nofile=${spec.limits.openFiles}:${spec.limits.openFiles}`, "--core=0:0");
     if (host.root) argv.push(`--nproc=${spec.limits.pids}:${spec.limits.pids}`);
     argv.push("--");
   }
-  const dropPrivileges = host.root && host.setpriv !== null ? [host.setpriv, `--reuid=${spec.uid}`, `--regid=${spec.gid}`, "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"] : [];
+  const dropPrivileges =
+    host.root && host.setpriv !== null
+      ? [
+          host.setpriv,
+          `--reuid=${spec.uid}`,
+          `--regid=${spec.gid}`,
+          "--clear-groups",
+          "--inh-caps=-all",
+          "--bounding-set=-all",
+          "--no-new-privs",
+          "--",
+        ]
+      : [];
   if (host.bwrap === null) return [...argv, ...dropPrivileges, ...command];
 
-  argv.push(host.bwrap, "--new-session", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup");
+  argv.push(
+    host.bwrap,
+    "--new-session",
+    "--unshare-pid",
+    "--unshare-ipc",
+    "--unshare-uts",
+    "--unshare-cgroup",
+  );
   if (!spec.shareHostNetwork && spec.netnsPath === undefined) argv.push("--unshare-net");
   if (!host.root) argv.push("--unshare-user", "--disable-userns");
   argv.push("--as-pid-1", "--clearenv", "--hostname", "palisade-worker", "--json-status-fd", "3");
@@ -239,14 +307,42 @@ export function jailCommandArgv(spec: JailSpec, command: readonly string[], host
   const treeMounts = tree === null ? [] : runtimeTreeTops(tree);
   const readonlyFiles: string[] =
     tree === null
-      ? [...new Set([...host.runtimeFiles, ...(host.root && host.setpriv !== null ? [host.setpriv] : []), spec.qemuBinary, program])].filter((path) => path !== "")
-      : tree.files.includes(program) ? [] : [program];
+      ? [
+          ...new Set([
+            ...host.runtimeFiles,
+            ...(host.root && host.setpriv !== null ? [host.setpriv] : []),
+            spec.qemuBinary,
+            program,
+          ]),
+        ].filter((path) => path !== "")
+      : tree.files.includes(program)
+        ? []
+        : [program];
   const firmwareDirs = tree === null ? host.firmwareDirs : [];
   // User-mode networking resolves names for the guest with the host's resolvers.
-  if (spec.shareHostNetwork && host.resolvConf !== undefined && host.resolvConf !== null) readonlyFiles.push(host.resolvConf);
-  const mountTargets = [...treeMounts, ...readonlyFiles, ...firmwareDirs, spec.runDir, ...readonlyBinds, ...writableBinds];
+  if (spec.shareHostNetwork && host.resolvConf !== undefined && host.resolvConf !== null)
+    readonlyFiles.push(host.resolvConf);
+  const mountTargets = [
+    ...treeMounts,
+    ...readonlyFiles,
+    ...firmwareDirs,
+    spec.runDir,
+    ...readonlyBinds,
+    ...writableBinds,
+  ];
 
-  argv.push("--dev", "/dev", "--proc", "/proc", "--perms", "01777", "--size", String(16 * 1024 * 1024), "--tmpfs", "/tmp");
+  argv.push(
+    "--dev",
+    "/dev",
+    "--proc",
+    "/proc",
+    "--perms",
+    "01777",
+    "--size",
+    String(16 * 1024 * 1024),
+    "--tmpfs",
+    "/tmp",
+  );
   for (const top of treeMounts) argv.push("--ro-bind", posix.join(tree?.root ?? "", top), top);
   for (const dir of ancestorDirs(mountTargets)) argv.push("--perms", "0755", "--dir", dir);
   for (const file of readonlyFiles) argv.push("--ro-bind", file, file);
@@ -312,5 +408,9 @@ export function parseWorkerStatus(text: string): WorkerStatus {
       else if (key.endsWith("-namespace")) namespaces[key.slice(0, -"-namespace".length)] = value;
     }
   }
-  return { ...(childPid === undefined ? {} : { childPid }), ...(exitCode === undefined ? {} : { exitCode }), namespaces };
+  return {
+    ...(childPid === undefined ? {} : { childPid }),
+    ...(exitCode === undefined ? {} : { exitCode }),
+    namespaces,
+  };
 }

@@ -10,7 +10,16 @@ import { posix } from "node:path";
 import { promisify } from "node:util";
 import { createCgroups, removeCgroups } from "./cgroups.js";
 import { probeSandboxHost, type SandboxHostFacts } from "./host-facts.js";
-import { JAIL_DEVICES, SandboxError, cgroupDirs, jailPaths, parseWorkerStatus, validateJailSpec, type JailSpec, type WorkerStatus } from "./jail.js";
+import {
+  JAIL_DEVICES,
+  SandboxError,
+  cgroupDirs,
+  jailPaths,
+  parseWorkerStatus,
+  validateJailSpec,
+  type JailSpec,
+  type WorkerStatus,
+} from "./jail.js";
 import { workerSeccompProgram } from "./seccomp-filter.js";
 
 const execFileAsync = promisify(execFile);
@@ -47,9 +56,15 @@ async function scrubRunDir(runDir: string): Promise<void> {
   }
 }
 
-async function makeDeviceNode(path: string, device: keyof typeof JAIL_DEVICES, spec: JailSpec): Promise<void> {
+async function makeDeviceNode(
+  path: string,
+  device: keyof typeof JAIL_DEVICES,
+  spec: JailSpec,
+): Promise<void> {
   const { major, minor } = JAIL_DEVICES[device];
-  await execFileAsync("mknod", ["-m", "0600", path, "c", String(major), String(minor)], { env: { PATH: "/usr/bin:/bin" } });
+  await execFileAsync("mknod", ["-m", "0600", path, "c", String(major), String(minor)], {
+    env: { PATH: "/usr/bin:/bin" },
+  });
   await chown(path, spec.uid, spec.gid);
 }
 
@@ -65,8 +80,14 @@ async function grantBinds(spec: JailSpec, ownersFile: string): Promise<void> {
     const info = await lstat(bind.hostPath).catch((error: unknown) => {
       throw new SandboxError(`Jail bind ${bind.hostPath} cannot be read`, "sandbox.bind", { cause: error });
     });
-    if (info.isSymbolicLink()) throw new SandboxError(`Jail bind ${bind.hostPath} is a symbolic link: bind its target`, "sandbox.bind");
-    const readable = info.isDirectory() ? worldReadable(info.mode) && (info.mode & 0o001) !== 0 : worldReadable(info.mode);
+    if (info.isSymbolicLink())
+      throw new SandboxError(
+        `Jail bind ${bind.hostPath} is a symbolic link: bind its target`,
+        "sandbox.bind",
+      );
+    const readable = info.isDirectory()
+      ? worldReadable(info.mode) && (info.mode & 0o001) !== 0
+      : worldReadable(info.mode);
     if (bind.readonly && readable) continue;
     if (info.uid === spec.uid && info.gid === spec.gid) continue;
     records.push({ path: bind.hostPath, uid: info.uid, gid: info.gid });
@@ -119,14 +140,19 @@ export async function cleanupJail(spec: JailSpec, host: SandboxHostFacts): Promi
  *
  * @throws {SandboxError} for an invalid spec, a missing bind or a cgroup that cannot be set up.
  */
-export async function prepareJail(spec: JailSpec, host: SandboxHostFacts = probeSandboxHost(spec.qemuBinary)): Promise<PreparedJail> {
+export async function prepareJail(
+  spec: JailSpec,
+  host: SandboxHostFacts = probeSandboxHost(spec.qemuBinary),
+): Promise<PreparedJail> {
   validateJailSpec(spec);
   const paths = jailPaths(spec.runDir);
   await mkdir(spec.runDir, { recursive: true, mode: 0o700 });
-  if ((await lstat(spec.runDir)).isSymbolicLink()) throw new SandboxError(`Jail runDir ${spec.runDir} is a symbolic link`);
+  if ((await lstat(spec.runDir)).isSymbolicLink())
+    throw new SandboxError(`Jail runDir ${spec.runDir} is a symbolic link`);
   const previous = await lstat(paths.controlDir).catch(() => null);
   // A previous preparation of this jail: undo its owner changes before making a new one.
-  if (previous?.isDirectory() === true && previous.uid === (process.getuid?.() ?? 0)) await restoreOwners(posix.join(paths.controlDir, OWNERS_FILE));
+  if (previous?.isDirectory() === true && previous.uid === (process.getuid?.() ?? 0))
+    await restoreOwners(posix.join(paths.controlDir, OWNERS_FILE));
   if (host.root) {
     await scrubRunDir(spec.runDir);
     await chown(spec.runDir, 0, spec.gid);
@@ -137,7 +163,11 @@ export async function prepareJail(spec: JailSpec, host: SandboxHostFacts = probe
   }
   await mkdir(paths.controlDir, { mode: 0o755 });
   await chmod(paths.controlDir, 0o755);
-  const status = await open(paths.statusFile, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY | constants.O_NOFOLLOW, 0o644);
+  const status = await open(
+    paths.statusFile,
+    constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY | constants.O_NOFOLLOW,
+    0o644,
+  );
   await status.close();
   await writeFile(paths.seccompFile, workerSeccompProgram(), { mode: 0o644 });
   if (host.root) {

@@ -40,7 +40,11 @@ async function filesUnder(dir: string): Promise<string[]> {
 }
 
 /** The files a tree for `host` holds (paths as the jail sees them), plus `extraFiles`. */
-async function treeSources(host: SandboxHostFacts, qemuBinary: string, extraFiles: readonly string[]): Promise<string[]> {
+async function treeSources(
+  host: SandboxHostFacts,
+  qemuBinary: string,
+  extraFiles: readonly string[],
+): Promise<string[]> {
   const files = new Set<string>([...host.runtimeFiles, qemuBinary, ...extraFiles]);
   if (host.setpriv !== null) files.add(host.setpriv);
   for (const dir of host.firmwareDirs) for (const file of await filesUnder(dir)) files.add(file);
@@ -52,7 +56,12 @@ async function treeSources(host: SandboxHostFacts, qemuBinary: string, extraFile
  * facts with `runtimeTree` set. `extraFiles` go into the tree too (the hostile tests add
  * their shell). Idempotent; safe against a concurrent builder (built aside, then renamed).
  */
-export async function prepareRuntimeTree(host: SandboxHostFacts, qemuBinary: string, parentDir: string, extraFiles: readonly string[] = []): Promise<SandboxHostFacts> {
+export async function prepareRuntimeTree(
+  host: SandboxHostFacts,
+  qemuBinary: string,
+  parentDir: string,
+  extraFiles: readonly string[] = [],
+): Promise<SandboxHostFacts> {
   const sources = await treeSources(host, qemuBinary, extraFiles);
   const fingerprint = createHash("sha256");
   for (const source of sources) {

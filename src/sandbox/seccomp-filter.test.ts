@@ -1,9 +1,15 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { workerSeccompProgram, evaluateSeccomp, AUDIT_ARCH_X86_64, SECCOMP_RETURN } from "./seccomp-filter.js";
+import {
+  workerSeccompProgram,
+  evaluateSeccomp,
+  AUDIT_ARCH_X86_64,
+  SECCOMP_RETURN,
+} from "./seccomp-filter.js";
 
 const program = workerSeccompProgram();
-const x86 = (nr: number, args: number[] = []): number => evaluateSeccomp(program, { nr, arch: AUDIT_ARCH_X86_64, args });
+const x86 = (nr: number, args: number[] = []): number =>
+  evaluateSeccomp(program, { nr, arch: AUDIT_ARCH_X86_64, args });
 
 // x86-64 numbers from asm/unistd_64.h.
 test("seccomp filter: ordinary calls QEMU makes are allowed (read, mmap, ioctl KVM_RUN, seccomp)", () => {

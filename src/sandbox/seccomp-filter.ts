@@ -38,7 +38,8 @@ export const AUDIT_ARCH_X86_64 = 0xc000003e;
 const X32_SYSCALL_BIT = 0x40000000;
 
 /** Namespace flags of clone(2): CLONE_NEWTIME, NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET. */
-export const CLONE_NAMESPACE_FLAGS = 0x00000080 | 0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000 | 0x20000000 | 0x40000000;
+export const CLONE_NAMESPACE_FLAGS =
+  0x00000080 | 0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000 | 0x20000000 | 0x40000000;
 
 /** ioctl requests refused on any fd: TIOCSTI (type into a terminal) and TIOCLINUX. */
 export const DENIED_IOCTLS = { TIOCSTI: 0x5412, TIOCLINUX: 0x541c } as const;
@@ -128,7 +129,8 @@ function assemble(program: (Instruction | { label: string })[]): Uint8Array {
       if (typeof target === "number") return target;
       const at = labels.get(target);
       // INVARIANT: every label used below is defined once after its users; jumps go forward only.
-      if (at === undefined || at <= index || at - index - 1 > 255) throw new Error(`seccomp filter: bad jump to ${target}`);
+      if (at === undefined || at <= index || at - index - 1 > 255)
+        throw new Error(`seccomp filter: bad jump to ${target}`);
       return at - index - 1;
     };
     view.setUint16(index * 8, instruction.code, true);
@@ -178,7 +180,10 @@ export function workerSeccompProgram(): Uint8Array {
 }
 
 /** What the program returns for one system call, by running it (the tests' oracle; pure). */
-export function evaluateSeccomp(program: Uint8Array, data: { nr: number; arch: number; args?: readonly number[] }): number {
+export function evaluateSeccomp(
+  program: Uint8Array,
+  data: { nr: number; arch: number; args?: readonly number[] },
+): number {
   const view = new DataView(program.buffer, program.byteOffset, program.byteLength);
   const load = (offset: number): number => {
     if (offset === DATA_NR) return data.nr >>> 0;
@@ -215,5 +220,9 @@ export function evaluateSeccomp(program: Uint8Array, data: { nr: number; arch: n
 }
 
 /** Return values, for tests and `describeSandbox()` readers. */
-export const SECCOMP_RETURN = { allow: SECCOMP_RET_ALLOW, eperm: SECCOMP_RET_ERRNO | EPERM, enosys: SECCOMP_RET_ERRNO | ENOSYS, kill: SECCOMP_RET_KILL_PROCESS } as const;
-
+export const SECCOMP_RETURN = {
+  allow: SECCOMP_RET_ALLOW,
+  eperm: SECCOMP_RET_ERRNO | EPERM,
+  enosys: SECCOMP_RET_ERRNO | ENOSYS,
+  kill: SECCOMP_RET_KILL_PROCESS,
+} as const;

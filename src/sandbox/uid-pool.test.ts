@@ -30,7 +30,9 @@ test("allocateUid: two VMs get different uids; asking again returns the same one
 test("allocateUid: concurrent allocations never hand out one uid twice", async () => {
   const dir = stateDir();
 
-  const uids = await Promise.all(["a", "b", "c"].map((vm) => allocateUid(vm, dir, { range, processes: quietHost })));
+  const uids = await Promise.all(
+    ["a", "b", "c"].map((vm) => allocateUid(vm, dir, { range, processes: quietHost })),
+  );
 
   assert.deepEqual([...uids].sort(), [64000, 64001, 64002]);
 });
@@ -39,7 +41,10 @@ test("allocateUid: a full pool is refused with a clear error", async () => {
   const dir = stateDir();
   await Promise.all(["a", "b", "c"].map((vm) => allocateUid(vm, dir, { range, processes: quietHost })));
 
-  await assert.rejects(allocateUid("d", dir, { range, processes: quietHost }), /No free worker uid in 64000–64002/);
+  await assert.rejects(
+    allocateUid("d", dir, { range, processes: quietHost }),
+    /No free worker uid in 64000–64002/,
+  );
 });
 
 test("allocateUid: a uid some process already runs as is skipped", async () => {
@@ -51,7 +56,10 @@ test("allocateUid: a uid some process already runs as is skipped", async () => {
 test("allocateUid: a stale claim (its allocator gone, no process with its uid) is reclaimed", async () => {
   const dir = stateDir();
   await allocateUid("a", dir, { range, processes: quietHost });
-  const afterCrash: ProcessTable = { startTime: (pid) => (pid === process.pid ? "2000" : null), uidsInUse: () => new Set([0]) };
+  const afterCrash: ProcessTable = {
+    startTime: (pid) => (pid === process.pid ? "2000" : null),
+    uidsInUse: () => new Set([0]),
+  };
 
   // Allocator restarted (new start time): "a"'s claim is stale, so 64000 is free again.
   const uid = await allocateUid("b", dir, { range, processes: afterCrash });

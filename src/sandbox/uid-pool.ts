@@ -54,7 +54,9 @@ export const procProcessTable: ProcessTable = {
     for (const name of readdirSync("/proc")) {
       if (!/^\d+$/.test(name)) continue;
       try {
-        const match = /^Uid:\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)$/m.exec(readFileSync(`/proc/${name}/status`, "utf8"));
+        const match = /^Uid:\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)$/m.exec(
+          readFileSync(`/proc/${name}/status`, "utf8"),
+        );
         if (match) for (const id of match.slice(1)) uids.add(Number(id));
       } catch {
         // The process exited while we looked.
@@ -68,7 +70,10 @@ let flockFunction: ((fd: number, operation: number) => number) | undefined;
 function flock(fd: number, operation: number): number {
   if (flockFunction === undefined) {
     const libc = koffi.load("libc.so.6");
-    flockFunction = libc.func("int flock(int fd, int operation)") as (fd: number, operation: number) => number;
+    flockFunction = libc.func("int flock(int fd, int operation)") as (
+      fd: number,
+      operation: number,
+    ) => number;
   }
   return flockFunction(fd, operation);
 }
@@ -84,7 +89,11 @@ async function withPoolLock<T>(dir: string, action: () => Promise<T>, timeoutMs 
     const deadline = Date.now() + timeoutMs;
     // Non-blocking attempts: a blocking flock would stall Node's only JS thread.
     while (flock(fd, LOCK_EX | LOCK_NB) !== 0) {
-      if (Date.now() > deadline) throw new SandboxError(`The uid pool lock ${dir}/lock is held for more than ${timeoutMs} ms`, "sandbox.uid-pool");
+      if (Date.now() > deadline)
+        throw new SandboxError(
+          `The uid pool lock ${dir}/lock is held for more than ${timeoutMs} ms`,
+          "sandbox.uid-pool",
+        );
       await new Promise((resolve) => setTimeout(resolve, 10));
     }
     try {
@@ -112,7 +121,11 @@ async function readClaims(dir: string): Promise<UidClaim[]> {
 }
 
 /** Is this claim's VM gone? Pure given the process table. */
-export function isStaleClaim(claim: UidClaim, processes: ProcessTable, uidsInUse: ReadonlySet<number>): boolean {
+export function isStaleClaim(
+  claim: UidClaim,
+  processes: ProcessTable,
+  uidsInUse: ReadonlySet<number>,
+): boolean {
   if (uidsInUse.has(claim.uid)) return false;
   return processes.startTime(claim.ownerPid) !== claim.ownerStartTime;
 }
@@ -129,7 +142,11 @@ export interface UidPoolOptions {
  *
  * @throws {SandboxError} `sandbox.uid-pool` when every id is claimed by a live VM.
  */
-export async function allocateUid(vmId: string, stateDir: string, options: UidPoolOptions = {}): Promise<number> {
+export async function allocateUid(
+  vmId: string,
+  stateDir: string,
+  options: UidPoolOptions = {},
+): Promise<number> {
   const range = options.range ?? DEFAULT_UID_RANGE;
   const processes = options.processes ?? procProcessTable;
   const dir = posix.join(stateDir, "uid-pool");
@@ -138,24 +155,37 @@ export async function allocateUid(vmId: string, stateDir: string, options: UidPo
     const own = claims.find((claim) => claim.vmId === vmId);
     if (own !== undefined) {
       // This process now owns the claim (e.g. a restarted service starting the VM again).
-      const renewed: UidClaim = { ...own, ownerPid: process.pid, ownerStartTime: processes.startTime(process.pid) ?? "" };
+      const renewed: UidClaim = {
+        ...own,
+        ownerPid: process.pid,
+        ownerStartTime: processes.startTime(process.pid) ?? "",
+      };
       await writeFile(posix.join(dir, `${own.uid}.json`), JSON.stringify(renewed), { mode: 0o600 });
       return own.uid;
     }
     const inUse = processes.uidsInUse();
     const taken = new Set<number>();
     for (const claim of claims) {
-      if (isStaleClaim(claim, processes, inUse)) await rm(posix.join(dir, `${claim.uid}.json`), { force: true });
+      if (isStaleClaim(claim, processes, inUse))
+        await rm(posix.join(dir, `${claim.uid}.json`), { force: true });
       else taken.add(claim.uid);
     }
     for (let uid = range.first; uid < range.first + range.count; uid++) {
       // An id some process already runs as (outside Palisade) is never handed out.
       if (taken.has(uid) || inUse.has(uid)) continue;
-      const claim: UidClaim = { uid, vmId, ownerPid: process.pid, ownerStartTime: processes.startTime(process.pid) ?? "" };
+      const claim: UidClaim = {
+        uid,
+        vmId,
+        ownerPid: process.pid,
+        ownerStartTime: processes.startTime(process.pid) ?? "",
+      };
       await writeFile(posix.join(dir, `${uid}.json`), JSON.stringify(claim), { mode: 0o600, flag: "wx" });
       return uid;
     }
-    throw new SandboxError(`No free worker uid in ${range.first}–${range.first + range.count - 1}: ${taken.size} claimed by running VMs`, "sandbox.uid-pool");
+    throw new SandboxError(
+      `No free worker uid in ${range.first}–${range.first + range.count - 1}: ${taken.size} claimed by running VMs`,
+      "sandbox.uid-pool",
+    );
   });
 }
 

@@ -60,14 +60,29 @@ export class JailWorld {
     const root = mkdtempSync(join(tmpdir(), "palisade-hostile-"));
     chmodSync(root, 0o755);
     const probe = join(root, "jail-probe");
-    const source = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..", "tests", "hostile", "jail-probe.c");
+    const source = join(
+      dirname(fileURLToPath(import.meta.url)),
+      "..",
+      "..",
+      "..",
+      "tests",
+      "hostile",
+      "jail-probe.c",
+    );
     execFileSync("gcc", ["-static", "-O1", "-o", probe, source], { timeout: 120_000 });
     const host = await prepareRuntimeTree(probeSandboxHost(QEMU), QEMU, join(root, "runtime"), [BUSYBOX]);
     return new JailWorld(root, host, probe);
   }
 
   /** A prepared jail for VM `vmId` with a read-only and a writable disk holding `secret`. */
-  async jail(vmId: string, options: { limits?: Partial<JailSpec["limits"]>; shareHostNetwork?: boolean; extraBinds?: JailSpec["binds"] } = {}): Promise<TestJail> {
+  async jail(
+    vmId: string,
+    options: {
+      limits?: Partial<JailSpec["limits"]>;
+      shareHostNetwork?: boolean;
+      extraBinds?: JailSpec["binds"];
+    } = {},
+  ): Promise<TestJail> {
     const uid = await allocateUid(vmId, join(this.root, "state"));
     const vmDir = join(this.root, "vms", vmId);
     mkdirSync(vmDir, { recursive: true, mode: 0o700 });
@@ -89,7 +104,13 @@ export class JailWorld {
       ],
       devices: [],
       shareHostNetwork: options.shareHostNetwork ?? false,
-      limits: { memoryBytes: 96n * 1024n * 1024n, pids: 32, openFiles: 128, cpuPercent: 100, ...options.limits },
+      limits: {
+        memoryBytes: 96n * 1024n * 1024n,
+        pids: 32,
+        openFiles: 128,
+        cpuPercent: 100,
+        ...options.limits,
+      },
       qemuBinary: QEMU,
     };
     const prepared = await prepareJail(spec, this.host);
@@ -121,7 +142,14 @@ export class TestJail {
   readonly #prepared: PreparedJail;
   readonly #background: { pid: number; kill(): void }[] = [];
 
-  constructor(world: JailWorld, spec: JailSpec, prepared: PreparedJail, secret: string, readonlyDisk: string, writableDisk: string) {
+  constructor(
+    world: JailWorld,
+    spec: JailSpec,
+    prepared: PreparedJail,
+    secret: string,
+    readonlyDisk: string,
+    writableDisk: string,
+  ) {
     this.world = world;
     this.spec = spec;
     this.#prepared = prepared;
@@ -147,7 +175,12 @@ export class TestJail {
 
   run(command: readonly string[], timeoutMs = 20_000): JailRun {
     const argv = this.argv(command);
-    const result = spawnSync(argv[0] ?? "", argv.slice(1), { env: {}, encoding: "utf8", timeout: timeoutMs, stdio: ["ignore", "pipe", "pipe"] });
+    const result = spawnSync(argv[0] ?? "", argv.slice(1), {
+      env: {},
+      encoding: "utf8",
+      timeout: timeoutMs,
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     return { status: result.status, signal: result.signal, stdout: result.stdout, stderr: result.stderr };
   }
 
@@ -189,7 +222,10 @@ export class TestJail {
     for (;;) {
       const status = await readWorkerStatus(this.spec.runDir);
       if (done(status)) return status;
-      if (Date.now() > deadline) throw new Error(`jail ${this.spec.vmId}: status not reached in ${timeoutMs} ms: ${JSON.stringify(status)}`);
+      if (Date.now() > deadline)
+        throw new Error(
+          `jail ${this.spec.vmId}: status not reached in ${timeoutMs} ms: ${JSON.stringify(status)}`,
+        );
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
   }

@@ -26,9 +26,18 @@ before(async () => {
   a = await world.jail("vm-a");
   b = await world.jail("vm-b");
   // B's worker keeps its secret in memory (read from its disk) and a socket in its run dir.
-  ({ pid: bPid } = await b.start(`S=$(cat ${b.writableDisk}); nc -l -s 127.0.0.1 -p 7000 & nc -lk -s 0.0.0.0 -p 7001 & while :; do sleep 1; done`));
+  ({ pid: bPid } = await b.start(
+    `S=$(cat ${b.writableDisk}); nc -l -s 127.0.0.1 -p 7000 & nc -lk -s 0.0.0.0 -p 7001 & while :; do sleep 1; done`,
+  ));
   // A host service in its own process: this one blocks in spawnSync while a jail runs.
-  server = spawn(process.execPath, ["-e", 'require("net").createServer((s) => s.end("host service\\n")).listen(0, "127.0.0.1", function () { console.log(this.address().port); })'], { stdio: ["ignore", "pipe", "inherit"] });
+  server = spawn(
+    process.execPath,
+    [
+      "-e",
+      'require("net").createServer((s) => s.end("host service\\n")).listen(0, "127.0.0.1", function () { console.log(this.address().port); })',
+    ],
+    { stdio: ["ignore", "pipe", "inherit"] },
+  );
   const [line] = (await once(server.stdout ?? server, "data")) as [Buffer];
   port = Number(line.toString().trim());
 });
@@ -54,14 +63,18 @@ test("sandbox: a worker cannot write its read-only disk, nor change its mode", {
 });
 
 test("sandbox: a worker cannot change QEMU, its libraries or its firmware", { skip }, () => {
-  const run = a.sh("echo x >> /usr/bin/qemu-system-x86_64; echo x >> /lib/x86_64-linux-gnu/libc.so.6; touch /usr/share/qemu/new; echo done");
+  const run = a.sh(
+    "echo x >> /usr/bin/qemu-system-x86_64; echo x >> /lib/x86_64-linux-gnu/libc.so.6; touch /usr/share/qemu/new; echo done",
+  );
 
   // Root's files (permission denied) on a read-only mount (read-only file system): two walls.
   assert.equal(run.stderr.match(/Permission denied|Read-only file system/g)?.length, 3, run.stderr);
 });
 
 test("sandbox: another VM's disks and run directory do not exist in the jail", { skip }, () => {
-  const run = a.sh(`cat ${b.readonlyDisk} ${b.writableDisk}; ls ${b.spec.runDir}; echo x > ${b.spec.runDir}/planted`);
+  const run = a.sh(
+    `cat ${b.readonlyDisk} ${b.writableDisk}; ls ${b.spec.runDir}; echo x > ${b.spec.runDir}/planted`,
+  );
 
   assert.equal(run.stdout, "");
   assert.match(run.stderr, /No such file or directory/);
@@ -79,16 +92,26 @@ test("sandbox: a worker sees only its own processes, not B's nor the host's", { 
   const run = a.sh("ls /proc | grep -E '^[0-9]+$'");
 
   // The shell (pid 1), ls and grep: nothing else exists in the jail's pid namespace.
-  assert.ok(run.stdout.trim().split("\n").every((pid) => Number(pid) < 10), run.stdout);
+  assert.ok(
+    run.stdout
+      .trim()
+      .split("\n")
+      .every((pid) => Number(pid) < 10),
+    run.stdout,
+  );
 });
 
-test("sandbox: B's memory (/proc/PID/mem) cannot be opened from A, and B cannot be signalled", { skip }, () => {
-  const memory = a.probe("mem", String(bPid));
-  const signal = a.sh(`kill -0 ${bPid} 2>&1; echo exit=$?`);
+test(
+  "sandbox: B's memory (/proc/PID/mem) cannot be opened from A, and B cannot be signalled",
+  { skip },
+  () => {
+    const memory = a.probe("mem", String(bPid));
+    const signal = a.sh(`kill -0 ${bPid} 2>&1; echo exit=$?`);
 
-  assert.equal(memory, "mem: denied ENOENT");
-  assert.match(signal.stdout, /exit=1/);
-});
+    assert.equal(memory, "mem: denied ENOENT");
+    assert.match(signal.stdout, /exit=1/);
+  },
+);
 
 /** A script fragment setting $S to `secret` without the secret appearing whole in the command line. */
 function pattern(secret: string): string {
@@ -105,16 +128,23 @@ test("sandbox: B's secret is nowhere A can read (files, /proc, run dir, tmp)", {
 });
 
 test("sandbox: A's secret is nowhere B's jail can read either", { skip }, () => {
-  const run = b.sh(`${pattern(a.secret)}; grep -rsl "$S" /tmp /usr /lib /lib64 /proc/[0-9]*/cmdline; echo scanned`, 60_000);
+  const run = b.sh(
+    `${pattern(a.secret)}; grep -rsl "$S" /tmp /usr /lib /lib64 /proc/[0-9]*/cmdline; echo scanned`,
+    60_000,
+  );
 
   assert.equal(run.stdout, "scanned\n");
 });
 
-test("sandbox: a worker without a network grant has only its own loopback: no host interface, no route out", { skip }, () => {
-  const run = a.sh("ip -o link | cut -d: -f2; ip route; ip -o addr | grep -v ' lo '");
+test(
+  "sandbox: a worker without a network grant has only its own loopback: no host interface, no route out",
+  { skip },
+  () => {
+    const run = a.sh("ip -o link | cut -d: -f2; ip route; ip -o addr | grep -v ' lo '");
 
-  assert.equal(run.stdout.trim(), "lo");
-});
+    assert.equal(run.stdout.trim(), "lo");
+  },
+);
 
 test("sandbox: a worker without a network grant cannot reach a host service on 127.0.0.1", { skip }, () => {
   const run = a.sh(`echo hi | timeout 5 nc 127.0.0.1 ${port}; echo exit=$?`);
@@ -129,10 +159,14 @@ test("sandbox: B's listening sockets are invisible from A's network namespace", 
   assert.match(run.stdout, /exit=[1-9]/);
 });
 
-test("sandbox: with user-mode networking granted, the worker shares the host network (the documented trade-off)", { skip }, async () => {
-  const userNet = await world.jail("vm-usernet", { shareHostNetwork: true });
+test(
+  "sandbox: with user-mode networking granted, the worker shares the host network (the documented trade-off)",
+  { skip },
+  async () => {
+    const userNet = await world.jail("vm-usernet", { shareHostNetwork: true });
 
-  const run = userNet.sh(`echo hi | timeout 5 nc 127.0.0.1 ${port}`);
+    const run = userNet.sh(`echo hi | timeout 5 nc 127.0.0.1 ${port}`);
 
-  assert.equal(run.stdout, "host service\n");
-});
+    assert.equal(run.stdout, "host service\n");
+  },
+);

@@ -26,21 +26,27 @@ test("sandbox: a fork bomb stops at the worker's pids limit", { skip }, async ()
 
   // A subshell starts 100 sleepers and dies at the first failed fork; the jail's pid 1 then
   // counts the tasks with builtins only (a fork would fail at the limit).
-  const run = jail.sh("(i=0; while [ $i -lt 100 ]; do sleep 30 & i=$((i+1)); done) 2>/dev/null; n=0; for p in /proc/[0-9]*; do n=$((n+1)); done; echo $n");
+  const run = jail.sh(
+    "(i=0; while [ $i -lt 100 ]; do sleep 30 & i=$((i+1)); done) 2>/dev/null; n=0; for p in /proc/[0-9]*; do n=$((n+1)); done; echo $n",
+  );
 
   const tasks = Number(run.stdout.trim());
   assert.ok(tasks <= 24, `${tasks} tasks ran under a limit of 24`);
   assert.ok(tasks >= 20, `only ${tasks} tasks ran: the limit is not what stopped them`);
 });
 
-test("sandbox: a worker that allocates beyond its memory limit is killed, not the host", { skip }, async () => {
-  // 96 MiB limit; busybox dd allocates its block size (256 MiB) and fills it from /dev/zero.
-  const jail = await world.jail("memory", { limits: { memoryBytes: 96n * 1024n * 1024n } });
+test(
+  "sandbox: a worker that allocates beyond its memory limit is killed, not the host",
+  { skip },
+  async () => {
+    // 96 MiB limit; busybox dd allocates its block size (256 MiB) and fills it from /dev/zero.
+    const jail = await world.jail("memory", { limits: { memoryBytes: 96n * 1024n * 1024n } });
 
-  const run = jail.sh("dd if=/dev/zero of=/dev/null bs=256M count=1 2>/dev/null; echo dd-exit=$?");
+    const run = jail.sh("dd if=/dev/zero of=/dev/null bs=256M count=1 2>/dev/null; echo dd-exit=$?");
 
-  assert.match(run.stdout, /dd-exit=137/);
-});
+    assert.match(run.stdout, /dd-exit=137/);
+  },
+);
 
 test("sandbox: memory within the limit is fine", { skip }, async () => {
   const jail = await world.jail("memory-ok", { limits: { memoryBytes: 96n * 1024n * 1024n } });
@@ -68,9 +74,13 @@ test("sandbox: cleanup kills what is left of a worker and removes its cgroups", 
 
   await jail.dispose();
 
-  assert.equal(dirs.some((dir) => existsSync(dir)), false);
+  assert.equal(
+    dirs.some((dir) => existsSync(dir)),
+    false,
+  );
   // bwrap, outside the jail, reaps the killed worker a moment later.
   const deadline = Date.now() + 5000;
-  while (existsSync(`/proc/${pid}`) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+  while (existsSync(`/proc/${pid}`) && Date.now() < deadline)
+    await new Promise((resolve) => setTimeout(resolve, 20));
   assert.equal(existsSync(`/proc/${pid}`), false);
 });

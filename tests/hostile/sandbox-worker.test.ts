@@ -28,7 +28,10 @@ async function qmp(socketPath: string, commands: string[], timeoutMs = 10_000): 
   const socket = connect(socketPath);
   socket.setEncoding("utf8");
   let buffer = "";
-  const timer = setTimeout(() => socket.destroy(new Error(`QMP on ${socketPath}: no answer in ${timeoutMs} ms`)), timeoutMs);
+  const timer = setTimeout(
+    () => socket.destroy(new Error(`QMP on ${socketPath}: no answer in ${timeoutMs} ms`)),
+    timeoutMs,
+  );
   try {
     await new Promise<void>((resolve, reject) => {
       socket.on("error", (error) => {
@@ -44,7 +47,9 @@ async function qmp(socketPath: string, commands: string[], timeoutMs = 10_000): 
         buffer += chunk;
         // QMP answers in order: send everything after the greeting, hang up after the last reply.
         if (!greeted) socket.write(commands.map((command) => `${command}\n`).join(""));
-        const replies = buffer.split("\n").filter((line) => line.includes('"return"') || line.includes('"error"')).length;
+        const replies = buffer
+          .split("\n")
+          .filter((line) => line.includes('"return"') || line.includes('"error"')).length;
         if (replies >= commands.length) socket.end();
       });
     });
@@ -56,7 +61,28 @@ async function qmp(socketPath: string, commands: string[], timeoutMs = 10_000): 
 
 async function startQemu(jail: TestJail, host = world.host): Promise<number> {
   const qmpSocket = join(jail.spec.runDir, "qmp.sock");
-  const argv = jailArgv(jail.spec, ["-M", "microvm", "-accel", "tcg", "-cpu", "max,-vmx,-svm", "-m", "32", "-nodefaults", "-no-user-config", "-display", "none", "-S", "-qmp", `unix:${qmpSocket},server=on,wait=off`, ...QEMU_SECCOMP_ARGS], host);
+  const argv = jailArgv(
+    jail.spec,
+    [
+      "-M",
+      "microvm",
+      "-accel",
+      "tcg",
+      "-cpu",
+      "max,-vmx,-svm",
+      "-m",
+      "32",
+      "-nodefaults",
+      "-no-user-config",
+      "-display",
+      "none",
+      "-S",
+      "-qmp",
+      `unix:${qmpSocket},server=on,wait=off`,
+      ...QEMU_SECCOMP_ARGS,
+    ],
+    host,
+  );
   const child = spawn(argv[0] ?? "", argv.slice(1), { env: {}, stdio: "ignore", detached: true });
   child.unref();
   const status = await jail.waitStatus((s) => s.childPid !== undefined, 10_000);
@@ -74,41 +100,69 @@ async function startQemu(jail: TestJail, host = world.host): Promise<number> {
   return status.childPid ?? 0;
 }
 
-test("sandbox: QEMU starts in the jail, answers QMP from the host, and its exit reaches the status file", { skip }, async () => {
-  const jail = await world.jail("qemu", { limits: { memoryBytes: 256n * 1024n * 1024n, pids: 64 } });
-  const pid = await startQemu(jail);
+test(
+  "sandbox: QEMU starts in the jail, answers QMP from the host, and its exit reaches the status file",
+  { skip },
+  async () => {
+    const jail = await world.jail("qemu", { limits: { memoryBytes: 256n * 1024n * 1024n, pids: 64 } });
+    const pid = await startQemu(jail);
 
-  const replies = await qmp(join(jail.spec.runDir, "qmp.sock"), ['{"execute":"qmp_capabilities"}', '{"execute":"query-status"}', '{"execute":"quit"}']);
-  const status = await jail.waitStatus((s) => s.exitCode !== undefined, 15_000);
+    const replies = await qmp(join(jail.spec.runDir, "qmp.sock"), [
+      '{"execute":"qmp_capabilities"}',
+      '{"execute":"query-status"}',
+      '{"execute":"quit"}',
+    ]);
+    const status = await jail.waitStatus((s) => s.exitCode !== undefined, 15_000);
 
-  assert.ok(pid > 0);
-  assert.ok(replies.some((line) => line.includes('"status": "prelaunch"')), replies.join("\n"));
-  assert.equal(status.exitCode, 0);
-});
+    assert.ok(pid > 0);
+    assert.ok(
+      replies.some((line) => line.includes('"status": "prelaunch"')),
+      replies.join("\n"),
+    );
+    assert.equal(status.exitCode, 0);
+  },
+);
 
-test("sandbox: without a runtime tree (files bound one by one) QEMU starts in the jail too", { skip }, async () => {
-  const jail = await world.jail("qemu-files", { limits: { memoryBytes: 256n * 1024n * 1024n, pids: 64 } });
-  await startQemu(jail, { ...world.host, runtimeTree: null });
+test(
+  "sandbox: without a runtime tree (files bound one by one) QEMU starts in the jail too",
+  { skip },
+  async () => {
+    const jail = await world.jail("qemu-files", { limits: { memoryBytes: 256n * 1024n * 1024n, pids: 64 } });
+    await startQemu(jail, { ...world.host, runtimeTree: null });
 
-  const replies = await qmp(join(jail.spec.runDir, "qmp.sock"), ['{"execute":"qmp_capabilities"}', '{"execute":"query-status"}', '{"execute":"quit"}']);
+    const replies = await qmp(join(jail.spec.runDir, "qmp.sock"), [
+      '{"execute":"qmp_capabilities"}',
+      '{"execute":"query-status"}',
+      '{"execute":"quit"}',
+    ]);
 
-  assert.ok(replies.some((line) => line.includes('"status": "prelaunch"')), replies.join("\n"));
-});
+    assert.ok(
+      replies.some((line) => line.includes('"status": "prelaunch"')),
+      replies.join("\n"),
+    );
+  },
+);
 
-test("sandbox: QEMU in the jail runs as the VM's uid with no capabilities under two seccomp filters", { skip }, async () => {
-  const jail = await world.jail("qemu-describe", { limits: { memoryBytes: 256n * 1024n * 1024n, pids: 64 } });
-  const pid = await startQemu(jail);
+test(
+  "sandbox: QEMU in the jail runs as the VM's uid with no capabilities under two seccomp filters",
+  { skip },
+  async () => {
+    const jail = await world.jail("qemu-describe", {
+      limits: { memoryBytes: 256n * 1024n * 1024n, pids: 64 },
+    });
+    const pid = await startQemu(jail);
 
-  const description = describeSandbox(pid);
-  await qmp(join(jail.spec.runDir, "qmp.sock"), ['{"execute":"qmp_capabilities"}', '{"execute":"quit"}']);
+    const description = describeSandbox(pid);
+    await qmp(join(jail.spec.runDir, "qmp.sock"), ['{"execute":"qmp_capabilities"}', '{"execute":"quit"}']);
 
-  assert.deepEqual(description.uid, [jail.spec.uid, jail.spec.uid, jail.spec.uid, jail.spec.uid]);
-  assert.equal(description.capabilities.permitted, 0n);
-  assert.equal(description.noNewPrivs, true);
-  assert.equal(description.seccompMode, 2);
-  // Palisade's filter (bwrap --seccomp) and QEMU's own (-sandbox on,…).
-  assert.equal(description.seccompFilters, 2);
-});
+    assert.deepEqual(description.uid, [jail.spec.uid, jail.spec.uid, jail.spec.uid, jail.spec.uid]);
+    assert.equal(description.capabilities.permitted, 0n);
+    assert.equal(description.noNewPrivs, true);
+    assert.equal(description.seccompMode, 2);
+    // Palisade's filter (bwrap --seccomp) and QEMU's own (-sandbox on,…).
+    assert.equal(description.seccompFilters, 2);
+  },
+);
 
 test("sandbox: a killed detached worker's exit is reported as 128 + signal", { skip }, async () => {
   const jail = await world.jail("killed");
@@ -120,13 +174,19 @@ test("sandbox: a killed detached worker's exit is reported as 128 + signal", { s
   assert.equal(status.exitCode, 137);
 });
 
-test("sandbox: the worker cannot forge its own exit status (the status file is root's, in a root-owned directory)", { skip }, async () => {
-  const jail = await world.jail("forger");
+test(
+  "sandbox: the worker cannot forge its own exit status (the status file is root's, in a root-owned directory)",
+  { skip },
+  async () => {
+    const jail = await world.jail("forger");
 
-  const run = jail.sh(`echo '{"exit-code": 0}' > ${jail.spec.runDir}/.jail/worker-status.json; rm -f ${jail.spec.runDir}/.jail/worker-status.json; mv ${jail.spec.runDir}/.jail ${jail.spec.runDir}/x; echo done`);
+    const run = jail.sh(
+      `echo '{"exit-code": 0}' > ${jail.spec.runDir}/.jail/worker-status.json; rm -f ${jail.spec.runDir}/.jail/worker-status.json; mv ${jail.spec.runDir}/.jail ${jail.spec.runDir}/x; echo done`,
+    );
 
-  assert.match(run.stderr, /Permission denied/);
-  const status = await jail.waitStatus((s) => s.exitCode !== undefined, 10_000);
-  assert.equal(status.exitCode, 0);
-  assert.equal(jail.statusText().match(/"exit-code"/g)?.length, 1);
-});
+    assert.match(run.stderr, /Permission denied/);
+    const status = await jail.waitStatus((s) => s.exitCode !== undefined, 10_000);
+    assert.equal(status.exitCode, 0);
+    assert.equal(jail.statusText().match(/"exit-code"/g)?.length, 1);
+  },
+);
