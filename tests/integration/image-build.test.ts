@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { after, before, test } from "node:test";
@@ -238,5 +238,33 @@ test("image build: an unknown module named with --modules is a ConfigError namin
       assert.match(error.message, /Kernel module no_such_module/);
       return true;
     },
+  );
+});
+
+test("image build: --kernel FILE without host modules skips the default modules and refuses explicit ones", async (t) => {
+  if (existsSync(`/lib/modules/${image.kernelVersion}`)) {
+    t.skip(`this host has /lib/modules/${image.kernelVersion}`);
+    return;
+  }
+  const fromFile = await buildImage({
+    outDir: join(workDir, "from-file"),
+    kernel: { kind: "file", path: image.kernelPath },
+  });
+
+  assert.equal(fromFile.kernelVersion, image.kernelVersion);
+  assert.equal(fromFile.manifest.kernel.source, "file");
+  assert.deepEqual(fromFile.manifest.modules.loadOrder, []);
+  assert.ok(fromFile.manifest.modules.skipped.includes("virtio_blk"));
+  await assert.rejects(
+    buildImage({
+      outDir: join(workDir, "from-file-2"),
+      kernel: { kind: "file", path: image.kernelPath },
+      modules: ["virtio_blk"],
+    }),
+    /--modules: kernel .* has no modules on this host/,
+  );
+  await assert.rejects(
+    buildImage({ outDir: join(workDir, "not-kernel"), kernel: { kind: "file", path: "/etc/hostname" } }),
+    /is not a bzImage/,
   );
 });
