@@ -33,7 +33,12 @@ function decideNs(): number {
   let allowed = 0;
   const n = 1_000_000;
   const t0 = process.hrtime.bigint();
-  for (let i = 0; i < n; i++) if (decide(policy, who, i % 2 === 0 ? "vm.view-config" : "vm.start", { scope: "bench", vm: "bench-3" }).allowed) allowed++;
+  for (let i = 0; i < n; i++)
+    if (
+      decide(policy, who, i % 2 === 0 ? "vm.view-config" : "vm.start", { scope: "bench", vm: "bench-3" })
+        .allowed
+    )
+      allowed++;
   const ns = Number(process.hrtime.bigint() - t0) / n;
   if (allowed !== n / 2) throw new Error("decide() gave an unexpected answer in the benchmark");
   return ns;
@@ -63,7 +68,12 @@ function option(args: string[], name: string, fallback: number): number {
   return value === undefined || !Number.isFinite(value) || value <= 0 ? fallback : value;
 }
 
-function call(socketPath: string, method: string, path: string, body?: unknown): Promise<{ status: number; text: string }> {
+function call(
+  socketPath: string,
+  method: string,
+  path: string,
+  body?: unknown,
+): Promise<{ status: number; text: string }> {
   const payload = body === undefined ? undefined : JSON.stringify(body);
   return new Promise((resolve, reject) => {
     const req = request(
@@ -72,7 +82,10 @@ function call(socketPath: string, method: string, path: string, body?: unknown):
         method,
         path,
         agent: false,
-        headers: payload === undefined ? {} : { "content-type": "application/json", "content-length": Buffer.byteLength(payload) },
+        headers:
+          payload === undefined
+            ? {}
+            : { "content-type": "application/json", "content-length": Buffer.byteLength(payload) },
       },
       (res) => {
         let text = "";
@@ -96,7 +109,11 @@ function call(socketPath: string, method: string, path: string, body?: unknown):
  */
 async function serveBare(socketPath: string): Promise<void> {
   const app = fastify({ logger: false });
-  const vm = { name: "bench-3", state: "stopped", spec: { memoryMiB: 512, vcpus: 1, kernel: "/boot/vmlinuz" } };
+  const vm = {
+    name: "bench-3",
+    state: "stopped",
+    spec: { memoryMiB: 512, vcpus: 1, kernel: "/boot/vmlinuz" },
+  };
   app.get("/v1/vms", () => ({ vms: Array.from({ length: VMS }, () => vm) }));
   app.get("/v1/vms/:name", () => vm);
   app.post("/v1/authz/check", () => ({ allowed: true, reason: "bare" }));
@@ -227,7 +244,8 @@ async function load(socketPath: string, seconds: number, clients: number, rate: 
   };
   await Promise.all(Array.from({ length: clients }, (_, i) => loop(i)));
   latencies.sort((a, b) => a - b);
-  const at = (q: number): number => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? NaN;
+  const at = (q: number): number =>
+    latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? NaN;
   const measured = (performance.now() - warmEnd) / 1000;
   const result: LoadResult = {
     requests: latencies.length,
@@ -244,7 +262,10 @@ async function load(socketPath: string, seconds: number, clients: number, rate: 
   process.stdout.write(JSON.stringify(result) + "\n");
 }
 
-function runChild(args: string[], options: { uid?: number; gid?: number; untilLine?: string }): Promise<{ child: ReturnType<typeof spawn>; output: Promise<string> }> {
+function runChild(
+  args: string[],
+  options: { uid?: number; gid?: number; untilLine?: string },
+): Promise<{ child: ReturnType<typeof spawn>; output: Promise<string> }> {
   const child = spawn(process.execPath, [thisFile, ...args], {
     stdio: ["ignore", "pipe", "inherit"],
     cwd: "/",
@@ -279,14 +300,26 @@ function runChild(args: string[], options: { uid?: number; gid?: number; untilLi
   });
 }
 
-async function measure(roundDir: string, mode: "authz" | "noauthz" | "bare", seconds: number, clients: number, rate: number): Promise<LoadResult> {
+async function measure(
+  roundDir: string,
+  mode: "authz" | "noauthz" | "bare",
+  seconds: number,
+  clients: number,
+  rate: number,
+): Promise<LoadResult> {
   mkdirSync(roundDir, { recursive: true, mode: 0o755 });
   const socketPath = join(roundDir, `${mode}.sock`);
-  const args = mode === "bare" ? ["--serve-bare", socketPath] : ["--serve", join(roundDir, mode), socketPath, String(mode === "authz")];
+  const args =
+    mode === "bare"
+      ? ["--serve-bare", socketPath]
+      : ["--serve", join(roundDir, mode), socketPath, String(mode === "authz")];
   const { child, output } = await runChild(args, { untilLine: "ready" });
   try {
     if (mode === "bare") {
-      const loader = await runChild(["--load", socketPath, String(seconds), String(clients), String(rate)], { uid: 65534, gid: 65534 });
+      const loader = await runChild(["--load", socketPath, String(seconds), String(clients), String(rate)], {
+        uid: 65534,
+        gid: 65534,
+      });
       const result = JSON.parse(await loader.output) as LoadResult;
       child.kill("SIGTERM");
       result.serviceCpuUsPerRequest = Number(/cpu (\d+)/.exec(await output)?.[1]) / result.totalRequests;
@@ -294,10 +327,22 @@ async function measure(roundDir: string, mode: "authz" | "noauthz" | "bare", sec
     }
     // Set up as root: a scope, VMs in it, and Viewer for nobody within that scope.
     await call(socketPath, "POST", "/v1/authz/scopes", { name: "bench" });
-    for (let i = 0; i < VMS; i++) await call(socketPath, "POST", "/v1/vms", { name: `bench-${i}`, kernel: "/boot/vmlinuz", scope: "bench" });
+    for (let i = 0; i < VMS; i++)
+      await call(socketPath, "POST", "/v1/vms", {
+        name: `bench-${i}`,
+        kernel: "/boot/vmlinuz",
+        scope: "bench",
+      });
     await call(socketPath, "POST", "/v1/vms", { name: "elsewhere", kernel: "/boot/vmlinuz" });
-    await call(socketPath, "POST", "/v1/authz/assignments", { role: "Viewer", scope: "bench", user: "nobody" });
-    const loader = await runChild(["--load", socketPath, String(seconds), String(clients), String(rate)], { uid: 65534, gid: 65534 });
+    await call(socketPath, "POST", "/v1/authz/assignments", {
+      role: "Viewer",
+      scope: "bench",
+      user: "nobody",
+    });
+    const loader = await runChild(["--load", socketPath, String(seconds), String(clients), String(rate)], {
+      uid: 65534,
+      gid: 65534,
+    });
     const result = JSON.parse(await loader.output) as LoadResult;
     child.kill("SIGTERM");
     const cpuUs = Number(/cpu (\d+)/.exec(await output)?.[1]);
@@ -328,29 +373,45 @@ export async function main(args: string[]): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), "palisade-bench-api-"));
   chmodSync(dir, 0o755);
   try {
-    console.log(`API benchmark: ${clients} clients (as nobody, Viewer in scope), ${seconds} s each after ${WARMUP_MS / 1000} s warm-up; list / show / authz-check round robin; every request audited`);
+    console.log(
+      `API benchmark: ${clients} clients (as nobody, Viewer in scope), ${seconds} s each after ${WARMUP_MS / 1000} s warm-up; list / show / authz-check round robin; every request audited`,
+    );
     // Rounds interleave the three servers so that load from elsewhere on the host hits
     // each alike; the median round (by req/s) of each is reported.
-    const labels = { bare: "peer: bare fastify", noauthz: "without authorization", authz: "with authorization" } as const;
+    const labels = {
+      bare: "peer: bare fastify",
+      noauthz: "without authorization",
+      authz: "with authorization",
+    } as const;
     const median = (results: LoadResult[]): LoadResult => {
       const sorted = [...results].sort((x, y) => x.p99Ms - y.p99Ms);
       const middle = sorted[Math.floor(sorted.length / 2)];
       if (middle === undefined) throw new Error("no benchmark rounds");
       return middle;
     };
-    const phase = async (title: string, phaseRate: number): Promise<Record<"bare" | "noauthz" | "authz", LoadResult>> => {
+    const phase = async (
+      title: string,
+      phaseRate: number,
+    ): Promise<Record<"bare" | "noauthz" | "authz", LoadResult>> => {
       console.log(title);
       const runs: Record<"bare" | "noauthz" | "authz", LoadResult[]> = { bare: [], noauthz: [], authz: [] };
       for (let round = 1; round <= rounds; round++) {
         for (const mode of ["bare", "noauthz", "authz"] as const) {
-          const result = await measure(join(dir, `${phaseRate}-r${round}`), mode, seconds, clients, phaseRate);
+          const result = await measure(
+            join(dir, `${phaseRate}-r${round}`),
+            mode,
+            seconds,
+            clients,
+            phaseRate,
+          );
           runs[mode].push(result);
           if (rounds > 1) console.log(`  round ${round}: ${line(labels[mode], result)}`);
         }
       }
       if (rounds > 1) console.log(`  median of ${rounds} rounds (by p99):`);
       const result = { bare: median(runs.bare), noauthz: median(runs.noauthz), authz: median(runs.authz) };
-      for (const mode of ["bare", "noauthz", "authz"] as const) console.log(`  ${line(labels[mode], result[mode])}`);
+      for (const mode of ["bare", "noauthz", "authz"] as const)
+        console.log(`  ${line(labels[mode], result[mode])}`);
       return result;
     };
     const closed = await phase("closed loop (each client sends when answered): maximum throughput", 0);
@@ -363,7 +424,9 @@ export async function main(args: string[]): Promise<void> {
     console.log(
       `authorization adds (closed loop): ${pct(perRequestOn, perRequestOff)} to wall time per request (1/throughput), ${pct(on.p99Ms, off.p99Ms)} to p99, ${pct(on.serviceCpuUsPerRequest, off.serviceCpuUsPerRequest)} to service CPU per request`,
     );
-    console.log(`decide() alone: ${decideNs().toFixed(0)} ns per call (in process, Viewer-in-scope principal, 1e6 calls)`);
+    console.log(
+      `decide() alone: ${decideNs().toFixed(0)} ns per call (in process, Viewer-in-scope principal, 1e6 calls)`,
+    );
     console.log(`targets: p99 <= 10 ms at >= 5000 req/s; authorization <= 5%`);
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -37,7 +37,8 @@ async function setUp(): Promise<{ app: FastifyInstance; core: ServiceCore; calle
   const state = { app: undefined as unknown as FastifyInstance, core, caller: ROOT };
   state.app = buildApp(core, { identify: () => state.caller });
   await state.app.ready();
-  const inject = (method: "POST", url: string, body: unknown) => state.app.inject({ method, url, payload: body as object });
+  const inject = (method: "POST", url: string, body: unknown) =>
+    state.app.inject({ method, url, payload: body as object });
   await inject("POST", "/v1/authz/scopes", { name: "web" });
   await inject("POST", "/v1/vms", { name: "fuzz-1", kernel: "/k", scope: "web" });
   await inject("POST", "/v1/authz/assignments", { role: "Operator", scope: "web", group: "fuzzers" });
@@ -50,7 +51,17 @@ const encode = (route: number, body: string): Uint8Array => new Uint8Array([rout
 /** Valid bodies of every route, to mutate. */
 export function seeds(): Uint8Array[] {
   return [
-    encode(0, JSON.stringify({ name: "a1", kernel: "/boot/vmlinuz", memoryMiB: 256, vcpus: 2, disks: [{ path: "/d.raw", format: "raw" }], scope: "web" })),
+    encode(
+      0,
+      JSON.stringify({
+        name: "a1",
+        kernel: "/boot/vmlinuz",
+        memoryMiB: 256,
+        vcpus: 2,
+        disks: [{ path: "/d.raw", format: "raw" }],
+        scope: "web",
+      }),
+    ),
     encode(1, JSON.stringify({ memoryMiB: 1024, append: null, ifGeneration: 1 })),
     encode(2, JSON.stringify({ name: "db", description: "databases" })),
     encode(3, JSON.stringify({ name: "peek", operations: ["vm.console-read"] })),
@@ -77,11 +88,19 @@ export async function fuzz(data: Uint8Array): Promise<void> {
     throw new Error(`${method} ${url} answered ${answer.statusCode}: ${answer.body.slice(0, 300)}`);
   }
   if (answer.statusCode >= 400) {
-    const body = JSON.parse(answer.body) as { error?: { code?: unknown; message?: unknown; field?: unknown } };
+    const body = JSON.parse(answer.body) as {
+      error?: { code?: unknown; message?: unknown; field?: unknown };
+    };
     if (typeof body.error?.code !== "string" || typeof body.error.message !== "string") {
-      throw new Error(`${method} ${url}: error answer without code and message: ${answer.body.slice(0, 300)}`);
+      throw new Error(
+        `${method} ${url}: error answer without code and message: ${answer.body.slice(0, 300)}`,
+      );
     }
-    if (answer.statusCode === 400 && body.error.code === "api.invalid" && typeof body.error.field !== "string") {
+    if (
+      answer.statusCode === 400 &&
+      body.error.code === "api.invalid" &&
+      typeof body.error.field !== "string"
+    ) {
       throw new Error(`${method} ${url}: 400 without a field: ${answer.body.slice(0, 300)}`);
     }
   }

@@ -93,7 +93,9 @@ test("audit log: a removed row renumbered to hide the gap is detected", () => {
 
 test("audit log: two rows swapped are detected", () => {
   const { db, log } = logOfFive();
-  db.exec("UPDATE audit_log SET seq = -2 WHERE seq = 2; UPDATE audit_log SET seq = 2 WHERE seq = 4; UPDATE audit_log SET seq = 4 WHERE seq = -2;");
+  db.exec(
+    "UPDATE audit_log SET seq = -2 WHERE seq = 2; UPDATE audit_log SET seq = 2 WHERE seq = 4; UPDATE audit_log SET seq = 4 WHERE seq = -2;",
+  );
 
   const verdict = failure(log.verify());
 
@@ -126,8 +128,14 @@ test("audit log: an append inside a rolled-back transaction leaves no trace and 
 test("audit log: query filters by VM and time", () => {
   const { log } = logOfFive();
 
-  assert.deepEqual(log.query({ vm: "db-1" }).map((r) => r.seq), [3]);
-  assert.deepEqual(log.query({ since: "2026-01-01T00:00:04.000Z" }).map((r) => r.seq), [4, 5]);
+  assert.deepEqual(
+    log.query({ vm: "db-1" }).map((r) => r.seq),
+    [3],
+  );
+  assert.deepEqual(
+    log.query({ since: "2026-01-01T00:00:04.000Z" }).map((r) => r.seq),
+    [4, 5],
+  );
 });
 
 test("audit log: a batch appended at once chains exactly like single appends", () => {
@@ -137,6 +145,9 @@ test("audit log: a batch appended at once chains exactly like single appends", (
 
   batched.appendMany([entry(1), entry(2), entry(3), entry(4)]);
 
-  assert.deepEqual(batched.query().map((r) => r.hash), single.query().map((r) => r.hash));
+  assert.deepEqual(
+    batched.query().map((r) => r.hash),
+    single.query().map((r) => r.hash),
+  );
   assert.equal(batched.verify().ok, true);
 });

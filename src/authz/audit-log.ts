@@ -88,27 +88,50 @@ export function entryHash(prevHash: string, canonical: string): string {
  * @example
  * verifyChain(log.records()).ok; // false after any row was edited
  */
-export function verifyChain(records: Iterable<AuditRecord>, head?: { seq: number; hash: string } | null): ChainVerdict {
+export function verifyChain(
+  records: Iterable<AuditRecord>,
+  head?: { seq: number; hash: string } | null,
+): ChainVerdict {
   let prev = GENESIS_HASH;
   let expectedSeq = 1;
   let count = 0;
   for (const r of records) {
     if (r.seq !== expectedSeq) {
-      return { ok: false, count, seq: r.seq, problem: `expected entry ${expectedSeq} but found ${r.seq}: entries removed or reordered` };
+      return {
+        ok: false,
+        count,
+        seq: r.seq,
+        problem: `expected entry ${expectedSeq} but found ${r.seq}: entries removed or reordered`,
+      };
     }
     if (r.prevHash !== prev) {
-      return { ok: false, count, seq: r.seq, problem: `entry ${r.seq} does not chain to entry ${r.seq - 1}: an entry was removed, replaced or reordered` };
+      return {
+        ok: false,
+        count,
+        seq: r.seq,
+        problem: `entry ${r.seq} does not chain to entry ${r.seq - 1}: an entry was removed, replaced or reordered`,
+      };
     }
     const hash = entryHash(prev, canonicalEntry(r.seq, r));
     if (hash !== r.hash) {
-      return { ok: false, count, seq: r.seq, problem: `entry ${r.seq} was changed: its content does not match its hash` };
+      return {
+        ok: false,
+        count,
+        seq: r.seq,
+        problem: `entry ${r.seq} was changed: its content does not match its hash`,
+      };
     }
     prev = r.hash;
     expectedSeq += 1;
     count += 1;
   }
   if (head !== undefined && head !== null && (head.seq !== count || head.hash !== prev)) {
-    return { ok: false, count, seq: count + 1, problem: `the log ends at entry ${count} but its head records entry ${head.seq}: entries removed from the end` };
+    return {
+      ok: false,
+      count,
+      seq: count + 1,
+      problem: `the log ends at entry ${count} but its head records entry ${head.seq}: entries removed from the end`,
+    };
   }
   if (head === null && count > 0) {
     return { ok: false, count, seq: 1, problem: "the log has entries but no head record" };
@@ -266,7 +289,9 @@ export class AuditLog {
 
   /** Every entry, oldest first, read lazily. */
   *records(): Generator<AuditRecord> {
-    for (const row of this.#db.prepare("SELECT * FROM audit_log ORDER BY seq").iterate() as IterableIterator<Row>) {
+    for (const row of this.#db
+      .prepare("SELECT * FROM audit_log ORDER BY seq")
+      .iterate() as IterableIterator<Row>) {
       yield fromRow(row);
     }
   }

@@ -92,16 +92,23 @@ test("decide: a user named root with another uid is not Administrator", () => {
 });
 
 test("decide: the denial names the missing operation, the user and the scope", () => {
-  const policy = policyWith([{ id: 1, role: "Viewer", scope: "web", member: { kind: "user", name: "alice" } }]);
+  const policy = policyWith([
+    { id: 1, role: "Viewer", scope: "web", member: { kind: "user", name: "alice" } },
+  ]);
 
   const decision = decide(policy, alice, "vm.start", { scope: "web", vm: "w1" });
 
   assert.equal(decision.allowed, false);
-  assert.match(decision.reason, /user alice lacks operation vm\.start \(Start virtual machine\) on VM w1 in scope web/);
+  assert.match(
+    decision.reason,
+    /user alice lacks operation vm\.start \(Start virtual machine\) on VM w1 in scope web/,
+  );
 });
 
 test("decide: the grant names the role and the member it came through", () => {
-  const policy = policyWith([{ id: 1, role: "Operator", scope: "web", member: { kind: "group", name: "staff" } }]);
+  const policy = policyWith([
+    { id: 1, role: "Operator", scope: "web", member: { kind: "group", name: "staff" } },
+  ]);
 
   const decision = decide(policy, alice, "vm.start", { scope: "web", vm: "w1" });
 
@@ -111,11 +118,19 @@ test("decide: the grant names the role and the member it came through", () => {
 });
 
 test("decide: a custom role built from a custom task grants exactly its operations", () => {
-  const base = policyWith([{ id: 1, role: "ConsoleReader", scope: "db", member: { kind: "user", name: "alice" } }]);
+  const base = policyWith([
+    { id: 1, role: "ConsoleReader", scope: "db", member: { kind: "user", name: "alice" } },
+  ]);
   const policy: PolicyDocument = {
     ...base,
-    tasks: [...base.tasks, { name: "peek", description: "", operations: ["vm.console-read"], builtin: false }],
-    roles: [...base.roles, { name: "ConsoleReader", description: "", tasks: ["peek"], operations: [], builtin: false }],
+    tasks: [
+      ...base.tasks,
+      { name: "peek", description: "", operations: ["vm.console-read"], builtin: false },
+    ],
+    roles: [
+      ...base.roles,
+      { name: "ConsoleReader", description: "", tasks: ["peek"], operations: [], builtin: false },
+    ],
   };
 
   assert.equal(decide(policy, alice, "vm.console-read", { scope: "db" }).allowed, true);
@@ -124,21 +139,39 @@ test("decide: a custom role built from a custom task grants exactly its operatio
 
 test("decide: a changed policy document is compiled afresh", () => {
   const before = policyWith([]);
-  const after = policyWith([{ id: 1, role: "Operator", scope: null, member: { kind: "user", name: "alice" } }]);
+  const after = policyWith([
+    { id: 1, role: "Operator", scope: null, member: { kind: "user", name: "alice" } },
+  ]);
 
   assert.equal(decide(before, alice, "vm.stop", {}).allowed, false);
   assert.equal(decide(after, alice, "vm.stop", {}).allowed, true);
 });
 
 test("checkPolicy: an assignment to an unknown scope is refused with its code", () => {
-  const policy = { ...emptyPolicy(), assignments: [{ id: 7, role: "Viewer", scope: "nope", member: { kind: "user" as const, name: "a" } }] };
+  const policy = {
+    ...emptyPolicy(),
+    assignments: [{ id: 7, role: "Viewer", scope: "nope", member: { kind: "user" as const, name: "a" } }],
+  };
 
-  assert.throws(() => { checkPolicy(policy); }, (e: unknown) => e instanceof AuthzPolicyError && e.code === "authz.unknown-scope");
+  assert.throws(
+    () => {
+      checkPolicy(policy);
+    },
+    (e: unknown) => e instanceof AuthzPolicyError && e.code === "authz.unknown-scope",
+  );
 });
 
 test("checkPolicy: a role naming an unknown task is refused with its code", () => {
   const base = emptyPolicy();
-  const policy = { ...base, roles: [...base.roles, { name: "X", description: "", tasks: ["ghost"], operations: [], builtin: false }] };
+  const policy = {
+    ...base,
+    roles: [...base.roles, { name: "X", description: "", tasks: ["ghost"], operations: [], builtin: false }],
+  };
 
-  assert.throws(() => { checkPolicy(policy); }, (e: unknown) => e instanceof AuthzPolicyError && e.code === "authz.unknown-task");
+  assert.throws(
+    () => {
+      checkPolicy(policy);
+    },
+    (e: unknown) => e instanceof AuthzPolicyError && e.code === "authz.unknown-task",
+  );
 });

@@ -117,7 +117,12 @@ function describeObject(object: AuthzObject): string {
  *   assignments: [{ id: 1, role: "Operator", scope: "web", member: { kind: "group", name: "ops" } }] };
  * decide(policy, { uid: 1000, user: "ann", groups: ["ops"] }, "vm.start", { scope: "web", vm: "w1" }).allowed; // true
  */
-export function decide(policy: PolicyDocument, principal: Principal, operation: Operation, object: AuthzObject): Decision {
+export function decide(
+  policy: PolicyDocument,
+  principal: Principal,
+  operation: Operation,
+  object: AuthzObject,
+): Decision {
   if (principal.uid === 0) {
     return { allowed: true, operation, role: "Administrator", reason: "host root is Administrator" };
   }
@@ -144,7 +149,11 @@ export function decide(policy: PolicyDocument, principal: Principal, operation: 
       };
     }
   }
-  const where = serviceWide ? "a service-wide assignment" : scope === null ? "a service-wide assignment" : `an assignment for the whole service or scope ${scope}`;
+  const where = serviceWide
+    ? "a service-wide assignment"
+    : scope === null
+      ? "a service-wide assignment"
+      : `an assignment for the whole service or scope ${scope}`;
   return {
     allowed: false,
     operation,

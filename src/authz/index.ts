@@ -1,5 +1,11 @@
 /** Authorization (operations, tasks, roles, scopes, assignments, decide) and the audit log. */
-export { OPERATIONS, OPERATION_NAMES, SERVICE_WIDE_OPERATIONS, isOperation, type Operation } from "./operations.js";
+export {
+  OPERATIONS,
+  OPERATION_NAMES,
+  SERVICE_WIDE_OPERATIONS,
+  isOperation,
+  type Operation,
+} from "./operations.js";
 export {
   BUILTIN_ROLES,
   BUILTIN_TASKS,

@@ -19,7 +19,8 @@ const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
  */
 export function nameProblem(value: string): string | null {
   if (value.length === 0) return "must not be empty";
-  if (value.length > MAX_NAME_LENGTH) return `must be at most ${MAX_NAME_LENGTH} characters (got ${value.length})`;
+  if (value.length > MAX_NAME_LENGTH)
+    return `must be at most ${MAX_NAME_LENGTH} characters (got ${value.length})`;
   if (value.includes("/") || value.includes("\\")) return "must not contain a path separator";
   if (CONTROL.test(value)) return "must not contain control characters";
   if (value === "." || value === "..") return "must not be . or ..";

@@ -63,7 +63,11 @@ export const BUILTIN_TASKS: readonly TaskDefinition[] = Object.freeze([
   task("read-service", "Read the service configuration", ["service.read"]),
   task("manage-service", "Read and reconfigure the service", ["service.read", "service.reconfigure"]),
   task("view-vms", "View virtual machine configurations", ["vm.view-config"]),
-  task("operate-vms", "Start, stop, pause and resume virtual machines", ["vm.start", "vm.stop", "vm.pause-resume"]),
+  task("operate-vms", "Start, stop, pause and resume virtual machines", [
+    "vm.start",
+    "vm.stop",
+    "vm.pause-resume",
+  ]),
   task("read-console", "Read virtual machine console output", ["vm.console-read"]),
   task("use-console", "Read console output and send console input", ["vm.console-read", "vm.console-write"]),
   task("manage-vms", "Create, delete, reconfigure and move virtual machines between scopes", [
@@ -91,7 +95,12 @@ export const BUILTIN_TASKS: readonly TaskDefinition[] = Object.freeze([
   task("read-audit", "Read the audit log", ["audit.read"]),
 ]);
 
-function role(name: string, description: string, tasks: string[], operations: Operation[] = []): RoleDefinition {
+function role(
+  name: string,
+  description: string,
+  tasks: string[],
+  operations: Operation[] = [],
+): RoleDefinition {
   return Object.freeze({
     name,
     description,
@@ -150,24 +159,36 @@ export function checkPolicy(policy: PolicyDocument): void {
       seen.add(name);
     }
   };
-  unique("task", policy.tasks.map((t) => t.name));
-  unique("role", policy.roles.map((r) => r.name));
-  unique("scope", policy.scopes.map((s) => s.name));
+  unique(
+    "task",
+    policy.tasks.map((t) => t.name),
+  );
+  unique(
+    "role",
+    policy.roles.map((r) => r.name),
+  );
+  unique(
+    "scope",
+    policy.scopes.map((s) => s.name),
+  );
   for (const t of policy.tasks) {
     for (const op of t.operations as readonly string[]) {
-      if (!isOperation(op)) throw new AuthzPolicyError(`Task ${t.name} names unknown operation ${op}`, "authz.unknown-operation");
+      if (!isOperation(op))
+        throw new AuthzPolicyError(`Task ${t.name} names unknown operation ${op}`, "authz.unknown-operation");
     }
   }
   for (const r of policy.roles) {
     for (const op of r.operations as readonly string[]) {
-      if (!isOperation(op)) throw new AuthzPolicyError(`Role ${r.name} names unknown operation ${op}`, "authz.unknown-operation");
+      if (!isOperation(op))
+        throw new AuthzPolicyError(`Role ${r.name} names unknown operation ${op}`, "authz.unknown-operation");
     }
     roleOperations(policy, r);
   }
   const roles = new Set(policy.roles.map((r) => r.name));
   const scopes = new Set(policy.scopes.map((s) => s.name));
   for (const a of policy.assignments) {
-    if (!roles.has(a.role)) throw new AuthzPolicyError(`Assignment ${a.id} names unknown role ${a.role}`, "authz.unknown-role");
+    if (!roles.has(a.role))
+      throw new AuthzPolicyError(`Assignment ${a.id} names unknown role ${a.role}`, "authz.unknown-role");
     if (a.scope !== null && !scopes.has(a.scope)) {
       throw new AuthzPolicyError(`Assignment ${a.id} names unknown scope ${a.scope}`, "authz.unknown-scope");
     }

@@ -21,7 +21,10 @@ export function parseSince(text: string, now: Date = new Date()): string {
   }
   const time = Date.parse(text);
   if (!/^\d{4}-\d{2}-\d{2}/.test(text) || Number.isNaN(time)) {
-    throw new ConfigError(`--since ${text}: expected an ISO time (2026-01-31T12:00:00Z) or a duration ago (15m, 2h, 7d)`, "config.since");
+    throw new ConfigError(
+      `--since ${text}: expected an ISO time (2026-01-31T12:00:00Z) or a duration ago (15m, 2h, 7d)`,
+      "config.since",
+    );
   }
   return new Date(time).toISOString();
 }
@@ -36,38 +39,50 @@ export function registerAuditCommands(program: Command): void {
     .option("--verify", "check the hash chain; exit 1 when it is broken")
     .option("--connect <address>", CONNECT_HELP)
     .option("--json", "print JSON")
-    .action(async (flags: { since?: string; vm?: string; verify?: boolean; connect?: string; json?: boolean }) => {
-      const client = serviceClient(flags.connect);
-      if (flags.verify === true) {
-        const verdict = await client.call<ChainVerdict>("GET", "/v1/audit/verify");
-        if (flags.json === true) printJson(verdict);
-        else if (verdict.ok) process.stdout.write(`Audit log intact: ${verdict.count} entries, head ${verdict.headHash}\n`);
-        else process.stdout.write(`Audit log BROKEN at entry ${verdict.seq}: ${verdict.problem}\n`);
-        if (!verdict.ok) process.exitCode = 1;
-        return;
-      }
-      const since = flags.since === undefined ? undefined : parseSince(flags.since);
-      const entries: AuditRecord[] = [];
-      let afterSeq = 0;
-      for (;;) {
-        const query = new URLSearchParams({ limit: String(PAGE), afterSeq: String(afterSeq) });
-        if (since !== undefined) query.set("since", since);
-        if (flags.vm !== undefined) query.set("vm", flags.vm);
-        const page = await client.call<{ entries: AuditRecord[] }>("GET", `/v1/audit?${query.toString()}`);
-        entries.push(...page.entries);
-        const last = page.entries.at(-1);
-        if (page.entries.length < PAGE || last === undefined) break;
-        afterSeq = last.seq;
-      }
-      if (flags.json === true) {
-        printJson(entries);
-        return;
-      }
-      process.stdout.write(
-        formatTable([
-          ["SEQ", "TIME", "PRINCIPAL", "OPERATION", "SCOPE", "VM", "DECISION", "RESULT"],
-          ...entries.map((e) => [String(e.seq), e.time, e.principal, e.operation, e.scope ?? "-", e.vm ?? "-", e.decision, e.result]),
-        ]),
-      );
-    });
+    .action(
+      async (flags: { since?: string; vm?: string; verify?: boolean; connect?: string; json?: boolean }) => {
+        const client = serviceClient(flags.connect);
+        if (flags.verify === true) {
+          const verdict = await client.call<ChainVerdict>("GET", "/v1/audit/verify");
+          if (flags.json === true) printJson(verdict);
+          else if (verdict.ok)
+            process.stdout.write(`Audit log intact: ${verdict.count} entries, head ${verdict.headHash}\n`);
+          else process.stdout.write(`Audit log BROKEN at entry ${verdict.seq}: ${verdict.problem}\n`);
+          if (!verdict.ok) process.exitCode = 1;
+          return;
+        }
+        const since = flags.since === undefined ? undefined : parseSince(flags.since);
+        const entries: AuditRecord[] = [];
+        let afterSeq = 0;
+        for (;;) {
+          const query = new URLSearchParams({ limit: String(PAGE), afterSeq: String(afterSeq) });
+          if (since !== undefined) query.set("since", since);
+          if (flags.vm !== undefined) query.set("vm", flags.vm);
+          const page = await client.call<{ entries: AuditRecord[] }>("GET", `/v1/audit?${query.toString()}`);
+          entries.push(...page.entries);
+          const last = page.entries.at(-1);
+          if (page.entries.length < PAGE || last === undefined) break;
+          afterSeq = last.seq;
+        }
+        if (flags.json === true) {
+          printJson(entries);
+          return;
+        }
+        process.stdout.write(
+          formatTable([
+            ["SEQ", "TIME", "PRINCIPAL", "OPERATION", "SCOPE", "VM", "DECISION", "RESULT"],
+            ...entries.map((e) => [
+              String(e.seq),
+              e.time,
+              e.principal,
+              e.operation,
+              e.scope ?? "-",
+              e.vm ?? "-",
+              e.decision,
+              e.result,
+            ]),
+          ]),
+        );
+      },
+    );
 }

@@ -25,30 +25,52 @@ function memberText(a: RoleAssignment): string {
 
 /** Registers `authz`. */
 export function registerAuthzCommands(program: Command): void {
-  const authz = program.command("authz").description("Authorization: operations, tasks, roles, scopes and role assignments");
+  const authz = program
+    .command("authz")
+    .description("Authorization: operations, tasks, roles, scopes and role assignments");
 
-  common(authz.command("operations").description("Every operation"))
-    .action(async (flags: Flags) => {
-      const { operations } = await serviceClient(flags.connect).call<{ operations: { name: string; description: string }[] }>("GET", "/v1/authz/operations");
-      if (flags.json === true) printJson(operations);
-      else process.stdout.write(formatTable([["OPERATION", "DESCRIPTION"], ...operations.map((o) => [o.name, o.description])]));
-    });
+  common(authz.command("operations").description("Every operation")).action(async (flags: Flags) => {
+    const { operations } = await serviceClient(flags.connect).call<{
+      operations: { name: string; description: string }[];
+    }>("GET", "/v1/authz/operations");
+    if (flags.json === true) printJson(operations);
+    else
+      process.stdout.write(
+        formatTable([["OPERATION", "DESCRIPTION"], ...operations.map((o) => [o.name, o.description])]),
+      );
+  });
 
   // --- roles
   const role = authz.command("role").description("Roles: named sets of tasks and operations");
   common(role.command("list").description("Every role")).action(async (flags: Flags) => {
-    const { roles } = await serviceClient(flags.connect).call<{ roles: RoleDefinition[] }>("GET", "/v1/authz/roles");
+    const { roles } = await serviceClient(flags.connect).call<{ roles: RoleDefinition[] }>(
+      "GET",
+      "/v1/authz/roles",
+    );
     if (flags.json === true) printJson(roles);
     else
       process.stdout.write(
-        formatTable([["ROLE", "BUILT-IN", "TASKS", "OPERATIONS"], ...roles.map((r) => [r.name, r.builtin ? "yes" : "no", r.tasks.join(",") || "-", r.operations.length === 0 ? "-" : r.operations.length > 6 ? `${r.operations.length} operations` : r.operations.join(",")])]),
+        formatTable([
+          ["ROLE", "BUILT-IN", "TASKS", "OPERATIONS"],
+          ...roles.map((r) => [
+            r.name,
+            r.builtin ? "yes" : "no",
+            r.tasks.join(",") || "-",
+            r.operations.length === 0
+              ? "-"
+              : r.operations.length > 6
+                ? `${r.operations.length} operations`
+                : r.operations.join(","),
+          ]),
+        ]),
       );
   });
-  common(role.command("show").description("One role, its effective operations and assignments").argument("<name>")).action(async (name: string, flags: Flags) => {
-    const found = await serviceClient(flags.connect).call<RoleDefinition & { effectiveOperations: string[]; assignments: RoleAssignment[] }>(
-      "GET",
-      `/v1/authz/roles/${encodeURIComponent(name)}`,
-    );
+  common(
+    role.command("show").description("One role, its effective operations and assignments").argument("<name>"),
+  ).action(async (name: string, flags: Flags) => {
+    const found = await serviceClient(flags.connect).call<
+      RoleDefinition & { effectiveOperations: string[]; assignments: RoleAssignment[] }
+    >("GET", `/v1/authz/roles/${encodeURIComponent(name)}`);
     if (flags.json === true) {
       printJson(found);
       return;
@@ -69,18 +91,25 @@ export function registerAuthzCommands(program: Command): void {
       .option("--task <task>", "task the role includes (repeatable)", collect, [])
       .option("--operation <op>", "single operation the role includes (repeatable)", collect, [])
       .option("--description <text>", "what the role is for"),
-  ).action(async (name: string, flags: Flags & { task: string[]; operation: string[]; description?: string }) => {
-    const created = await serviceClient(flags.connect).call<RoleDefinition>("POST", "/v1/authz/roles", {
-      name,
-      tasks: flags.task,
-      operations: flags.operation,
-      ...(flags.description === undefined ? {} : { description: flags.description }),
-    });
-    if (flags.json === true) printJson(created);
-    else process.stdout.write(`Created role ${created.name}\n`);
-  });
-  common(role.command("delete").description("Delete a custom role with no assignments").argument("<name>")).action(async (name: string, flags: Flags) => {
-    const result = await serviceClient(flags.connect).call<{ deleted: string }>("DELETE", `/v1/authz/roles/${encodeURIComponent(name)}`);
+  ).action(
+    async (name: string, flags: Flags & { task: string[]; operation: string[]; description?: string }) => {
+      const created = await serviceClient(flags.connect).call<RoleDefinition>("POST", "/v1/authz/roles", {
+        name,
+        tasks: flags.task,
+        operations: flags.operation,
+        ...(flags.description === undefined ? {} : { description: flags.description }),
+      });
+      if (flags.json === true) printJson(created);
+      else process.stdout.write(`Created role ${created.name}\n`);
+    },
+  );
+  common(
+    role.command("delete").description("Delete a custom role with no assignments").argument("<name>"),
+  ).action(async (name: string, flags: Flags) => {
+    const result = await serviceClient(flags.connect).call<{ deleted: string }>(
+      "DELETE",
+      `/v1/authz/roles/${encodeURIComponent(name)}`,
+    );
     if (flags.json === true) printJson(result);
     else process.stdout.write(`Deleted role ${result.deleted}\n`);
   });
@@ -88,9 +117,18 @@ export function registerAuthzCommands(program: Command): void {
   // --- tasks
   const task = authz.command("task").description("Tasks: named groups of operations");
   common(task.command("list").description("Every task")).action(async (flags: Flags) => {
-    const { tasks } = await serviceClient(flags.connect).call<{ tasks: TaskDefinition[] }>("GET", "/v1/authz/tasks");
+    const { tasks } = await serviceClient(flags.connect).call<{ tasks: TaskDefinition[] }>(
+      "GET",
+      "/v1/authz/tasks",
+    );
     if (flags.json === true) printJson(tasks);
-    else process.stdout.write(formatTable([["TASK", "BUILT-IN", "OPERATIONS"], ...tasks.map((t) => [t.name, t.builtin ? "yes" : "no", t.operations.join(",")])]));
+    else
+      process.stdout.write(
+        formatTable([
+          ["TASK", "BUILT-IN", "OPERATIONS"],
+          ...tasks.map((t) => [t.name, t.builtin ? "yes" : "no", t.operations.join(",")]),
+        ]),
+      );
   });
   common(
     task
@@ -108,41 +146,74 @@ export function registerAuthzCommands(program: Command): void {
     if (flags.json === true) printJson(created);
     else process.stdout.write(`Created task ${created.name}\n`);
   });
-  common(task.command("delete").description("Delete a custom task no role uses").argument("<name>")).action(async (name: string, flags: Flags) => {
-    const result = await serviceClient(flags.connect).call<{ deleted: string }>("DELETE", `/v1/authz/tasks/${encodeURIComponent(name)}`);
-    if (flags.json === true) printJson(result);
-    else process.stdout.write(`Deleted task ${result.deleted}\n`);
-  });
+  common(task.command("delete").description("Delete a custom task no role uses").argument("<name>")).action(
+    async (name: string, flags: Flags) => {
+      const result = await serviceClient(flags.connect).call<{ deleted: string }>(
+        "DELETE",
+        `/v1/authz/tasks/${encodeURIComponent(name)}`,
+      );
+      if (flags.json === true) printJson(result);
+      else process.stdout.write(`Deleted task ${result.deleted}\n`);
+    },
+  );
 
   // --- scopes
   const scope = authz.command("scope").description("Scopes: named groups of VMs");
   common(scope.command("list").description("Every scope")).action(async (flags: Flags) => {
-    const { scopes } = await serviceClient(flags.connect).call<{ scopes: (ScopeDefinition & { vms: number })[] }>("GET", "/v1/authz/scopes");
+    const { scopes } = await serviceClient(flags.connect).call<{
+      scopes: (ScopeDefinition & { vms: number })[];
+    }>("GET", "/v1/authz/scopes");
     if (flags.json === true) printJson(scopes);
-    else process.stdout.write(formatTable([["SCOPE", "VMS", "DESCRIPTION"], ...scopes.map((s) => [s.name, String(s.vms), s.description])]));
+    else
+      process.stdout.write(
+        formatTable([
+          ["SCOPE", "VMS", "DESCRIPTION"],
+          ...scopes.map((s) => [s.name, String(s.vms), s.description]),
+        ]),
+      );
   });
-  common(scope.command("create").description("Create a scope").argument("<name>").option("--description <text>", "what the scope holds")).action(
-    async (name: string, flags: Flags & { description?: string }) => {
-      const created = await serviceClient(flags.connect).call<ScopeDefinition>("POST", "/v1/authz/scopes", {
-        name,
-        ...(flags.description === undefined ? {} : { description: flags.description }),
-      });
-      if (flags.json === true) printJson(created);
-      else process.stdout.write(`Created scope ${created.name}\n`);
-    },
-  );
-  common(scope.command("delete").description("Delete a scope no VM and no assignment uses").argument("<name>")).action(async (name: string, flags: Flags) => {
-    const result = await serviceClient(flags.connect).call<{ deleted: string }>("DELETE", `/v1/authz/scopes/${encodeURIComponent(name)}`);
+  common(
+    scope
+      .command("create")
+      .description("Create a scope")
+      .argument("<name>")
+      .option("--description <text>", "what the scope holds"),
+  ).action(async (name: string, flags: Flags & { description?: string }) => {
+    const created = await serviceClient(flags.connect).call<ScopeDefinition>("POST", "/v1/authz/scopes", {
+      name,
+      ...(flags.description === undefined ? {} : { description: flags.description }),
+    });
+    if (flags.json === true) printJson(created);
+    else process.stdout.write(`Created scope ${created.name}\n`);
+  });
+  common(
+    scope.command("delete").description("Delete a scope no VM and no assignment uses").argument("<name>"),
+  ).action(async (name: string, flags: Flags) => {
+    const result = await serviceClient(flags.connect).call<{ deleted: string }>(
+      "DELETE",
+      `/v1/authz/scopes/${encodeURIComponent(name)}`,
+    );
     if (flags.json === true) printJson(result);
     else process.stdout.write(`Deleted scope ${result.deleted}\n`);
   });
 
   // --- assignments
-  const assign = authz.command("assign").description("Role assignments: a role for a user or group, service-wide or within a scope");
+  const assign = authz
+    .command("assign")
+    .description("Role assignments: a role for a user or group, service-wide or within a scope");
   common(assign.command("list").description("Every assignment")).action(async (flags: Flags) => {
-    const { assignments } = await serviceClient(flags.connect).call<{ assignments: RoleAssignment[] }>("GET", "/v1/authz/assignments");
+    const { assignments } = await serviceClient(flags.connect).call<{ assignments: RoleAssignment[] }>(
+      "GET",
+      "/v1/authz/assignments",
+    );
     if (flags.json === true) printJson(assignments);
-    else process.stdout.write(formatTable([["ID", "ROLE", "MEMBER", "SCOPE"], ...assignments.map((a) => [String(a.id), a.role, memberText(a), a.scope ?? "(service)"])]));
+    else
+      process.stdout.write(
+        formatTable([
+          ["ID", "ROLE", "MEMBER", "SCOPE"],
+          ...assignments.map((a) => [String(a.id), a.role, memberText(a), a.scope ?? "(service)"]),
+        ]),
+      );
   });
   common(
     assign
@@ -160,13 +231,21 @@ export function registerAuthzCommands(program: Command): void {
       ...(flags.scope === undefined ? {} : { scope: flags.scope }),
     });
     if (flags.json === true) printJson(created);
-    else process.stdout.write(`Assignment ${created.id}: ${memberText(created)} holds ${created.role} in ${created.scope ?? "the whole service"}\n`);
+    else
+      process.stdout.write(
+        `Assignment ${created.id}: ${memberText(created)} holds ${created.role} in ${created.scope ?? "the whole service"}\n`,
+      );
   });
-  common(assign.command("remove").description("Remove an assignment").argument("<id>")).action(async (id: string, flags: Flags) => {
-    const result = await serviceClient(flags.connect).call<{ deleted: RoleAssignment }>("DELETE", `/v1/authz/assignments/${encodeURIComponent(id)}`);
-    if (flags.json === true) printJson(result);
-    else process.stdout.write(`Removed assignment ${result.deleted.id}\n`);
-  });
+  common(assign.command("remove").description("Remove an assignment").argument("<id>")).action(
+    async (id: string, flags: Flags) => {
+      const result = await serviceClient(flags.connect).call<{ deleted: RoleAssignment }>(
+        "DELETE",
+        `/v1/authz/assignments/${encodeURIComponent(id)}`,
+      );
+      if (flags.json === true) printJson(result);
+      else process.stdout.write(`Removed assignment ${result.deleted.id}\n`);
+    },
+  );
 
   // --- check
   common(
@@ -178,7 +257,11 @@ export function registerAuthzCommands(program: Command): void {
       .option("--scope <scope>", "on an object in this scope")
       .option("--user <name>", "ask for another user (needs authz.read)"),
   ).action(async (operation: string, flags: Flags & { vm?: string; scope?: string; user?: string }) => {
-    const result = await serviceClient(flags.connect).call<{ allowed: boolean; reason: string; user: string }>("POST", "/v1/authz/check", {
+    const result = await serviceClient(flags.connect).call<{
+      allowed: boolean;
+      reason: string;
+      user: string;
+    }>("POST", "/v1/authz/check", {
       operation,
       ...(flags.vm === undefined ? {} : { vm: flags.vm }),
       ...(flags.scope === undefined ? {} : { scope: flags.scope }),

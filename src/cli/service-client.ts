@@ -28,11 +28,20 @@ export class ServiceRequestError extends PalisadeError {
  * @throws {ConfigError} for a malformed address
  * @throws {NotSupportedError} for tcp://
  */
-export function resolveServiceSocket(connect: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
-  const value = connect ?? (env.PALISADE_SERVICE !== undefined && env.PALISADE_SERVICE !== "" ? env.PALISADE_SERVICE : undefined);
+export function resolveServiceSocket(
+  connect: string | undefined,
+  env: NodeJS.ProcessEnv = process.env,
+): string {
+  const value =
+    connect ??
+    (env.PALISADE_SERVICE !== undefined && env.PALISADE_SERVICE !== "" ? env.PALISADE_SERVICE : undefined);
   if (value === undefined) return DEFAULT_SOCKET_PATH;
   const address = parseListenAddress(value);
-  if (address.kind === "tcp") throw new NotSupportedError("Connecting over TCP is not yet supported; use unix:PATH", "service.tcp-unsupported");
+  if (address.kind === "tcp")
+    throw new NotSupportedError(
+      "Connecting over TCP is not yet supported; use unix:PATH",
+      "service.tcp-unsupported",
+    );
   return address.path;
 }
 
@@ -57,7 +66,10 @@ export class ServiceClient {
           socketPath: this.socketPath,
           method,
           path,
-          headers: payload === undefined ? {} : { "content-type": "application/json", "content-length": payload.length },
+          headers:
+            payload === undefined
+              ? {}
+              : { "content-type": "application/json", "content-length": payload.length },
           timeout: this.timeoutMs,
         },
         (res) => {
@@ -70,7 +82,12 @@ export class ServiceClient {
             try {
               parsed = text === "" ? null : JSON.parse(text);
             } catch {
-              reject(new HostError(`The service answered ${res.statusCode ?? "?"} with a body that is not JSON`, "service.bad-answer"));
+              reject(
+                new HostError(
+                  `The service answered ${res.statusCode ?? "?"} with a body that is not JSON`,
+                  "service.bad-answer",
+                ),
+              );
               return;
             }
             const status = res.statusCode ?? 0;
@@ -91,7 +108,11 @@ export class ServiceClient {
           });
         },
       );
-      req.on("timeout", () => req.destroy(new HostError(`No answer from the service within ${this.timeoutMs} ms`, "service.timeout")));
+      req.on("timeout", () =>
+        req.destroy(
+          new HostError(`No answer from the service within ${this.timeoutMs} ms`, "service.timeout"),
+        ),
+      );
       req.on("error", (error: NodeJS.ErrnoException) => {
         if (error instanceof PalisadeError) reject(error);
         else if (error.code === "ENOENT" || error.code === "ECONNREFUSED") {
@@ -103,7 +124,13 @@ export class ServiceClient {
           );
         } else if (error.code === "EACCES") {
           reject(new HostError(`No permission to connect to ${this.socketPath}`, "service.unreachable"));
-        } else reject(new HostError(`Cannot talk to the service at ${this.socketPath}: ${error.message}`, "service.unreachable"));
+        } else
+          reject(
+            new HostError(
+              `Cannot talk to the service at ${this.socketPath}: ${error.message}`,
+              "service.unreachable",
+            ),
+          );
       });
       req.end(payload);
     });
@@ -122,7 +149,13 @@ export const CONNECT_HELP = `service address: unix:PATH (default: $PALISADE_SERV
 export function formatTable(rows: readonly (readonly string[])[]): string {
   const widths: number[] = [];
   for (const row of rows) row.forEach((cell, i) => (widths[i] = Math.max(widths[i] ?? 0, cell.length)));
-  return rows.map((row) => row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i] ?? 0))).join("  ")).join("\n") + "\n";
+  return (
+    rows
+      .map((row) =>
+        row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i] ?? 0))).join("  "),
+      )
+      .join("\n") + "\n"
+  );
 }
 
 /** Prints `value` as indented JSON. */

@@ -17,7 +17,16 @@ interface VmView {
   generation: number;
   createdAt: string;
   updatedAt: string;
-  spec: { memoryMiB: number; vcpus: number; kernel: string; initrd?: string; append?: string; disks: { path: string }[]; autostart: boolean; trustLevel?: string };
+  spec: {
+    memoryMiB: number;
+    vcpus: number;
+    kernel: string;
+    initrd?: string;
+    append?: string;
+    disks: { path: string }[];
+    autostart: boolean;
+    trustLevel?: string;
+  };
 }
 
 interface ConnectFlags {
@@ -45,12 +54,14 @@ export function parseDiskFlag(value: string): { path: string; format?: string; r
 
 function memoryMiB(text: string): number {
   const bytes = parseByteSize(text, "--memory");
-  if (bytes % (1024n * 1024n) !== 0n) throw new ConfigError(`--memory ${text} is not a whole number of MiB`, "config.memory");
+  if (bytes % (1024n * 1024n) !== 0n)
+    throw new ConfigError(`--memory ${text} is not a whole number of MiB`, "config.memory");
   return Number(bytes / (1024n * 1024n));
 }
 
 function positiveInt(text: string, flag: string): number {
-  if (!/^\d{1,6}$/.test(text)) throw new ConfigError(`${flag} ${text} is not a positive integer`, "config.invalid");
+  if (!/^\d{1,6}$/.test(text))
+    throw new ConfigError(`${flag} ${text} is not a positive integer`, "config.invalid");
   return Number(text);
 }
 
@@ -80,14 +91,22 @@ export function registerServiceCommands(program: Command): void {
   const service = program.command("service").description("The management service (Hyper-V's VMMS)");
   service
     .command("run")
-    .description("Run the management service in the foreground (Ctrl-C or SIGTERM stops it; VM workers keep running)")
+    .description(
+      "Run the management service in the foreground (Ctrl-C or SIGTERM stops it; VM workers keep running)",
+    )
     .option("--data-dir <dir>", `store, locks and per-VM directories (default ${defaultDataDir()})`)
-    .option("--listen <address>", "unix:PATH, or tcp://HOST:PORT (not yet supported)", `unix:${DEFAULT_SOCKET_PATH}`)
+    .option(
+      "--listen <address>",
+      "unix:PATH, or tcp://HOST:PORT (not yet supported)",
+      `unix:${DEFAULT_SOCKET_PATH}`,
+    )
     .action(async (flags: { dataDir?: string; listen: string }) => {
       const listen = parseListenAddress(flags.listen);
       const dataDir = flags.dataDir ?? defaultDataDir();
       const running = await startService({ dataDir, listen });
-      process.stderr.write(`palisade service listening on unix:${running.socketPath} (data dir ${dataDir}, pid ${process.pid})\n`);
+      process.stderr.write(
+        `palisade service listening on unix:${running.socketPath} (data dir ${dataDir}, pid ${process.pid})\n`,
+      );
       await new Promise<void>((resolve) => {
         const stop = (): void => {
           for (const signal of ["SIGINT", "SIGTERM"] as const) process.off(signal, stop);
@@ -99,7 +118,9 @@ export function registerServiceCommands(program: Command): void {
       process.stderr.write("palisade service stopped\n");
     });
 
-  const vm = program.command("vm").description("VM definitions and lifecycle, through the management service");
+  const vm = program
+    .command("vm")
+    .description("VM definitions and lifecycle, through the management service");
   vm.command("create")
     .description("Store a new VM definition")
     .argument("<name>", "VM name (at most 64 characters, no / or control characters)")
@@ -117,7 +138,17 @@ export function registerServiceCommands(program: Command): void {
     .action(
       async (
         name: string,
-        flags: ConnectFlags & { kernel: string; initrd?: string; append?: string; memory: string; cpus: string; disk: string[]; scope?: string; trustLevel?: string; autostart?: boolean },
+        flags: ConnectFlags & {
+          kernel: string;
+          initrd?: string;
+          append?: string;
+          memory: string;
+          cpus: string;
+          disk: string[];
+          scope?: string;
+          trustLevel?: string;
+          autostart?: boolean;
+        },
       ) => {
         const body = {
           name,
@@ -147,7 +178,10 @@ export function registerServiceCommands(program: Command): void {
         printJson(vms);
         return;
       }
-      const rows = [["NAME", "STATE", "SCOPE", "MEMORY", "CPUS"], ...vms.map((v) => [v.name, v.state, v.scope ?? "-", `${v.spec.memoryMiB}M`, String(v.spec.vcpus)])];
+      const rows = [
+        ["NAME", "STATE", "SCOPE", "MEMORY", "CPUS"],
+        ...vms.map((v) => [v.name, v.state, v.scope ?? "-", `${v.spec.memoryMiB}M`, String(v.spec.vcpus)]),
+      ];
       process.stdout.write(formatTable(rows));
     });
 
@@ -157,7 +191,10 @@ export function registerServiceCommands(program: Command): void {
     .option("--connect <address>", CONNECT_HELP)
     .option("--json", "print JSON")
     .action(async (name: string, flags: ConnectFlags) => {
-      const found = await serviceClient(flags.connect).call<VmView>("GET", `/v1/vms/${encodeURIComponent(name)}`);
+      const found = await serviceClient(flags.connect).call<VmView>(
+        "GET",
+        `/v1/vms/${encodeURIComponent(name)}`,
+      );
       if (flags.json === true) printJson(found);
       else printVm(found);
     });
@@ -168,7 +205,10 @@ export function registerServiceCommands(program: Command): void {
     .option("--connect <address>", CONNECT_HELP)
     .option("--json", "print JSON")
     .action(async (name: string, flags: ConnectFlags) => {
-      const result = await serviceClient(flags.connect).call<{ deleted: string; id: string }>("DELETE", `/v1/vms/${encodeURIComponent(name)}`);
+      const result = await serviceClient(flags.connect).call<{ deleted: string; id: string }>(
+        "DELETE",
+        `/v1/vms/${encodeURIComponent(name)}`,
+      );
       if (flags.json === true) printJson(result);
       else process.stdout.write(`Deleted VM ${result.deleted}\n`);
     });
@@ -186,7 +226,10 @@ export function registerServiceCommands(program: Command): void {
       .option("--connect <address>", CONNECT_HELP)
       .option("--json", "print JSON")
       .action(async (name: string, flags: ConnectFlags) => {
-        const result = await serviceClient(flags.connect).call<VmView>("POST", `/v1/vms/${encodeURIComponent(name)}/${action}`);
+        const result = await serviceClient(flags.connect).call<VmView>(
+          "POST",
+          `/v1/vms/${encodeURIComponent(name)}/${action}`,
+        );
         if (flags.json === true) printJson(result);
         else process.stdout.write(`VM ${result.name} is ${result.state}\n`);
       });

@@ -55,13 +55,29 @@ class ScriptedRuntime implements VmRuntime {
   }
 }
 
-function withCore(fn: (core: ServiceCore, runtime: ScriptedRuntime, dir: string) => Promise<void>): () => Promise<void> {
+function withCore(
+  fn: (core: ServiceCore, runtime: ScriptedRuntime, dir: string) => Promise<void>,
+): () => Promise<void> {
   return async () => {
     const dir = mkdtempSync(join(tmpdir(), "palisade-core-"));
     const runtime = new ScriptedRuntime();
     const core = new ServiceCore({ paths: dataDirPaths(dir), runtime, authorize: true, stopTimeoutMs: 1234 });
     try {
-      core.transaction(() => core.vms.create({ name: "w1", memoryMiB: 256, vcpus: 1, kernel: "/k", disks: [], nics: [], scope: null, autostart: false }, "2026-01-01T00:00:00.000Z"));
+      core.transaction(() =>
+        core.vms.create(
+          {
+            name: "w1",
+            memoryMiB: 256,
+            vcpus: 1,
+            kernel: "/k",
+            disks: [],
+            nics: [],
+            scope: null,
+            autostart: false,
+          },
+          "2026-01-01T00:00:00.000Z",
+        ),
+      );
       await fn(core, runtime, dir);
     } finally {
       await core.close();
@@ -71,78 +87,121 @@ function withCore(fn: (core: ServiceCore, runtime: ScriptedRuntime, dir: string)
 }
 
 function stateEvents(core: ServiceCore): string[] {
-  return core.audit.query({ vm: "w1" }).filter((e) => e.operation === "vm.state").map((e) => e.result);
+  return core.audit
+    .query({ vm: "w1" })
+    .filter((e) => e.operation === "vm.state")
+    .map((e) => e.result);
 }
 
-test("core.lifecycle: start calls the runtime with the VM's run directory and records each state", withCore(async (core, runtime, dir) => {
-  const vm = core.vms.get("w1");
+test(
+  "core.lifecycle: start calls the runtime with the VM's run directory and records each state",
+  withCore(async (core, runtime, dir) => {
+    const vm = core.vms.get("w1");
 
-  const after = await core.lifecycle("w1", "start");
+    const after = await core.lifecycle("w1", "start");
 
-  assert.deepEqual(runtime.calls, [`start ${join(dir, "vms", vm.id)}`]);
-  assert.equal(after.state, "running");
-  assert.deepEqual(stateEvents(core), ["stopped->starting", "starting->running"]);
-  assert.equal(core.audit.verify().ok, true);
-}));
+    assert.deepEqual(runtime.calls, [`start ${join(dir, "vms", vm.id)}`]);
+    assert.equal(after.state, "running");
+    assert.deepEqual(stateEvents(core), ["stopped->starting", "starting->running"]);
+    assert.equal(core.audit.verify().ok, true);
+  }),
+);
 
-test("core.lifecycle: a second action while a start is in flight is a 409 carrying the state", withCore(async (core, runtime) => {
-  let finish: (status: RuntimeStatus) => void = () => undefined;
-  runtime.startAnswer = () => new Promise((resolve) => (finish = resolve));
-  const starting = core.lifecycle("w1", "start");
+test(
+  "core.lifecycle: a second action while a start is in flight is a 409 carrying the state",
+  withCore(async (core, runtime) => {
+    let finish: (status: RuntimeStatus) => void = () => undefined;
+    runtime.startAnswer = () => new Promise((resolve) => (finish = resolve));
+    const starting = core.lifecycle("w1", "start");
 
-  await assert.rejects(core.lifecycle("w1", "start"), (e: unknown) => e instanceof ConflictError && e.code === "vm.busy" && e.extra.state === "starting");
-  finish({ state: "running" });
-  await starting;
-}));
+    await assert.rejects(
+      core.lifecycle("w1", "start"),
+      (e: unknown) => e instanceof ConflictError && e.code === "vm.busy" && e.extra.state === "starting",
+    );
+    finish({ state: "running" });
+    await starting;
+  }),
+);
 
-test("core.lifecycle: a failed start returns the VM to what the runtime reports", withCore(async (core, runtime) => {
-  runtime.startAnswer = () => Promise.reject(new Error("qemu exited 1"));
+test(
+  "core.lifecycle: a failed start returns the VM to what the runtime reports",
+  withCore(async (core, runtime) => {
+    runtime.startAnswer = () => Promise.reject(new Error("qemu exited 1"));
 
-  await assert.rejects(core.lifecycle("w1", "start"), /qemu exited 1/);
+    await assert.rejects(core.lifecycle("w1", "start"), /qemu exited 1/);
 
-  assert.equal(core.vms.get("w1").state, "stopped");
-  assert.deepEqual(stateEvents(core), ["stopped->starting", "starting->stopped"]);
-}));
+    assert.equal(core.vms.get("w1").state, "stopped");
+    assert.deepEqual(stateEvents(core), ["stopped->starting", "starting->stopped"]);
+  }),
+);
 
-test("core.lifecycle: stop passes the graceful timeout and records the exit reason", withCore(async (core, runtime, dir) => {
-  await core.lifecycle("w1", "start");
+test(
+  "core.lifecycle: stop passes the graceful timeout and records the exit reason",
+  withCore(async (core, runtime, dir) => {
+    await core.lifecycle("w1", "start");
 
-  const after = await core.lifecycle("w1", "stop");
+    const after = await core.lifecycle("w1", "stop");
 
-  assert.equal(runtime.calls[1], `stop ${join(dir, "vms", after.id)} 1234`);
-  assert.deepEqual([after.state, after.stateReason], ["stopped", "poweroff"]);
-}));
+    assert.equal(runtime.calls[1], `stop ${join(dir, "vms", after.id)} 1234`);
+    assert.deepEqual([after.state, after.stateReason], ["stopped", "poweroff"]);
+  }),
+);
 
-test("core.lifecycle: pausing a stopped VM is refused with its state", withCore(async (core) => {
-  await assert.rejects(core.lifecycle("w1", "pause"), (e: unknown) => e instanceof ConflictError && e.code === "vm.bad-state" && e.extra.state === "stopped");
-}));
+test(
+  "core.lifecycle: pausing a stopped VM is refused with its state",
+  withCore(async (core) => {
+    await assert.rejects(
+      core.lifecycle("w1", "pause"),
+      (e: unknown) => e instanceof ConflictError && e.code === "vm.bad-state" && e.extra.state === "stopped",
+    );
+  }),
+);
 
-test("core.reconcile: a VM the store says is running but whose worker is gone becomes stopped, with the reason", withCore(async (core, runtime) => {
-  core.transaction(() => { core.vms.setState("w1", "running", null, "2026-01-01T00:00:01.000Z"); });
-  runtime.attachAnswer = null;
+test(
+  "core.reconcile: a VM the store says is running but whose worker is gone becomes stopped, with the reason",
+  withCore(async (core, runtime) => {
+    core.transaction(() => {
+      core.vms.setState("w1", "running", null, "2026-01-01T00:00:01.000Z");
+    });
+    runtime.attachAnswer = null;
 
-  await core.reconcile();
+    await core.reconcile();
 
-  assert.deepEqual([core.vms.get("w1").state, core.vms.get("w1").stateReason], ["stopped", "no worker found at service start"]);
-  assert.equal(runtime.calls.length, 1);
-}));
+    assert.deepEqual(
+      [core.vms.get("w1").state, core.vms.get("w1").stateReason],
+      ["stopped", "no worker found at service start"],
+    );
+    assert.equal(runtime.calls.length, 1);
+  }),
+);
 
-test("core.reconcile: a worker found again keeps its VM running and adds no event", withCore(async (core, runtime) => {
-  core.transaction(() => { core.vms.setState("w1", "running", null, "2026-01-01T00:00:01.000Z"); });
-  runtime.attachAnswer = { state: "running", pid: 99 };
+test(
+  "core.reconcile: a worker found again keeps its VM running and adds no event",
+  withCore(async (core, runtime) => {
+    core.transaction(() => {
+      core.vms.setState("w1", "running", null, "2026-01-01T00:00:01.000Z");
+    });
+    runtime.attachAnswer = { state: "running", pid: 99 };
 
-  await core.reconcile();
+    await core.reconcile();
 
-  assert.equal(core.vms.get("w1").state, "running");
-  assert.deepEqual(stateEvents(core), []);
-}));
+    assert.equal(core.vms.get("w1").state, "running");
+    assert.deepEqual(stateEvents(core), []);
+  }),
+);
 
-test("core: a worker exit the runtime reports is recorded as a state change with its reason", withCore(async (core, runtime) => {
-  await core.lifecycle("w1", "start");
-  const vm = core.vms.get("w1");
+test(
+  "core: a worker exit the runtime reports is recorded as a state change with its reason",
+  withCore(async (core, runtime) => {
+    await core.lifecycle("w1", "start");
+    const vm = core.vms.get("w1");
 
-  runtime.exit(core.runDir(vm), { state: "crashed", exitReason: "killed by signal 11" });
+    runtime.exit(core.runDir(vm), { state: "crashed", exitReason: "killed by signal 11" });
 
-  assert.deepEqual([core.vms.get("w1").state, core.vms.get("w1").stateReason], ["crashed", "killed by signal 11"]);
-  assert.deepEqual(stateEvents(core).at(-1), "running->crashed");
-}));
+    assert.deepEqual(
+      [core.vms.get("w1").state, core.vms.get("w1").stateReason],
+      ["crashed", "killed by signal 11"],
+    );
+    assert.deepEqual(stateEvents(core).at(-1), "running->crashed");
+  }),
+);

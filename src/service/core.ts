@@ -10,7 +10,15 @@ import type Database from "better-sqlite3";
 import { AuditLog, type AuditEntry } from "../authz/index.js";
 import { ConflictError } from "./errors.js";
 import { HostUsers } from "./host-identity.js";
-import { checkTransition, notYetError, unavailableRuntime, type RuntimeStatus, type VmAction, type VmRuntime, type VmState } from "./lifecycle.js";
+import {
+  checkTransition,
+  notYetError,
+  unavailableRuntime,
+  type RuntimeStatus,
+  type VmAction,
+  type VmRuntime,
+  type VmState,
+} from "./lifecycle.js";
 import type { DataDirPaths } from "./paths.js";
 import { startCheckpointer, type Checkpointer } from "./store/checkpointer.js";
 import { openStore } from "./store/database.js";
@@ -169,9 +177,16 @@ export class ServiceCore {
       try {
         status = await this.runtime.attach(this.runDir(vm));
       } catch (error: unknown) {
-        status = { state: "crashed", exitReason: `cannot attach to worker: ${error instanceof Error ? error.message : String(error)}` };
+        status = {
+          state: "crashed",
+          exitReason: `cannot attach to worker: ${error instanceof Error ? error.message : String(error)}`,
+        };
       }
-      this.#recordState(vm, status?.state ?? "stopped", status === null ? "no worker found at service start" : (status.exitReason ?? null));
+      this.#recordState(
+        vm,
+        status?.state ?? "stopped",
+        status === null ? "no worker found at service start" : (status.exitReason ?? null),
+      );
     }
   }
 
@@ -190,7 +205,10 @@ export class ServiceCore {
       throw new ConflictError(`VM ${name} is busy: ${inFlight} in progress`, "vm.busy", { state: vm.state });
     }
     const check = checkTransition(vm.state, action);
-    if (!check.ok) throw new ConflictError(`Cannot ${action} VM ${name}: ${check.reason}`, "vm.bad-state", { state: vm.state });
+    if (!check.ok)
+      throw new ConflictError(`Cannot ${action} VM ${name}: ${check.reason}`, "vm.bad-state", {
+        state: vm.state,
+      });
     this.#busy.set(name, action);
     const runDir = this.runDir(vm);
     try {
@@ -211,7 +229,11 @@ export class ServiceCore {
     }
   }
 
-  #call(action: Exclude<VmAction, "delete" | "reconfigure">, vm: VmRecord, runDir: string): Promise<RuntimeStatus> {
+  #call(
+    action: Exclude<VmAction, "delete" | "reconfigure">,
+    vm: VmRecord,
+    runDir: string,
+  ): Promise<RuntimeStatus> {
     switch (action) {
       case "start":
         return this.runtime.start({ id: vm.id, name: vm.name, spec: vm.spec, runDir });

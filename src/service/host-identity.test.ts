@@ -14,5 +14,8 @@ test("principalFor: an unknown uid is #uid with no groups", () => {
 });
 
 test("parsePasswd: malformed lines are skipped", () => {
-  assert.deepEqual(passwd.map((p) => p.name), ["root", "ann"]);
+  assert.deepEqual(
+    passwd.map((p) => p.name),
+    ["root", "ann"],
+  );
 });

@@ -40,7 +40,11 @@ export function parseGroup(text: string): GroupEntry[] {
     if (fields.length < 4 || line.startsWith("#")) continue;
     const [name = "", , gid = "", members = ""] = fields;
     if (name === "" || !/^\d+$/.test(gid)) continue;
-    entries.push({ name, gid: Number(gid), members: members === "" ? [] : members.split(",").filter((m) => m !== "") });
+    entries.push({
+      name,
+      gid: Number(gid),
+      members: members === "" ? [] : members.split(",").filter((m) => m !== ""),
+    });
   }
   return entries;
 }
@@ -49,7 +53,11 @@ export function parseGroup(text: string): GroupEntry[] {
  * The principal for a uid: its name and groups (primary first). A uid the host does not
  * know is `#<uid>` with no groups: it can match no assignment but a uid-named one.
  */
-export function principalFor(uid: number, passwd: readonly PasswdEntry[], groups: readonly GroupEntry[]): Principal {
+export function principalFor(
+  uid: number,
+  passwd: readonly PasswdEntry[],
+  groups: readonly GroupEntry[],
+): Principal {
   const user = passwd.find((p) => p.uid === uid);
   if (user === undefined) return { uid, user: `#${uid}`, groups: [] };
   const names: string[] = [];

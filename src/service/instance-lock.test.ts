@@ -14,7 +14,10 @@ test("acquireInstanceLock: a second lock on the same file is refused naming the 
 
     assert.throws(
       () => acquireInstanceLock(path, dir),
-      (e: unknown) => e instanceof ServiceStartError && e.code === "service.locked" && e.message.includes(`(pid ${process.pid})`),
+      (e: unknown) =>
+        e instanceof ServiceStartError &&
+        e.code === "service.locked" &&
+        e.message.includes(`(pid ${process.pid})`),
     );
     assert.equal(readFileSync(path, "utf8").trim(), String(process.pid));
     first.release();

@@ -32,7 +32,9 @@ function load(): Libc {
   const lib = koffi.load("libc.so.6");
   koffi.struct("palisade_ucred", { pid: "int32", uid: "uint32", gid: "uint32" });
   libc = {
-    getsockopt: lib.func("int getsockopt(int, int, int, _Out_ palisade_ucred *, _Inout_ uint32_t *)") as Libc["getsockopt"],
+    getsockopt: lib.func(
+      "int getsockopt(int, int, int, _Out_ palisade_ucred *, _Inout_ uint32_t *)",
+    ) as Libc["getsockopt"],
     flock: lib.func("int flock(int, int)") as Libc["flock"],
   };
   return libc;
@@ -49,7 +51,10 @@ export function peerCredentials(fd: number): Ucred {
   const len = [UCRED_SIZE];
   const rc = load().getsockopt(fd, SOL_SOCKET, SO_PEERCRED, out, len);
   if (rc !== 0 || out.uid === undefined || out.gid === undefined || out.pid === undefined) {
-    throw new HostError(`getsockopt(SO_PEERCRED) failed on fd ${fd}: errno ${koffi.errno()}`, "host.peercred");
+    throw new HostError(
+      `getsockopt(SO_PEERCRED) failed on fd ${fd}: errno ${koffi.errno()}`,
+      "host.peercred",
+    );
   }
   return { pid: out.pid, uid: out.uid, gid: out.gid };
 }

@@ -7,7 +7,10 @@ test("checkTransition: a stopped VM may start and is starting meanwhile", () => 
 });
 
 test("checkTransition: a running VM may not be deleted, and the reason says to stop it", () => {
-  assert.deepEqual(checkTransition("running", "delete"), { ok: false, reason: "VM is running; stop it first" });
+  assert.deepEqual(checkTransition("running", "delete"), {
+    ok: false,
+    reason: "VM is running; stop it first",
+  });
 });
 
 test("checkTransition: a VM in transition refuses a second start but accepts a kill", () => {

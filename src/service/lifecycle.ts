@@ -15,8 +15,7 @@ export type VmAction = "start" | "stop" | "kill" | "pause" | "resume" | "delete"
 
 /** The answer of {@link checkTransition}. */
 export type TransitionCheck =
-  | { readonly ok: true; readonly during: VmState }
-  | { readonly ok: false; readonly reason: string };
+  { readonly ok: true; readonly during: VmState } | { readonly ok: false; readonly reason: string };
 
 const ALLOWED: Readonly<Record<VmAction, readonly VmState[]>> = {
   start: ["stopped", "crashed"],
@@ -50,7 +49,11 @@ const DURING: Readonly<Record<VmAction, (from: VmState) => VmState>> = {
 export function checkTransition(state: VmState, action: VmAction): TransitionCheck {
   if (ALLOWED[action].includes(state)) return { ok: true, during: DURING[action](state) };
   const hint =
-    action === "delete" ? "; stop it first" : state === "starting" || state === "stopping" ? "; wait for it or kill it" : "";
+    action === "delete"
+      ? "; stop it first"
+      : state === "starting" || state === "stopping"
+        ? "; wait for it or kill it"
+        : "";
   return { ok: false, reason: `VM is ${state}${hint}` };
 }
 
@@ -92,7 +95,10 @@ export interface VmRuntime {
 
 /** The 501 every lifecycle action answers before the engine is wired. */
 export function notYetError(): NotSupportedError {
-  return new NotSupportedError("VM lifecycle is not available yet: the VM engine is not wired to the service", "service.no-runtime");
+  return new NotSupportedError(
+    "VM lifecycle is not available yet: the VM engine is not wired to the service",
+    "service.no-runtime",
+  );
 }
 
 /** The runtime until the engine is wired: every action answers 501, and no worker is ever found. */
@@ -105,4 +111,3 @@ export const unavailableRuntime: VmRuntime = {
   status: () => Promise.resolve({ state: "stopped" }),
   attach: () => Promise.resolve(null),
 };
-

@@ -23,7 +23,10 @@ export function parseListenAddress(value: string): ListenAddress {
   }
   const path = value.startsWith("unix:") ? value.slice("unix:".length) : value;
   if (path === "" || path.includes("\0") || !(isAbsolute(path) || value.startsWith("unix:"))) {
-    throw new ConfigError(`Bad address ${value}: expected unix:PATH or tcp://HOST:PORT`, "service.bad-address");
+    throw new ConfigError(
+      `Bad address ${value}: expected unix:PATH or tcp://HOST:PORT`,
+      "service.bad-address",
+    );
   }
   // Linux limits sun_path to 108 bytes, NUL included.
   const absolute = resolve(path);

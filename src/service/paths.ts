@@ -32,4 +32,6 @@ export function dataDirPaths(dataDir: string): DataDirPaths {
 }
 
 /** What `--listen` asked for. */
-export type ListenAddress = { readonly kind: "unix"; readonly path: string } | { readonly kind: "tcp"; readonly host: string; readonly port: number };
+export type ListenAddress =
+  | { readonly kind: "unix"; readonly path: string }
+  | { readonly kind: "tcp"; readonly host: string; readonly port: number };

@@ -14,7 +14,15 @@ import { openApiDocument } from "./api/openapi.js";
 import type { RequestContext, Route } from "./api/route.js";
 import { buildRoutes } from "./api/routes.js";
 import { ServiceCore } from "./core.js";
-import { ApiError, BodyTooLargeError, NotFoundError, NotSupportedError, PermissionDeniedError, ServiceStartError, ValidationError } from "./errors.js";
+import {
+  ApiError,
+  BodyTooLargeError,
+  NotFoundError,
+  NotSupportedError,
+  PermissionDeniedError,
+  ServiceStartError,
+  ValidationError,
+} from "./errors.js";
 import { HostUsers } from "./host-identity.js";
 import { acquireInstanceLock, type InstanceLock } from "./instance-lock.js";
 import { peerCredentials } from "./libc.js";
@@ -66,7 +74,8 @@ function uidOf(socket: Socket): number {
   if (uid === undefined) {
     // Node keeps the fd on its internal handle; there is no public accessor (nodejs/node#8342).
     const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
-    if (fd === undefined || fd < 0) throw new NotSupportedError("Cannot identify the caller: no socket fd", "service.no-peer");
+    if (fd === undefined || fd < 0)
+      throw new NotSupportedError("Cannot identify the caller: no socket fd", "service.no-peer");
     uid = peerCredentials(fd).uid;
     peerUid.set(socket, uid);
   }
@@ -79,7 +88,10 @@ async function prepareSocketPath(path: string): Promise<void> {
   try {
     exists = lstatSync(path).isSocket();
     if (!lstatSync(path).isSocket()) {
-      throw new ServiceStartError(`${path} exists and is not a socket; refusing to replace it`, "service.socket-path");
+      throw new ServiceStartError(
+        `${path} exists and is not a socket; refusing to replace it`,
+        "service.socket-path",
+      );
     }
   } catch (error: unknown) {
     if (error instanceof ServiceStartError) throw error;
@@ -103,7 +115,11 @@ async function prepareSocketPath(path: string): Promise<void> {
       resolve(false);
     });
   });
-  if (live) throw new ServiceStartError(`Socket ${path} is in use by another service; use another --listen`, "service.socket-in-use");
+  if (live)
+    throw new ServiceStartError(
+      `Socket ${path} is in use by another service; use another --listen`,
+      "service.socket-in-use",
+    );
   unlinkSync(path);
 }
 
@@ -116,7 +132,10 @@ async function prepareSocketPath(path: string): Promise<void> {
  */
 export async function startService(options: ServiceOptions): Promise<RunningService> {
   if (options.listen.kind === "tcp") {
-    throw new NotSupportedError("Listening on TCP is not yet supported (it will require TLS and tokens); use unix:PATH", "service.tcp-unsupported");
+    throw new NotSupportedError(
+      "Listening on TCP is not yet supported (it will require TLS and tokens); use unix:PATH",
+      "service.tcp-unsupported",
+    );
   }
   const socketPath = options.listen.path;
   const paths = dataDirPaths(options.dataDir);
@@ -171,12 +190,25 @@ export interface AppOptions {
 /** The fastify app over `core`'s routes. */
 export function buildApp(core: ServiceCore, options: AppOptions = {}): FastifyInstance {
   const routes = buildRoutes(core);
-  const app = fastify({ bodyLimit: BODY_LIMIT_BYTES, logger: false, forceCloseConnections: true, return503OnClosing: true });
+  const app = fastify({
+    bodyLimit: BODY_LIMIT_BYTES,
+    logger: false,
+    forceCloseConnections: true,
+    return503OnClosing: true,
+  });
   const openapi = JSON.stringify(openApiDocument(routes, BODY_LIMIT_BYTES));
 
-  const principalOf = options.identify ?? ((request: FastifyRequest): Principal => core.hostUsers.byUid(uidOf(request.raw.socket)));
+  const principalOf =
+    options.identify ??
+    ((request: FastifyRequest): Principal => core.hostUsers.byUid(uidOf(request.raw.socket)));
 
-  const fail = async (reply: FastifyReply, error: unknown, ctx: RequestContext | null, operation: string, principal: Principal | null): Promise<FastifyReply> => {
+  const fail = async (
+    reply: FastifyReply,
+    error: unknown,
+    ctx: RequestContext | null,
+    operation: string,
+    principal: Principal | null,
+  ): Promise<FastifyReply> => {
     let apiError: ApiError;
     if (error instanceof ApiError) apiError = error;
     else {
@@ -185,7 +217,8 @@ export function buildApp(core: ServiceCore, options: AppOptions = {}): FastifyIn
         readonly status = 500;
         readonly code = code;
       })(error instanceof PalisadeError ? error.message : "Internal error");
-      if (!(error instanceof PalisadeError)) process.stderr.write(`palisade service: internal error: ${errorMessage(error)}\n`);
+      if (!(error instanceof PalisadeError))
+        process.stderr.write(`palisade service: internal error: ${errorMessage(error)}\n`);
     }
     try {
       await core.recordQueued({
@@ -216,7 +249,12 @@ export function buildApp(core: ServiceCore, options: AppOptions = {}): FastifyIn
         try {
           principal = principalOf(request);
           const who = principal;
-          const audit = { operation: r.operation, scope: null as string | null, vm: null as string | null, detail: null as string | null };
+          const audit = {
+            operation: r.operation,
+            scope: null as string | null,
+            vm: null as string | null,
+            detail: null as string | null,
+          };
           ctx = {
             principal: who,
             time: new Date().toISOString(),
@@ -225,7 +263,8 @@ export function buildApp(core: ServiceCore, options: AppOptions = {}): FastifyIn
               audit.operation = operation;
               if (!core.authorize) return;
               const decision = decide(core.policies.current(), who, operation, object);
-              if (!decision.allowed) throw new PermissionDeniedError(`Permission denied: ${decision.reason}`, operation);
+              if (!decision.allowed)
+                throw new PermissionDeniedError(`Permission denied: ${decision.reason}`, operation);
             },
             may(operation, object) {
               return !core.authorize || decide(core.policies.current(), who, operation, object).allowed;
@@ -244,16 +283,16 @@ export function buildApp(core: ServiceCore, options: AppOptions = {}): FastifyIn
           const input = { params: params.data, query: query.data, body };
           const context = ctx;
           const entry = (): AuditEntry => ({
-              time: context.time,
-              kind: "request",
-              principal: who.user,
-              uid: who.uid,
-              operation: audit.operation,
-              scope: audit.scope,
-              vm: audit.vm,
-              decision: core.authorize ? "allowed" : "none",
-              result: "ok",
-              detail: audit.detail,
+            time: context.time,
+            kind: "request",
+            principal: who.user,
+            uid: who.uid,
+            operation: audit.operation,
+            scope: audit.scope,
+            vm: audit.vm,
+            decision: core.authorize ? "allowed" : "none",
+            result: "ok",
+            detail: audit.detail,
           });
           let result: unknown;
           if (r.mode === "async") {
@@ -290,7 +329,13 @@ export function buildApp(core: ServiceCore, options: AppOptions = {}): FastifyIn
     } catch {
       // Identity is best effort for the audit of an unknown route.
     }
-    return fail(reply, new NotFoundError(`No route ${request.method} ${request.url.slice(0, 200)}`, "api.no-route"), null, "api.unknown-route", principal);
+    return fail(
+      reply,
+      new NotFoundError(`No route ${request.method} ${request.url.slice(0, 200)}`, "api.no-route"),
+      null,
+      "api.unknown-route",
+      principal,
+    );
   });
 
   app.setErrorHandler((error: { code?: string; statusCode?: number; message?: string }, request, reply) => {
@@ -304,7 +349,11 @@ export function buildApp(core: ServiceCore, options: AppOptions = {}): FastifyIn
     if (error.code === "FST_ERR_CTP_BODY_TOO_LARGE") {
       apiError = new BodyTooLargeError(`Request body over ${BODY_LIMIT_BYTES} bytes`);
     } else if (error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500) {
-      apiError = new ValidationError(`Bad request: ${error.message ?? "malformed"}`, "body", error.code === undefined ? "api.bad-request" : `api.${error.code.toLowerCase()}`);
+      apiError = new ValidationError(
+        `Bad request: ${error.message ?? "malformed"}`,
+        "body",
+        error.code === undefined ? "api.bad-request" : `api.${error.code.toLowerCase()}`,
+      );
     } else {
       apiError = new ValidationError("Bad request", null, "api.bad-request");
     }

@@ -35,9 +35,13 @@ let service: ChildProcess | undefined;
 let userIds: { uid: number; gid: number } | undefined;
 
 function startService(): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [cliMain, "service", "run", "--data-dir", dataDir, "--listen", `unix:${socketPath}`], {
-    stdio: ["ignore", "ignore", "pipe"],
-  });
+  const child = spawn(
+    process.execPath,
+    [cliMain, "service", "run", "--data-dir", dataDir, "--listen", `unix:${socketPath}`],
+    {
+      stdio: ["ignore", "ignore", "pipe"],
+    },
+  );
   let stderr = "";
   child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
   return new Promise((resolvePromise, reject) => {
@@ -83,7 +87,10 @@ function call(method: string, path: string, body?: unknown, rawBody?: Buffer): P
         method,
         path,
         timeout: 10_000,
-        headers: payload === undefined ? {} : { "content-type": "application/json", "content-length": payload.length },
+        headers:
+          payload === undefined
+            ? {}
+            : { "content-type": "application/json", "content-length": payload.length },
       },
       (res) => {
         const chunks: Buffer[] = [];
@@ -113,13 +120,17 @@ req.end(body || undefined);
 
 function callAsUser(method: string, path: string, body?: unknown): Answer {
   assert.ok(userIds);
-  const result = spawnSync(process.execPath, ["-e", USER_SCRIPT, socketPath, method, path, body === undefined ? "" : JSON.stringify(body)], {
-    uid: userIds.uid,
-    gid: userIds.gid,
-    encoding: "utf8",
-    timeout: 15_000,
-    cwd: "/",
-  });
+  const result = spawnSync(
+    process.execPath,
+    ["-e", USER_SCRIPT, socketPath, method, path, body === undefined ? "" : JSON.stringify(body)],
+    {
+      uid: userIds.uid,
+      gid: userIds.gid,
+      encoding: "utf8",
+      timeout: 15_000,
+      cwd: "/",
+    },
+  );
   assert.equal(result.status, 0, result.stderr);
   return JSON.parse(result.stdout) as Answer;
 }
@@ -135,7 +146,13 @@ function cliAsUser(args: string[]): { status: number | null; stdout: string; std
   });
 }
 
-function errorOf(answer: Answer): { code: string; message: string; field?: string; operation?: string; state?: string } {
+function errorOf(answer: Answer): {
+  code: string;
+  message: string;
+  field?: string;
+  operation?: string;
+  state?: string;
+} {
   return (answer.body as { error: { code: string; message: string } }).error;
 }
 
@@ -143,7 +160,11 @@ before(async () => {
   if (!isRoot || !hasUseradd) return;
   service = await startService();
   assert.equal(spawnSync("groupadd", [testGroup]).status, 0);
-  const added = spawnSync("useradd", ["-M", "-N", "-g", "nogroup", "-G", testGroup, "-s", "/usr/sbin/nologin", testUser], { encoding: "utf8" });
+  const added = spawnSync(
+    "useradd",
+    ["-M", "-N", "-g", "nogroup", "-G", testGroup, "-s", "/usr/sbin/nologin", testUser],
+    { encoding: "utf8" },
+  );
   assert.equal(added.status, 0, added.stderr);
   const id = spawnSync("id", ["-u", testUser], { encoding: "utf8" });
   const gid = spawnSync("id", ["-g", testUser], { encoding: "utf8" });
@@ -165,13 +186,26 @@ test("service: root defines scopes and VMs, lists and shows them", { skip }, asy
   assert.equal((await call("POST", "/v1/authz/scopes", { name: "web" })).status, 201);
   assert.equal((await call("POST", "/v1/authz/scopes", { name: "db" })).status, 201);
 
-  const created = await call("POST", "/v1/vms", { name: "web-1", kernel: "/boot/vmlinuz", memoryMiB: 256, scope: "web" });
-  await call("POST", "/v1/vms", { name: "db-1", kernel: "/boot/vmlinuz", scope: "db", disks: [{ path: "/var/lib/x.raw", format: "raw" }] });
+  const created = await call("POST", "/v1/vms", {
+    name: "web-1",
+    kernel: "/boot/vmlinuz",
+    memoryMiB: 256,
+    scope: "web",
+  });
+  await call("POST", "/v1/vms", {
+    name: "db-1",
+    kernel: "/boot/vmlinuz",
+    scope: "db",
+    disks: [{ path: "/var/lib/x.raw", format: "raw" }],
+  });
   const list = await call("GET", "/v1/vms");
   const shown = await call("GET", "/v1/vms/web-1");
 
   assert.equal(created.status, 201);
-  assert.deepEqual((list.body as { vms: { name: string }[] }).vms.map((v) => v.name), ["db-1", "web-1"]);
+  assert.deepEqual(
+    (list.body as { vms: { name: string }[] }).vms.map((v) => v.name),
+    ["db-1", "web-1"],
+  );
   assert.equal((shown.body as { state: string; spec: { memoryMiB: number } }).spec.memoryMiB, 256);
   assert.equal((shown.body as { state: string }).state, "stopped");
 });
@@ -208,55 +242,85 @@ test("service: bad input is refused with 400 naming the field, 404, 409 and 413"
   assert.equal((await call("GET", "/v1/vms")).status, 200, "the service still answers after bad input");
 });
 
-test("service: /openapi.json documents the routes and the schemas the service validates with", { skip }, async () => {
-  const doc = (await call("GET", "/openapi.json")).body as {
-    openapi: string;
-    paths: Record<string, Record<string, { requestBody?: { content: { "application/json": { schema: { properties: Record<string, unknown>; additionalProperties: boolean } } } } }>>;
-  };
+test(
+  "service: /openapi.json documents the routes and the schemas the service validates with",
+  { skip },
+  async () => {
+    const doc = (await call("GET", "/openapi.json")).body as {
+      openapi: string;
+      paths: Record<
+        string,
+        Record<
+          string,
+          {
+            requestBody?: {
+              content: {
+                "application/json": {
+                  schema: { properties: Record<string, unknown>; additionalProperties: boolean };
+                };
+              };
+            };
+          }
+        >
+      >;
+    };
 
-  const createBody = doc.paths["/v1/vms"]?.post?.requestBody?.content["application/json"].schema;
-  assert.equal(doc.openapi, "3.1.0");
-  assert.ok(createBody?.properties.memoryMiB);
-  assert.equal(createBody.additionalProperties, false);
-  assert.ok(doc.paths["/v1/vms/{name}"]?.delete);
-  assert.ok(doc.paths["/v1/authz/check"]?.post);
-});
+    const createBody = doc.paths["/v1/vms"]?.post?.requestBody?.content["application/json"].schema;
+    assert.equal(doc.openapi, "3.1.0");
+    assert.ok(createBody?.properties.memoryMiB);
+    assert.equal(createBody.additionalProperties, false);
+    assert.ok(doc.paths["/v1/vms/{name}"]?.delete);
+    assert.ok(doc.paths["/v1/authz/check"]?.post);
+  },
+);
 
-test("service: a second local user is denied by default, and the 403 names the missing operation", { skip }, () => {
-  const list = callAsUser("GET", "/v1/vms");
-  const show = callAsUser("GET", "/v1/vms/web-1");
-  const cli = cliAsUser(["vm", "delete", "web-1"]);
+test(
+  "service: a second local user is denied by default, and the 403 names the missing operation",
+  { skip },
+  () => {
+    const list = callAsUser("GET", "/v1/vms");
+    const show = callAsUser("GET", "/v1/vms/web-1");
+    const cli = cliAsUser(["vm", "delete", "web-1"]);
 
-  assert.deepEqual(list, { status: 200, body: { vms: [] } });
-  assert.equal(show.status, 403);
-  assert.equal(errorOf(show).operation, "vm.view-config");
-  assert.match(errorOf(show).message, new RegExp(`user ${testUser} lacks operation vm\\.view-config`));
-  assert.equal(cli.status, 1);
-  assert.match(cli.stderr, /lacks operation vm\.delete .*\[authz\.denied\]/);
-});
+    assert.deepEqual(list, { status: 200, body: { vms: [] } });
+    assert.equal(show.status, 403);
+    assert.equal(errorOf(show).operation, "vm.view-config");
+    assert.match(errorOf(show).message, new RegExp(`user ${testUser} lacks operation vm\\.view-config`));
+    assert.equal(cli.status, 1);
+    assert.match(cli.stderr, /lacks operation vm\.delete .*\[authz\.denied\]/);
+  },
+);
 
-test("service: an Operator within scope web may operate web VMs only, and not delete them", { skip }, async () => {
-  const assigned = await call("POST", "/v1/authz/assignments", { role: "Operator", scope: "web", user: testUser });
-  assert.equal(assigned.status, 201);
+test(
+  "service: an Operator within scope web may operate web VMs only, and not delete them",
+  { skip },
+  async () => {
+    const assigned = await call("POST", "/v1/authz/assignments", {
+      role: "Operator",
+      scope: "web",
+      user: testUser,
+    });
+    assert.equal(assigned.status, 201);
 
-  const showWeb = callAsUser("GET", "/v1/vms/web-1");
-  const showDb = callAsUser("GET", "/v1/vms/db-1");
-  const del = callAsUser("DELETE", "/v1/vms/web-1");
-  const start = callAsUser("POST", "/v1/vms/web-1/start");
-  const audit = callAsUser("GET", "/v1/audit");
-  const changePolicy = callAsUser("POST", "/v1/authz/scopes", { name: "mine" });
-  const check = cliAsUser(["authz", "check", "vm.start", "--vm", "web-1"]);
+    const showWeb = callAsUser("GET", "/v1/vms/web-1");
+    const showDb = callAsUser("GET", "/v1/vms/db-1");
+    const del = callAsUser("DELETE", "/v1/vms/web-1");
+    const start = callAsUser("POST", "/v1/vms/web-1/start");
+    const audit = callAsUser("GET", "/v1/audit");
+    const changePolicy = callAsUser("POST", "/v1/authz/scopes", { name: "mine" });
+    const check = cliAsUser(["authz", "check", "vm.start", "--vm", "web-1"]);
 
-  assert.equal(showWeb.status, 200);
-  assert.deepEqual([showDb.status, errorOf(showDb).operation], [403, "vm.view-config"]);
-  assert.deepEqual([del.status, errorOf(del).operation], [403, "vm.delete"]);
-  // Authorized; the lifecycle itself is not wired yet, so the service answers 501 after the check.
-  assert.deepEqual([start.status, errorOf(start).code], [501, "service.no-runtime"]);
-  assert.deepEqual([audit.status, errorOf(audit).operation], [403, "audit.read"]);
-  assert.deepEqual([changePolicy.status, errorOf(changePolicy).operation], [403, "authz.change"]);
-  assert.equal(check.status, 0, check.stderr);
-  assert.match(check.stdout, /^allowed: role Operator assigned to user .* within scope web/);
-});
+    assert.equal(showWeb.status, 200);
+    assert.deepEqual([showDb.status, errorOf(showDb).operation], [403, "vm.view-config"]);
+    assert.deepEqual([del.status, errorOf(del).operation], [403, "vm.delete"]);
+    // Authorized; the lifecycle itself is not wired yet, so the service answers 501 after the check.
+    assert.deepEqual([start.status, errorOf(start).code], [501, "service.no-runtime"]);
+    assert.deepEqual([audit.status, errorOf(audit).operation], [403, "audit.read"]);
+    assert.deepEqual([changePolicy.status, errorOf(changePolicy).operation], [403, "authz.change"]);
+    assert.equal(check.status, 0, check.stderr);
+    assert.match(check.stdout, /^allowed: role Operator assigned to user .* within scope web/);
+  },
+);
 
 test("service: a Viewer assignment to the user's group grants viewing everywhere", { skip }, async () => {
   const assigned = await call("POST", "/v1/authz/assignments", { role: "Viewer", group: testGroup });
@@ -270,73 +334,123 @@ test("service: a Viewer assignment to the user's group grants viewing everywhere
 });
 
 test("service: the audit log records the user's denials and verifies", { skip }, async () => {
-  const entries = ((await call("GET", `/v1/audit?vm=web-1`)).body as { entries: { principal: string; operation: string; decision: string; vm: string }[] }).entries;
+  const entries = (
+    (await call("GET", `/v1/audit?vm=web-1`)).body as {
+      entries: { principal: string; operation: string; decision: string; vm: string }[];
+    }
+  ).entries;
   const verdict = (await call("GET", "/v1/audit/verify")).body as { ok: boolean; count: number };
 
-  assert.ok(entries.some((e) => e.principal === testUser && e.operation === "vm.delete" && e.decision === "denied"));
+  assert.ok(
+    entries.some((e) => e.principal === testUser && e.operation === "vm.delete" && e.decision === "denied"),
+  );
   assert.ok(entries.every((e) => e.vm === "web-1"));
   assert.equal(verdict.ok, true);
   assert.ok(verdict.count > 20);
 });
 
-test("service: the CLI finds the service through PALISADE_SERVICE and prints the audit and its verification", { skip }, () => {
-  const env = { ...process.env, PALISADE_SERVICE: `unix:${socketPath}` };
-  const cli = (args: string[]) => spawnSync(process.execPath, [cliMain, ...args], { encoding: "utf8", timeout: 15_000, env });
+test(
+  "service: the CLI finds the service through PALISADE_SERVICE and prints the audit and its verification",
+  { skip },
+  () => {
+    const env = { ...process.env, PALISADE_SERVICE: `unix:${socketPath}` };
+    const cli = (args: string[]) =>
+      spawnSync(process.execPath, [cliMain, ...args], { encoding: "utf8", timeout: 15_000, env });
 
-  const verify = cli(["audit", "--verify"]);
-  const audit = cli(["audit", "--vm", "db-1", "--json"]);
-  const list = cli(["vm", "list", "--json"]);
-  const unreachable = spawnSync(process.execPath, [cliMain, "vm", "list", "--connect", `unix:${join(dir, "nobody-home.sock")}`], { encoding: "utf8", timeout: 15_000 });
+    const verify = cli(["audit", "--verify"]);
+    const audit = cli(["audit", "--vm", "db-1", "--json"]);
+    const list = cli(["vm", "list", "--json"]);
+    const unreachable = spawnSync(
+      process.execPath,
+      [cliMain, "vm", "list", "--connect", `unix:${join(dir, "nobody-home.sock")}`],
+      { encoding: "utf8", timeout: 15_000 },
+    );
 
-  assert.equal(verify.status, 0, verify.stderr);
-  assert.match(verify.stdout, /^Audit log intact: \d+ entries, head [0-9a-f]{64}$/m);
-  assert.ok((JSON.parse(audit.stdout) as { vm: string }[]).every((e) => e.vm === "db-1"));
-  assert.deepEqual((JSON.parse(list.stdout) as { name: string }[]).map((v) => v.name), ["db-1", "web-1"]);
-  assert.notEqual(unreachable.status, 0);
-  assert.match(unreachable.stderr, /Cannot reach the palisade service at .*nobody-home\.sock: is it running\?/);
-});
+    assert.equal(verify.status, 0, verify.stderr);
+    assert.match(verify.stdout, /^Audit log intact: \d+ entries, head [0-9a-f]{64}$/m);
+    assert.ok((JSON.parse(audit.stdout) as { vm: string }[]).every((e) => e.vm === "db-1"));
+    assert.deepEqual(
+      (JSON.parse(list.stdout) as { name: string }[]).map((v) => v.name),
+      ["db-1", "web-1"],
+    );
+    assert.notEqual(unreachable.status, 0);
+    assert.match(
+      unreachable.stderr,
+      /Cannot reach the palisade service at .*nobody-home\.sock: is it running\?/,
+    );
+  },
+);
 
 test("service: a second service on the same data dir refuses to start with a clear error", { skip }, () => {
-  const second = spawnSync(process.execPath, [cliMain, "service", "run", "--data-dir", dataDir, "--listen", `unix:${join(dir, "other.sock")}`], {
-    encoding: "utf8",
-    timeout: 20_000,
-  });
+  const second = spawnSync(
+    process.execPath,
+    [cliMain, "service", "run", "--data-dir", dataDir, "--listen", `unix:${join(dir, "other.sock")}`],
+    {
+      encoding: "utf8",
+      timeout: 20_000,
+    },
+  );
 
   assert.notEqual(second.status, 0);
-  assert.match(second.stderr, /Another palisade service \(pid \d+\) is already running on data dir .*\[service\.locked\]/);
+  assert.match(
+    second.stderr,
+    /Another palisade service \(pid \d+\) is already running on data dir .*\[service\.locked\]/,
+  );
 });
 
 // Kill -9 at several points of a burst of writes; afterwards every VM in the store has its
 // audit entry (and only those), the chain verifies, and every VM can be shown and deleted.
 for (const killAfterMs of [15, 60, 200]) {
-  test(`service: kill -9 ${killAfterMs} ms into a burst of creates and deletes leaves the store consistent`, { skip }, async () => {
-    assert.ok(service);
-    const prefix = `k${killAfterMs}-`;
-    const burst: Promise<unknown>[] = [];
-    for (let i = 0; i < 150; i++) {
-      burst.push(call("POST", "/v1/vms", { name: `${prefix}${i}`, kernel: "/boot/vmlinuz", scope: "web" }).catch(() => null));
-      if (i % 3 === 0) burst.push(call("DELETE", `/v1/vms/${prefix}${i - 3}`).catch(() => null));
-    }
-    await new Promise((r) => setTimeout(r, killAfterMs));
-    await stopService(service, "SIGKILL");
-    await Promise.all(burst);
-    assert.ok(existsSync(socketPath), "a killed service leaves its socket file behind");
+  test(
+    `service: kill -9 ${killAfterMs} ms into a burst of creates and deletes leaves the store consistent`,
+    { skip },
+    async () => {
+      assert.ok(service);
+      const prefix = `k${killAfterMs}-`;
+      const burst: Promise<unknown>[] = [];
+      for (let i = 0; i < 150; i++) {
+        burst.push(
+          call("POST", "/v1/vms", { name: `${prefix}${i}`, kernel: "/boot/vmlinuz", scope: "web" }).catch(
+            () => null,
+          ),
+        );
+        if (i % 3 === 0) burst.push(call("DELETE", `/v1/vms/${prefix}${i - 3}`).catch(() => null));
+      }
+      await new Promise((r) => setTimeout(r, killAfterMs));
+      await stopService(service, "SIGKILL");
+      await Promise.all(burst);
+      assert.ok(existsSync(socketPath), "a killed service leaves its socket file behind");
 
-    service = await startService();
+      service = await startService();
 
-    const vms = ((await call("GET", "/v1/vms")).body as { vms: { name: string; state: string }[] }).vms.filter((v) => v.name.startsWith(prefix));
-    const audit = ((await call("GET", "/v1/audit?limit=10000")).body as { entries: { operation: string; vm: string | null; result: string }[] }).entries;
-    const created = new Set(audit.filter((e) => e.operation === "vm.create" && e.result === "ok" && e.vm?.startsWith(prefix)).map((e) => e.vm));
-    const deleted = new Set(audit.filter((e) => e.operation === "vm.delete" && e.result === "ok" && e.vm?.startsWith(prefix)).map((e) => e.vm));
-    const expected = [...created].filter((name) => !deleted.has(name)).sort();
-    assert.deepEqual(vms.map((v) => v.name).sort(), expected);
-    assert.equal(((await call("GET", "/v1/audit/verify")).body as { ok: boolean }).ok, true);
-    for (const vm of vms) {
-      assert.equal(vm.state, "stopped");
-      assert.equal((await call("GET", `/v1/vms/${vm.name}`)).status, 200);
-      assert.equal((await call("DELETE", `/v1/vms/${vm.name}`)).status, 200);
-    }
-  });
+      const vms = (
+        (await call("GET", "/v1/vms")).body as { vms: { name: string; state: string }[] }
+      ).vms.filter((v) => v.name.startsWith(prefix));
+      const audit = (
+        (await call("GET", "/v1/audit?limit=10000")).body as {
+          entries: { operation: string; vm: string | null; result: string }[];
+        }
+      ).entries;
+      const created = new Set(
+        audit
+          .filter((e) => e.operation === "vm.create" && e.result === "ok" && e.vm?.startsWith(prefix))
+          .map((e) => e.vm),
+      );
+      const deleted = new Set(
+        audit
+          .filter((e) => e.operation === "vm.delete" && e.result === "ok" && e.vm?.startsWith(prefix))
+          .map((e) => e.vm),
+      );
+      const expected = [...created].filter((name) => !deleted.has(name)).sort();
+      assert.deepEqual(vms.map((v) => v.name).sort(), expected);
+      assert.equal(((await call("GET", "/v1/audit/verify")).body as { ok: boolean }).ok, true);
+      for (const vm of vms) {
+        assert.equal(vm.state, "stopped");
+        assert.equal((await call("GET", `/v1/vms/${vm.name}`)).status, 200);
+        assert.equal((await call("DELETE", `/v1/vms/${vm.name}`)).status, 200);
+      }
+    },
+  );
 }
 
 test("service: SIGTERM stops the service cleanly and removes its socket", { skip }, async () => {

@@ -48,7 +48,10 @@ export function openApiDocument(routes: readonly Route[], bodyLimitBytes: number
   const paths: Record<string, Record<string, JsonSchema>> = {};
   for (const r of routes) {
     const path = r.url.replace(/:([A-Za-z]+)/g, "{$1}");
-    const errorResponse = { description: "Error", content: { "application/json": { schema: { $ref: "#/components/schemas/Error" } } } };
+    const errorResponse = {
+      description: "Error",
+      content: { "application/json": { schema: { $ref: "#/components/schemas/Error" } } },
+    };
     const operation: JsonSchema = {
       operationId: r.operationId,
       summary: r.summary,
@@ -56,7 +59,10 @@ export function openApiDocument(routes: readonly Route[], bodyLimitBytes: number
       description: `Audited as \`${r.operation}\`.`,
       parameters: [...parameters(r.params, "path"), ...parameters(r.query, "query")],
       responses: {
-        [String(r.status ?? 200)]: { description: "Success", content: { "application/json": { schema: {} } } },
+        [String(r.status ?? 200)]: {
+          description: "Success",
+          content: { "application/json": { schema: {} } },
+        },
         "400": errorResponse,
         "403": errorResponse,
         "404": errorResponse,
@@ -65,7 +71,10 @@ export function openApiDocument(routes: readonly Route[], bodyLimitBytes: number
       },
     };
     if (r.body !== undefined) {
-      operation.requestBody = { required: true, content: { "application/json": { schema: jsonSchema(r.body) } } };
+      operation.requestBody = {
+        required: true,
+        content: { "application/json": { schema: jsonSchema(r.body) } },
+      };
     }
     (paths[path] ??= {})[r.method.toLowerCase()] = operation;
   }

@@ -8,13 +8,27 @@ import { validationError } from "../server.js";
 test("specFromCreate: defaults fill memory, vCPUs, disks, NICs, scope and autostart", () => {
   const spec = specFromCreate(vmCreateSchema.parse({ name: "a", kernel: "/k" }));
 
-  assert.deepEqual(spec, { name: "a", memoryMiB: 512, vcpus: 1, kernel: "/k", disks: [], nics: [], scope: null, autostart: false });
+  assert.deepEqual(spec, {
+    name: "a",
+    memoryMiB: 512,
+    vcpus: 1,
+    kernel: "/k",
+    disks: [],
+    nics: [],
+    scope: null,
+    autostart: false,
+  });
 });
 
 test("specAfterUpdate: null removes an optional field, null scope leaves the scope, ifGeneration is not stored", () => {
-  const before = specFromCreate(vmCreateSchema.parse({ name: "a", kernel: "/k", append: "quiet", scope: "web" }));
+  const before = specFromCreate(
+    vmCreateSchema.parse({ name: "a", kernel: "/k", append: "quiet", scope: "web" }),
+  );
 
-  const after = specAfterUpdate(before, vmUpdateSchema.parse({ append: null, scope: null, vcpus: 4, ifGeneration: 3 }));
+  const after = specAfterUpdate(
+    before,
+    vmUpdateSchema.parse({ append: null, scope: null, vcpus: 4, ifGeneration: 3 }),
+  );
 
   assert.equal(after.append, undefined);
   assert.equal(after.scope, null);
@@ -32,7 +46,9 @@ test("validationError: an unknown key names the key, a bad value names its path"
 });
 
 test("vmCreateSchema: names with a slash, a control character or 65 characters are refused", () => {
-  const bad = ["a/b", "a\u0001", "x".repeat(65)].map((name) => vmCreateSchema.safeParse({ name, kernel: "/k" }).success);
+  const bad = ["a/b", "a\u0001", "x".repeat(65)].map(
+    (name) => vmCreateSchema.safeParse({ name, kernel: "/k" }).success,
+  );
 
   assert.deepEqual(bad, [false, false, false]);
   assert.equal(z.string().safeParse("x").success, true);

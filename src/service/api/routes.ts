@@ -74,20 +74,45 @@ export function specAfterUpdate(spec: VmSpec, body: VmUpdateBody): VmSpec {
   return Object.fromEntries(merged) as unknown as VmSpec;
 }
 
-function vmObject(ctx: RequestContext, vm: { name: string; scope: string | null }): { scope: string | null; vm: string } {
+function vmObject(
+  ctx: RequestContext,
+  vm: { name: string; scope: string | null },
+): { scope: string | null; vm: string } {
   ctx.audit.vm = vm.name;
   ctx.audit.scope = vm.scope;
   return { scope: vm.scope, vm: vm.name };
 }
 
-function checkFor(core: ServiceCore, who: Principal, operation: Operation, scope: string | null, vm?: string) {
-  const decision = decide(core.policies.current(), who, operation, { scope, ...(vm === undefined ? {} : { vm }) });
-  return { user: who.user, uid: who.uid, groups: who.groups, operation, scope, vm: vm ?? null, allowed: decision.allowed, reason: decision.reason };
+function checkFor(
+  core: ServiceCore,
+  who: Principal,
+  operation: Operation,
+  scope: string | null,
+  vm?: string,
+) {
+  const decision = decide(core.policies.current(), who, operation, {
+    scope,
+    ...(vm === undefined ? {} : { vm }),
+  });
+  return {
+    user: who.user,
+    uid: who.uid,
+    groups: who.groups,
+    operation,
+    scope,
+    vm: vm ?? null,
+    allowed: decision.allowed,
+    reason: decision.reason,
+  };
 }
 
 /** Every route of the API. */
 export function buildRoutes(core: ServiceCore): Route[] {
-  const lifecycle = (action: "start" | "stop" | "kill" | "pause" | "resume", operation: Operation, summary: string): Route =>
+  const lifecycle = (
+    action: "start" | "stop" | "kill" | "pause" | "resume",
+    operation: Operation,
+    summary: string,
+  ): Route =>
     route({
       method: "POST",
       url: `/v1/vms/:name/${action}`,
@@ -187,7 +212,8 @@ export function buildRoutes(core: ServiceCore): Route[] {
       method: "PATCH",
       url: "/v1/vms/:name",
       operationId: "updateVm",
-      summary: "Change a VM's definition (applies at its next start); moving it to another scope needs vm.change-scope on both",
+      summary:
+        "Change a VM's definition (applies at its next start); moving it to another scope needs vm.change-scope on both",
       tag: "vms",
       operation: "vm.reconfigure",
       params: nameParams,
@@ -207,7 +233,11 @@ export function buildRoutes(core: ServiceCore): Route[] {
         }
         const check = checkTransition(vm.state, "reconfigure");
         if (!check.ok || core.isBusy(vm.name)) {
-          throw new ConflictError(`Cannot change VM ${vm.name}: ${check.ok ? "an action is in progress" : check.reason}`, "vm.bad-state", { state: vm.state });
+          throw new ConflictError(
+            `Cannot change VM ${vm.name}: ${check.ok ? "an action is in progress" : check.reason}`,
+            "vm.bad-state",
+            { state: vm.state },
+          );
         }
         return vmView(core.vms.update(vm.name, next, ctx.time, body.ifGeneration));
       },
@@ -228,7 +258,11 @@ export function buildRoutes(core: ServiceCore): Route[] {
         ctx.require("vm.delete", vmObject(ctx, vm));
         const check = checkTransition(vm.state, "delete");
         if (!check.ok || core.isBusy(vm.name)) {
-          throw new ConflictError(`Cannot delete VM ${vm.name}: ${check.ok ? "an action is in progress" : check.reason}`, "vm.bad-state", { state: vm.state });
+          throw new ConflictError(
+            `Cannot delete VM ${vm.name}: ${check.ok ? "an action is in progress" : check.reason}`,
+            "vm.bad-state",
+            { state: vm.state },
+          );
         }
         core.vms.delete(vm.name);
         return { deleted: vm.name, id: vm.id };
@@ -337,7 +371,11 @@ export function buildRoutes(core: ServiceCore): Route[] {
         const found = core.policies.role(params.name);
         const operations = new Set<Operation>(found.operations);
         for (const t of found.tasks) for (const op of core.policies.task(t).operations) operations.add(op);
-        return { ...found, effectiveOperations: OPERATION_NAMES.filter((op) => operations.has(op)), assignments: policy.assignments.filter((a) => a.role === found.name) };
+        return {
+          ...found,
+          effectiveOperations: OPERATION_NAMES.filter((op) => operations.has(op)),
+          assignments: policy.assignments.filter((a) => a.role === found.name),
+        };
       },
     }),
     route({
@@ -356,9 +394,17 @@ export function buildRoutes(core: ServiceCore): Route[] {
         ctx.require("authz.change", {});
         ctx.audit.detail = `create role ${body.name}`;
         if ((body.tasks ?? []).length + (body.operations ?? []).length === 0) {
-          throw new ValidationError("Field body.tasks: a role needs at least one task or operation", "body.tasks");
+          throw new ValidationError(
+            "Field body.tasks: a role needs at least one task or operation",
+            "body.tasks",
+          );
         }
-        return core.policies.createRole(body.name, body.description ?? "", body.tasks ?? [], (body.operations ?? []) as Operation[]);
+        return core.policies.createRole(
+          body.name,
+          body.description ?? "",
+          body.tasks ?? [],
+          (body.operations ?? []) as Operation[],
+        );
       },
     }),
     route({
@@ -390,7 +436,9 @@ export function buildRoutes(core: ServiceCore): Route[] {
       mode: "sync",
       handle: (ctx) => {
         ctx.require("authz.read", {});
-        return { scopes: core.policies.current().scopes.map((s) => ({ ...s, vms: core.vms.countInScope(s.name) })) };
+        return {
+          scopes: core.policies.current().scopes.map((s) => ({ ...s, vms: core.vms.countInScope(s.name) })),
+        };
       },
     }),
     route({
@@ -462,7 +510,10 @@ export function buildRoutes(core: ServiceCore): Route[] {
         if ((body.user === undefined) === (body.group === undefined)) {
           throw new ValidationError("Field body.user: give exactly one of user and group", "body.user");
         }
-        const member = body.user === undefined ? { kind: "group" as const, name: body.group ?? "" } : { kind: "user" as const, name: body.user };
+        const member =
+          body.user === undefined
+            ? { kind: "group" as const, name: body.group ?? "" }
+            : { kind: "user" as const, name: body.user };
         ctx.audit.scope = body.scope ?? null;
         ctx.audit.detail = `assign role ${body.role} to ${member.kind} ${member.name}`;
         return core.policies.assign(body.role, body.scope ?? null, member);
@@ -503,7 +554,8 @@ export function buildRoutes(core: ServiceCore): Route[] {
         if (body.user !== undefined && body.user !== ctx.principal.user) {
           ctx.require("authz.read", {});
           const found = core.hostUsers.byName(body.user);
-          if (found === undefined) throw new NotFoundError(`The host has no user ${body.user}`, "authz.unknown-user");
+          if (found === undefined)
+            throw new NotFoundError(`The host has no user ${body.user}`, "authz.unknown-user");
           who = found;
         }
         let scope = body.scope ?? null;

@@ -106,7 +106,10 @@ export const idParams = z.strictObject({ id: z.coerce.number().int().min(1) });
 
 const operationSchema = z.enum(OPERATION_NAMES as [string, ...string[]]);
 
-export const scopeCreateSchema = z.strictObject({ name: nameSchema, description: z.string().max(1024).optional() });
+export const scopeCreateSchema = z.strictObject({
+  name: nameSchema,
+  description: z.string().max(1024).optional(),
+});
 export const taskCreateSchema = z.strictObject({
   name: nameSchema,
   description: z.string().max(1024).optional(),

@@ -27,7 +27,10 @@ test("openStore: a store from a newer Palisade is refused", () => {
     raw.pragma(`user_version = ${MIGRATIONS.length + 1}`);
     raw.close();
 
-    assert.throws(() => openStore(join(dir, "p.db")), (e: unknown) => e instanceof ServiceStartError && e.code === "service.store-too-new");
+    assert.throws(
+      () => openStore(join(dir, "p.db")),
+      (e: unknown) => e instanceof ServiceStartError && e.code === "service.store-too-new",
+    );
   } finally {
     rmSync(dir, { recursive: true });
   }

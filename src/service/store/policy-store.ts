@@ -48,14 +48,30 @@ export class PolicyStore {
   #load(): PolicyDocument {
     const tasks: TaskDefinition[] = [
       ...BUILTIN_TASKS,
-      ...(this.#db.prepare("SELECT * FROM tasks ORDER BY name").all() as { name: string; description: string; operations: string }[]).map(
-        (r) => Object.freeze({ name: r.name, description: r.description, operations: JSON.parse(r.operations) as Operation[], builtin: false }),
+      ...(
+        this.#db.prepare("SELECT * FROM tasks ORDER BY name").all() as {
+          name: string;
+          description: string;
+          operations: string;
+        }[]
+      ).map((r) =>
+        Object.freeze({
+          name: r.name,
+          description: r.description,
+          operations: JSON.parse(r.operations) as Operation[],
+          builtin: false,
+        }),
       ),
     ];
     const roles: RoleDefinition[] = [
       ...BUILTIN_ROLES,
       ...(
-        this.#db.prepare("SELECT * FROM roles ORDER BY name").all() as { name: string; description: string; tasks: string; operations: string }[]
+        this.#db.prepare("SELECT * FROM roles ORDER BY name").all() as {
+          name: string;
+          description: string;
+          tasks: string;
+          operations: string;
+        }[]
       ).map((r) =>
         Object.freeze({
           name: r.name,
@@ -66,10 +82,17 @@ export class PolicyStore {
         }),
       ),
     ];
-    const scopes = this.#db.prepare("SELECT name, description FROM scopes ORDER BY name").all() as ScopeDefinition[];
-    const assignments = (this.#db.prepare("SELECT * FROM assignments ORDER BY id").all() as AssignmentRow[]).map(
-      (r): RoleAssignment => ({ id: r.id, role: r.role, scope: r.scope, member: { kind: r.member_kind, name: r.member_name } }),
-    );
+    const scopes = this.#db
+      .prepare("SELECT name, description FROM scopes ORDER BY name")
+      .all() as ScopeDefinition[];
+    const assignments = (
+      this.#db.prepare("SELECT * FROM assignments ORDER BY id").all() as AssignmentRow[]
+    ).map((r): RoleAssignment => ({
+      id: r.id,
+      role: r.role,
+      scope: r.scope,
+      member: { kind: r.member_kind, name: r.member_name },
+    }));
     return Object.freeze({
       tasks: Object.freeze(tasks),
       roles: Object.freeze(roles),
@@ -111,8 +134,11 @@ export class PolicyStore {
 
   /** @throws {ConflictError} `authz.scope-exists` */
   createScope(name: string, description: string): ScopeDefinition {
-    if (this.current().scopes.some((s) => s.name === name)) throw new ConflictError(`Scope ${name} already exists`, "authz.scope-exists");
-    this.#change(() => this.#db.prepare("INSERT INTO scopes (name, description) VALUES (?, ?)").run(name, description));
+    if (this.current().scopes.some((s) => s.name === name))
+      throw new ConflictError(`Scope ${name} already exists`, "authz.scope-exists");
+    this.#change(() =>
+      this.#db.prepare("INSERT INTO scopes (name, description) VALUES (?, ?)").run(name, description),
+    );
     return this.scope(name);
   }
 
@@ -126,19 +152,26 @@ export class PolicyStore {
     this.scope(name);
     const assigned = this.current().assignments.filter((a) => a.scope === name).length;
     if (vmsInScope > 0 || assigned > 0) {
-      throw new ConflictError(`Scope ${name} is in use by ${vmsInScope} VM(s) and ${assigned} assignment(s)`, "authz.scope-in-use", {
-        vms: vmsInScope,
-        assignments: assigned,
-      });
+      throw new ConflictError(
+        `Scope ${name} is in use by ${vmsInScope} VM(s) and ${assigned} assignment(s)`,
+        "authz.scope-in-use",
+        {
+          vms: vmsInScope,
+          assignments: assigned,
+        },
+      );
     }
     this.#change(() => this.#db.prepare("DELETE FROM scopes WHERE name = ?").run(name));
   }
 
   /** @throws {ConflictError} `authz.task-exists` */
   createTask(name: string, description: string, operations: readonly Operation[]): TaskDefinition {
-    if (this.current().tasks.some((t) => t.name === name)) throw new ConflictError(`Task ${name} already exists`, "authz.task-exists");
+    if (this.current().tasks.some((t) => t.name === name))
+      throw new ConflictError(`Task ${name} already exists`, "authz.task-exists");
     this.#change(() =>
-      this.#db.prepare("INSERT INTO tasks (name, description, operations) VALUES (?, ?, ?)").run(name, description, JSON.stringify([...new Set(operations)])),
+      this.#db
+        .prepare("INSERT INTO tasks (name, description, operations) VALUES (?, ?, ?)")
+        .run(name, description, JSON.stringify([...new Set(operations)])),
     );
     return this.task(name);
   }
@@ -150,8 +183,13 @@ export class PolicyStore {
   deleteTask(name: string): void {
     const t = this.task(name);
     if (t.builtin) throw new ConflictError(`Task ${name} is built in`, "authz.builtin");
-    const users = this.current().roles.filter((r) => r.tasks.includes(name)).map((r) => r.name);
-    if (users.length > 0) throw new ConflictError(`Task ${name} is used by role(s) ${users.join(", ")}`, "authz.task-in-use", { roles: users });
+    const users = this.current()
+      .roles.filter((r) => r.tasks.includes(name))
+      .map((r) => r.name);
+    if (users.length > 0)
+      throw new ConflictError(`Task ${name} is used by role(s) ${users.join(", ")}`, "authz.task-in-use", {
+        roles: users,
+      });
     this.#change(() => this.#db.prepare("DELETE FROM tasks WHERE name = ?").run(name));
   }
 
@@ -159,13 +197,24 @@ export class PolicyStore {
    * @throws {ConflictError} `authz.role-exists`
    * @throws {NotFoundError} `authz.unknown-task` for a task it names
    */
-  createRole(name: string, description: string, tasks: readonly string[], operations: readonly Operation[]): RoleDefinition {
-    if (this.current().roles.some((r) => r.name === name)) throw new ConflictError(`Role ${name} already exists`, "authz.role-exists");
+  createRole(
+    name: string,
+    description: string,
+    tasks: readonly string[],
+    operations: readonly Operation[],
+  ): RoleDefinition {
+    if (this.current().roles.some((r) => r.name === name))
+      throw new ConflictError(`Role ${name} already exists`, "authz.role-exists");
     for (const t of tasks) this.task(t);
     this.#change(() =>
       this.#db
         .prepare("INSERT INTO roles (name, description, tasks, operations) VALUES (?, ?, ?, ?)")
-        .run(name, description, JSON.stringify([...new Set(tasks)]), JSON.stringify([...new Set(operations)])),
+        .run(
+          name,
+          description,
+          JSON.stringify([...new Set(tasks)]),
+          JSON.stringify([...new Set(operations)]),
+        ),
     );
     return this.role(name);
   }
@@ -178,7 +227,10 @@ export class PolicyStore {
     const r = this.role(name);
     if (r.builtin) throw new ConflictError(`Role ${name} is built in`, "authz.builtin");
     const n = this.current().assignments.filter((a) => a.role === name).length;
-    if (n > 0) throw new ConflictError(`Role ${name} is used by ${n} assignment(s)`, "authz.role-in-use", { assignments: n });
+    if (n > 0)
+      throw new ConflictError(`Role ${name} is used by ${n} assignment(s)`, "authz.role-in-use", {
+        assignments: n,
+      });
     this.#change(() => this.#db.prepare("DELETE FROM roles WHERE name = ?").run(name));
   }
 
@@ -192,16 +244,25 @@ export class PolicyStore {
     this.role(role);
     if (scope !== null) this.scope(scope);
     const existing = this.current().assignments.find(
-      (a) => a.role === role && a.scope === scope && a.member.kind === member.kind && a.member.name === member.name,
+      (a) =>
+        a.role === role &&
+        a.scope === scope &&
+        a.member.kind === member.kind &&
+        a.member.name === member.name,
     );
     if (existing !== undefined) {
-      throw new ConflictError(`${member.kind} ${member.name} already holds role ${role} there`, "authz.assignment-exists", { id: existing.id });
+      throw new ConflictError(
+        `${member.kind} ${member.name} already holds role ${role} there`,
+        "authz.assignment-exists",
+        { id: existing.id },
+      );
     }
     let id = 0;
     this.#change(() => {
       id = Number(
-        this.#db.prepare("INSERT INTO assignments (role, scope, member_kind, member_name) VALUES (?, ?, ?, ?)").run(role, scope, member.kind, member.name)
-          .lastInsertRowid,
+        this.#db
+          .prepare("INSERT INTO assignments (role, scope, member_kind, member_name) VALUES (?, ?, ?, ?)")
+          .run(role, scope, member.kind, member.name).lastInsertRowid,
       );
     });
     return { id, role, scope, member };
@@ -214,7 +275,8 @@ export class PolicyStore {
    */
   unassign(id: number): RoleAssignment {
     const found = this.current().assignments.find((a) => a.id === id);
-    if (found === undefined) throw new NotFoundError(`Assignment ${id} does not exist`, "authz.unknown-assignment");
+    if (found === undefined)
+      throw new NotFoundError(`Assignment ${id} does not exist`, "authz.unknown-assignment");
     this.#change(() => this.#db.prepare("DELETE FROM assignments WHERE id = ?").run(id));
     return found;
   }

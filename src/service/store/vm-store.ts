@@ -72,7 +72,9 @@ export class VmStore {
     this.#update = db.prepare(
       "UPDATE vms SET spec = @spec, scope = @scope, generation = generation + 1, updated_at = @now WHERE name = @name",
     );
-    this.#setState = db.prepare("UPDATE vms SET state = @state, state_reason = @reason, updated_at = @now WHERE name = @name");
+    this.#setState = db.prepare(
+      "UPDATE vms SET state = @state, state_reason = @reason, updated_at = @now WHERE name = @name",
+    );
     this.#delete = db.prepare("DELETE FROM vms WHERE name = ?");
     this.#countInScope = db.prepare("SELECT count(*) AS n FROM vms WHERE scope = ?");
   }
@@ -127,7 +129,13 @@ export class VmStore {
     if (this.#byName.get(spec.name) !== undefined) {
       throw new ConflictError(`VM ${spec.name} already exists`, "vm.exists");
     }
-    this.#insert.run({ id: randomUUID(), name: spec.name, scope: spec.scope, spec: JSON.stringify(spec), now });
+    this.#insert.run({
+      id: randomUUID(),
+      name: spec.name,
+      scope: spec.scope,
+      spec: JSON.stringify(spec),
+      now,
+    });
     return this.get(spec.name);
   }
 
@@ -140,9 +148,13 @@ export class VmStore {
   update(name: string, spec: VmSpec, now: string, ifGeneration?: number): VmRecord {
     const current = this.get(name);
     if (ifGeneration !== undefined && ifGeneration !== current.generation) {
-      throw new ConflictError(`VM ${name} changed since generation ${ifGeneration}`, "vm.generation-mismatch", {
-        generation: current.generation,
-      });
+      throw new ConflictError(
+        `VM ${name} changed since generation ${ifGeneration}`,
+        "vm.generation-mismatch",
+        {
+          generation: current.generation,
+        },
+      );
     }
     this.invalidate();
     this.#update.run({ name, spec: JSON.stringify(spec), scope: spec.scope, now });
@@ -162,6 +174,7 @@ export class VmStore {
    */
   delete(name: string): void {
     this.invalidate();
-    if (this.#delete.run(name).changes === 0) throw new NotFoundError(`VM ${name} does not exist`, "vm.not-found");
+    if (this.#delete.run(name).changes === 0)
+      throw new NotFoundError(`VM ${name} does not exist`, "vm.not-found");
   }
 }
