@@ -10,6 +10,7 @@ import { EXIT, EXIT_CODES_HELP } from "./exit-codes.js";
 import { VERSION } from "../util/version.js";
 import { registerSwitchCommands } from "./switch-command.js";
 import { registerRunCommands } from "./run-command.js";
+import { registerStartCommands } from "./start-command.js";
 import { registerServiceCommands } from "./service-command.js";
 import { registerAuthzCommands } from "./authz-command.js";
 import { registerAuditCommands } from "./audit-command.js";
@@ -44,6 +45,7 @@ export function buildProgram(): Command {
   // Command groups register themselves here.
   registerSwitchCommands(program);
   registerRunCommands(program);
+  registerStartCommands(program);
   registerServiceCommands(program);
   registerAuthzCommands(program);
   registerAuditCommands(program);

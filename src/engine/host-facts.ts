@@ -27,6 +27,13 @@ export interface HostFacts {
 
 const QEMU_CANDIDATES = ["/usr/bin/qemu-system-x86_64", "/usr/local/bin/qemu-system-x86_64"];
 
+/** PALISADE_QEMU overrides the search (a QEMU built elsewhere; tests of a host without QEMU). */
+function findQemu(): string | null {
+  const override = process.env.PALISADE_QEMU;
+  if (override !== undefined && override !== "") return existsSync(override) ? override : null;
+  return QEMU_CANDIDATES.find((path) => existsSync(path)) ?? null;
+}
+
 function readText(path: string): string | null {
   try {
     return readFileSync(path, "utf8");
@@ -70,7 +77,7 @@ export function probeHost(): HostFacts {
   const exactKhz = Number.parseInt(readText("/sys/devices/system/cpu/cpu0/tsc_freq_khz") ?? "", 10);
   const tscKhz = Number.isFinite(exactKhz) && exactKhz > 0 ? exactKhz : cpuinfo.mhz === null ? null : Math.round(cpuinfo.mhz * 1000);
   return {
-    qemuBinary: QEMU_CANDIDATES.find((path) => existsSync(path)) ?? null,
+    qemuBinary: findQemu(),
     kvm: {
       deviceUsable: existsSync("/dev/kvm") && canOpenReadWrite("/dev/kvm"),
       pvm: existsSync("/sys/module/kvm_pvm"),

@@ -24,7 +24,9 @@ export interface PlannedVm {
 
 /** The CPU model a guest sees until the partition policy decides it: no nested virtualization. */
 function cpuArgFor(accel: AccelChoice["accel"], host: HostFacts): string {
-  if (accel === "tcg") return "max,-svm,-vmx";
+  // TCG's "max" offers 5-level paging (la57); Debian's static busybox aborts at start in
+  // such a guest (glibc's _dl_get_origin assertion), so the guest gets 4-level paging.
+  if (accel === "tcg") return "max,-svm,-vmx,-la57";
   // QEMU on AMD hosts fails to set MSR 0x10a unless arch-capabilities is off (host-notes.md).
   return host.cpuVendor === "amd" ? "host,-arch-capabilities,-svm" : "host,-vmx";
 }

@@ -1,0 +1,146 @@
+/**
+ * `palisade run` boots real guests (KVM where the host has it, TCG here) and reports how
+ * they end.
+ */
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, test } from "node:test";
+import { TestVm, defaultImage } from "../harness/test-vm.js";
+
+const scratch = mkdtempSync(join(tmpdir(), "palisade-run-test-"));
+before(async () => {
+  await defaultImage();
+});
+after(() => {
+  rmSync(scratch, { recursive: true, force: true });
+});
+
+function qemuProcessesNamed(name: string): string[] {
+  try {
+    return execFileSync("pgrep", ["-af", `guest=${name}`], { encoding: "utf8" }).trim().split("\n").filter((line) => line !== "");
+  } catch {
+    return [];
+  }
+}
+
+for (const cpus of [1, 2]) {
+  test(`run: boots to the ready marker with ${cpus} vCPU(s), sees its memory and CPUs, powers off with exit 0`, async () => {
+    const vm = await TestVm.start({ cpus, memory: "256M" });
+    try {
+      const online = await vm.exec("grep -c ^processor /proc/cpuinfo");
+      const memTotal = await vm.exec("grep MemTotal /proc/meminfo");
+      const exit = await vm.powerOff();
+
+      assert.equal(online.stdout.trim(), String(cpus));
+      const kib = Number(/MemTotal:\s+(\d+) kB/.exec(memTotal.stdout)?.[1]);
+      // The kernel keeps a little for itself: between 200 and 256 MiB of 256 MiB show up.
+      assert.ok(kib > 200 * 1024 && kib <= 256 * 1024, `MemTotal ${kib} kB`);
+      assert.deepEqual(exit, { code: 0, signal: null });
+    } finally {
+      await vm.dispose();
+    }
+  });
+}
+
+test("run: console input reaches the guest shell and its output comes back", async () => {
+  const vm = await TestVm.start();
+  try {
+    const result = await vm.exec("echo $((6 * 7)) from $(uname -s)");
+
+    assert.equal(result.stdout.trim(), "42 from Linux");
+    assert.equal(result.status, 0);
+  } finally {
+    await vm.dispose();
+  }
+});
+
+test("run: a raw disk is /dev/vda and what the guest writes is there after power-off", async () => {
+  const disk = join(scratch, "data.raw");
+  writeFileSync(disk, Buffer.alloc(4 << 20));
+  const vm = await TestVm.start({ disks: [`path=${disk},format=raw`] });
+  try {
+    const size = await vm.exec("cat /sys/block/vda/size");
+    await vm.exec("echo palisade-was-here | dd of=/dev/vda bs=512 seek=100 conv=fsync 2>/dev/null");
+    const exit = await vm.powerOff();
+
+    assert.equal(size.stdout.trim(), String((4 << 20) / 512));
+    assert.equal(exit.code, 0);
+    const bytes = execFileSync("dd", [`if=${disk}`, "bs=512", "skip=100", "count=1", "status=none"]);
+    assert.equal(bytes.subarray(0, 17).toString(), "palisade-was-here");
+  } finally {
+    await vm.dispose();
+  }
+});
+
+test("run: --on-reboot exit ends with code 5, --on-reboot restart boots again", async () => {
+  const exiting = await TestVm.start({ extraArgs: ["--on-reboot", "exit"] });
+  const restarting = await TestVm.start({ extraArgs: ["--on-reboot", "restart"] });
+  try {
+    exiting.send("reboot\n");
+    const exit = await exiting.waitExit(60_000);
+    restarting.send("reboot\n");
+    await restarting.waitReady();
+    const again = await restarting.exec("echo back");
+    const restartExit = await restarting.powerOff();
+
+    assert.equal(exit.code, 5);
+    assert.equal(again.stdout.trim(), "back");
+    assert.equal(restartExit.code, 0);
+  } finally {
+    await exiting.dispose();
+    await restarting.dispose();
+  }
+});
+
+test("run: a guest kernel panic is reported through pvpanic with exit code 4", async () => {
+  const vm = await TestVm.start();
+  try {
+    vm.send("echo c > /proc/sysrq-trigger\n");
+    const exit = await vm.waitExit(60_000);
+
+    assert.equal(exit.code, 4);
+    assert.match(vm.stderr, /guest kernel panicked/);
+  } finally {
+    await vm.dispose();
+  }
+});
+
+test("run: --net user reaches a host TCP port from the guest", async () => {
+  const server = createServer((socket) => {
+    socket.end("hello-from-host\n");
+  });
+  await new Promise<void>((done) => server.listen(0, "127.0.0.1", done));
+  const address = server.address();
+  const port = typeof address === "object" && address !== null ? address.port : 0;
+  const vm = await TestVm.start({ nets: ["user"] });
+  try {
+    // QEMU's user network maps 10.0.2.2 to the host's loopback.
+    const reply = await vm.exec(`nc 10.0.2.2 ${port} </dev/null`, 60_000);
+
+    assert.equal(reply.stdout.trim(), "hello-from-host");
+  } finally {
+    await vm.dispose();
+    server.close();
+  }
+});
+
+test("run: SIGKILL of the worker is reported (exit 6) and leaves no process or socket behind", async () => {
+  const vm = await TestVm.start();
+  try {
+    const [line] = qemuProcessesNamed(vm.name);
+    const pid = Number(line?.split(" ")[0]);
+    process.kill(pid, "SIGKILL");
+    const exit = await vm.waitExit(30_000);
+
+    assert.equal(exit.code, 6);
+    assert.match(vm.stderr, /worker \(QEMU\) killed by SIGKILL/);
+    assert.deepEqual(qemuProcessesNamed(vm.name), []);
+    assert.deepEqual(existsSync(vm.runRoot) ? readdirSync(vm.runRoot) : [], []);
+  } finally {
+    await vm.dispose();
+  }
+});
