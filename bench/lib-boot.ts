@@ -39,7 +39,7 @@ export async function bootOnce(
   let output = "";
   // An object, so the closure's writes are visible to the type checker below.
   const seen: { markerMs: number | null; typed: boolean } = { markerMs: null, typed: false };
-  const exited = new Promise<number | null>((done) => child.on("exit", (code) => done(code)));
+  const exited = new Promise<number | null>((done) => child.on("exit", (code) => { done(code); }));
   const timer = setTimeout(() => {
     child.kill("SIGKILL");
   }, options.timeoutMs ?? 120_000);

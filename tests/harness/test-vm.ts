@@ -52,7 +52,7 @@ export async function runCli(args: readonly string[], timeoutMs = 60_000): Promi
   const timer = setTimeout(() => {
     child.kill("SIGKILL");
   }, timeoutMs);
-  const code = await new Promise<number | null>((done) => child.on("exit", (exitCode) => done(exitCode)));
+  const code = await new Promise<number | null>((done) => child.on("exit", (exitCode) => { done(exitCode); }));
   clearTimeout(timer);
   return { code, stdout, stderr };
 }
