@@ -26,15 +26,12 @@ export const MODULE_LIST_PATH = "/etc/palisade/modules";
 const INIT = `#!/bin/sh
 # Palisade guest init: the contract is docs/design/guest-image.md. Runs as PID 1.
 export PATH=/sbin:/bin:/usr/sbin:/usr/bin HOME=/root TERM=vt100
-mount -t proc -o nosuid,nodev,noexec proc /proc
-mount -t sysfs -o nosuid,nodev,noexec sysfs /sys
-mount -t devtmpfs -o nosuid,mode=0755 devtmpfs /dev
+# proc, sysfs, devtmpfs, tmpfs /tmp and /run from /etc/fstab in one exec; devpts needs
+# /dev/pts, which exists only once devtmpfs is mounted.
+mount -a
 exec </dev/console >/dev/console 2>&1
-mkdir -p /dev/pts /dev/shm
+mkdir -p /dev/pts /dev/shm /run/palisade
 mount -t devpts -o nosuid,noexec,gid=5,mode=0620,ptmxmode=0666 devpts /dev/pts
-mount -t tmpfs -o nosuid,nodev,mode=1777 tmpfs /tmp
-mount -t tmpfs -o nosuid,nodev,mode=0755 tmpfs /run
-mkdir /run/palisade
 
 # Modules in dependency order (written by the image builder).
 modules=
@@ -85,6 +82,13 @@ while :; do
 done
 `;
 
+const FSTAB = `proc /proc proc nosuid,nodev,noexec 0 0
+sysfs /sys sysfs nosuid,nodev,noexec 0 0
+devtmpfs /dev devtmpfs nosuid,mode=0755 0 0
+tmpfs /tmp tmpfs nosuid,nodev,mode=1777 0 0
+tmpfs /run tmpfs nosuid,nodev,mode=0755 0 0
+`;
+
 const PROFILE = `export PATH=/sbin:/bin:/usr/sbin:/usr/bin HOME=/root
 export PS1='${SHELL_PROMPT}'
 cd /root
@@ -122,6 +126,7 @@ export function guestSystemFiles(): GuestFile[] {
   return [
     { path: "/init", text: INIT, mode: 0o755 },
     { path: "/etc/profile", text: PROFILE, mode: 0o644 },
+    { path: "/etc/fstab", text: FSTAB, mode: 0o644 },
     { path: "/etc/passwd", text: "root:x:0:0:root:/root:/bin/sh\n", mode: 0o644 },
     { path: "/etc/group", text: "root:x:0:\ntty:x:5:\n", mode: 0o644 },
     { path: "/etc/hosts", text: "127.0.0.1 localhost\n127.0.1.1 palisade\n", mode: 0o644 },
