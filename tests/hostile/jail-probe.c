@@ -56,6 +56,32 @@ int main(int argc, char **argv) {
     char c = 'x';
     return report("tiocsti", ioctl(0, 0x5412, &c));
   }
-  fprintf(stderr, "usage: jail-probe setuid|userns|netns|clone-userns|ptrace PID|mount|mem PID|tiocsti\n");
+  if (strcmp(mode, "scanmem") == 0 && argc > 3) {
+    /* Reads every readable mapping of PID through /proc/PID/mem and looks for PATTERN. */
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%s/maps", argv[2]);
+    FILE *maps = fopen(path, "r");
+    snprintf(path, sizeof path, "/proc/%s/mem", argv[2]);
+    int mem = open(path, O_RDONLY);
+    if (maps == NULL || mem < 0) return report("scanmem", -1);
+    size_t length = strlen(argv[3]), chunk = 1 << 20;
+    char *buffer = malloc(chunk + length);
+    unsigned long start, end, scanned = 0;
+    char perms[8];
+    int found = 0;
+    while (!found && fscanf(maps, "%lx-%lx %7s %*[^\n]", &start, &end, perms) == 3) {
+      if (perms[0] != 'r') continue;
+      for (unsigned long at = start; at < end && !found; at += chunk) {
+        size_t want = end - at < chunk + length ? end - at : chunk + length;
+        ssize_t got = pread(mem, buffer, want, (off_t)at);
+        if (got <= 0) break;
+        scanned += (unsigned long)got;
+        if (memmem(buffer, (size_t)got, argv[3], length) != NULL) found = 1;
+      }
+    }
+    printf("scanmem: %s after %lu MiB\n", found ? "found" : "not found", scanned >> 20);
+    return 0;
+  }
+  fprintf(stderr, "usage: jail-probe setuid|userns|netns|clone-userns|ptrace PID|mount|mem PID|tiocsti|scanmem PID PATTERN\n");
   return 2;
 }
