@@ -263,7 +263,9 @@ async function unpackKernelPackage(
 ): Promise<{ kernelPath: string; release: string; modulesDir: string | undefined }> {
   const unpacked = debPath.replace(/\.deb$/, "");
   const marker = join(unpacked, ".palisade-unpacked");
-  if (!(await exists(marker)) || (await readFile(marker, "utf8")).trim() !== pkg.sha256) {
+  const complete = async (): Promise<boolean> =>
+    (await readFile(marker, "utf8").catch(() => "")).trim() === pkg.sha256;
+  if (!(await complete())) {
     context.onStatus(`Unpacking ${debFileName(pkg)}`);
     const workDir = await mkdtemp(join(context.downloadsDir, ".unpack-"));
     try {
@@ -271,11 +273,16 @@ async function unpackKernelPackage(
       if (result.code !== 0)
         throw new HostError(`dpkg-deb -x ${debPath} failed: ${stderrSummary(result.stderr)}`, "image.unpack");
       await writeFile(join(workDir, ".palisade-unpacked"), `${pkg.sha256}\n`);
-      await rm(unpacked, { recursive: true, force: true });
-      await rename(workDir, unpacked);
-    } catch (error: unknown) {
+      // Another builder may have finished the same tree meanwhile: keep a complete one
+      // (it may be reading from it), replace only a broken one.
+      if (!(await complete())) {
+        await rm(unpacked, { recursive: true, force: true });
+        await rename(workDir, unpacked).catch(async (error: unknown) => {
+          if (!(await complete())) throw error;
+        });
+      }
+    } finally {
       await rm(workDir, { recursive: true, force: true });
-      throw error;
     }
   }
   const kernels = (await readdir(join(unpacked, "boot")).catch(() => [] as string[])).filter((name) =>
