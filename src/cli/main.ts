@@ -31,6 +31,8 @@ function exitCodeFor(error: unknown): number {
   if (error instanceof ExitError) return error.exitCode;
   if (error instanceof ConfigError) return EXIT.config;
   if (error instanceof HostError) return EXIT.host;
+  // Policy and config errors are the user's input, whatever layer found them.
+  if (error instanceof PalisadeError && /^(config|policy)\./.test(error.code)) return EXIT.config;
   if (error instanceof PalisadeError) return EXIT.failure;
   return EXIT.failure;
 }

@@ -3,9 +3,10 @@
  * (or on a socket), and ends with an exit code that says how the guest ended.
  */
 import { randomUUID } from "node:crypto";
-import { appendFileSync } from "node:fs";
+import { appendFileSync, readFileSync } from "node:fs";
 import type { Command } from "commander";
-import { ConfigError } from "../util/errors.js";
+import { ConfigError, errorMessage } from "../util/errors.js";
+import { PRESET_NAMES, resolvePolicy, type PartitionPolicy } from "../policy/index.js";
 import {
   defaultRunRoot,
   describeOutcome,
@@ -52,7 +53,24 @@ export interface RunFlags {
   readyMarker?: string;
   bootTimeout: string;
   printCmdline?: boolean;
+  printPolicy?: boolean;
+  policy: string;
   runDir?: string;
+}
+
+/** `--policy NAME|FILE.json`: a preset name, or a JSON file (a preset plus overrides). */
+export function policyFromFlag(text: string): PartitionPolicy {
+  if ((PRESET_NAMES as readonly string[]).includes(text)) return resolvePolicy(text);
+  if (!text.includes("/") && !text.endsWith(".json")) {
+    throw new ConfigError(`--policy: "${text}" is neither a preset (${PRESET_NAMES.join(", ")}) nor a JSON file path`, "config.bad-flag");
+  }
+  let document: unknown;
+  try {
+    document = JSON.parse(readFileSync(text, "utf8"));
+  } catch (error: unknown) {
+    throw new ConfigError(`--policy: cannot read ${text} as JSON: ${errorMessage(error)}`, "config.bad-flag", { cause: error });
+  }
+  return resolvePolicy(document);
 }
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value];
@@ -82,6 +100,7 @@ export function specFromFlags(flags: RunFlags): VmSpec {
     onPanic: oneOf(flags.onPanic, ["exit", "restart"] as const, "--on-panic"),
     ...(flags.readyMarker === undefined ? {} : { readyMarker: flags.readyMarker }),
     bootTimeoutMs: parseSecondsFlag(flags.bootTimeout, "--boot-timeout"),
+    policy: policyFromFlag(flags.policy),
   };
   try {
     return parseVmSpec(input);
@@ -205,13 +224,21 @@ export function registerRunCommands(program: Command): void {
     .option("--name <name>", "VM name (default run-<pid>)")
     .option("--ready-marker <text>", "console line that means the guest is up; the boot watchdog waits for it")
     .option("--boot-timeout <seconds>", "kill the VM when the guest shows no ready marker (or no console output) by then", "60")
+    .option("--policy <name|file>", `partition policy: a preset (${PRESET_NAMES.join(", ")}) or a JSON file (a "preset" plus overrides)`, "default")
     .option("--print-cmdline", "print the QEMU command line Palisade would run, and exit")
+    .option("--print-policy", "print the effective partition policy (JSON) and what it compiles to, and exit")
     .option("--run-dir <dir>", "root of per-VM run directories (default /run/palisade/vms as root)")
     .addHelpText("after", `\n${EXIT_CODES_HELP}`)
     .action(async (flags: RunFlags) => {
       const spec = specFromFlags(flags);
       const events = flags.events === undefined ? null : parseEventsFlag(flags.events);
       const runRoot = flags.runDir ?? defaultRunRoot();
+      if (flags.printPolicy === true) {
+        const plan = planVm(spec, probeHost(), runRoot);
+        const compiled = { cpuArg: plan.policy.cpuArg, devices: [...plan.policy.allowedDevices], accel: plan.accel.accel };
+        process.stdout.write(JSON.stringify({ policy: spec.policy, compiled }, null, 2) + "\n");
+        return;
+      }
       if (flags.printCmdline === true) {
         const plan = planVm(spec, probeHost(), runRoot);
         process.stdout.write([plan.qemuBinary, ...plan.argv].map(shellQuote).join(" ") + "\n");

@@ -4,6 +4,7 @@
  */
 import { HostError } from "../util/errors.js";
 import { VERSION } from "../util/version.js";
+import { PolicyError, assertDeviceAllowed, assertVmFits, compilePolicy, type CompiledPolicy } from "../policy/index.js";
 import { chooseAccel, type AccelChoice } from "./accel.js";
 import type { HostFacts } from "./host-facts.js";
 import { preflight } from "./preflight.js";
@@ -17,18 +18,32 @@ export const QEMU_SANDBOX_ARGS = ["-sandbox", "on,obsolete=deny,elevateprivilege
 
 export interface PlannedVm {
   readonly accel: AccelChoice;
+  readonly policy: CompiledPolicy;
   readonly argvInputs: ArgvInputs;
   readonly qemuBinary: string;
   readonly argv: readonly string[];
 }
 
-/** The CPU model a guest sees until the partition policy decides it: no nested virtualization. */
-function cpuArgFor(accel: AccelChoice["accel"], host: HostFacts): string {
-  // TCG's "max" offers 5-level paging (la57); Debian's static busybox aborts at start in
-  // such a guest (glibc's _dl_get_origin assertion), so the guest gets 4-level paging.
-  if (accel === "tcg") return "max,-svm,-vmx,-la57";
-  // QEMU on AMD hosts fails to set MSR 0x10a unless arch-capabilities is off (host-notes.md).
-  return host.cpuVendor === "amd" ? "host,-arch-capabilities,-svm" : "host,-vmx";
+/**
+ * Checks the spec's devices and size against its partition policy: nothing the policy
+ * does not grant is ever put on the command line.
+ * @throws {PolicyError} naming the device or limit.
+ */
+export function enforcePolicy(spec: VmSpec, compiled: CompiledPolicy): void {
+  assertVmFits(compiled, spec);
+  if (spec.console.kind !== "none") assertDeviceAllowed(compiled, "console", `the serial console (--console ${spec.console.kind})`);
+  spec.disks.forEach((disk, index) => {
+    assertDeviceAllowed(compiled, "disk", `disk ${index} (${disk.path})`);
+  });
+  spec.nics.forEach((nic, index) => {
+    assertDeviceAllowed(compiled, "nic", `NIC ${index} (${nic.kind})`);
+    if (nic.kind === "user" && !compiled.userNetAllowed) {
+      throw new PolicyError(
+        `Partition policy does not allow user-mode networking (network.userNet), needed by NIC ${index}; use --net switch=NAME`,
+        "network.userNet",
+      );
+    }
+  });
 }
 
 /**
@@ -38,19 +53,21 @@ function cpuArgFor(accel: AccelChoice["accel"], host: HostFacts): string {
 export function planVm(spec: VmSpec, host: HostFacts, runRoot: string, tapFds: readonly number[] = []): PlannedVm {
   if (host.qemuBinary === null) throw new HostError("QEMU is not installed; install it with: apt-get install qemu-system-x86", "host.no-qemu");
   const accel = chooseAccel(spec.accel, host);
+  const policy = compilePolicy(spec.policy, { accel: accel.accel, hostCpuVendor: host.cpuVendor });
+  enforcePolicy(spec, policy);
   const argvInputs: ArgvInputs = {
     spec,
     accel: accel.accel,
-    cpuArg: cpuArgFor(accel.accel, host),
+    cpuArg: policy.cpuArg,
     tscKhz: host.tscKhz,
     paths: workerPaths(runRoot, spec),
     tapFds,
-    entropy: true,
-    pvpanic: true,
+    entropy: policy.allowedDevices.has("entropy"),
+    pvpanic: policy.allowedDevices.has("pvpanic"),
     seccompArgs: QEMU_SANDBOX_ARGS,
     palisadeVersion: VERSION,
   };
-  return { accel, argvInputs, qemuBinary: host.qemuBinary, argv: qemuArgv(argvInputs) };
+  return { accel, policy, argvInputs, qemuBinary: host.qemuBinary, argv: qemuArgv(argvInputs) };
 }
 
 export interface StartOptions {

@@ -4,6 +4,7 @@
  */
 import { z } from "zod";
 import { ConfigError } from "../util/errors.js";
+import { PRESETS, PartitionPolicySchema, PolicyError, resolvePolicy } from "../policy/index.js";
 
 /** Smallest guest RAM Palisade accepts: below this Debian's kernel cannot unpack an initramfs. */
 export const MIN_MEMORY_MIB = 32;
@@ -84,6 +85,8 @@ export const VmSpecSchema = z.strictObject({
   readyMarker: z.string().min(1).max(128).optional(),
   /** Boot watchdog: no ready marker (or, without one, no console output) by then is a hang. */
   bootTimeoutMs: z.number().int().min(1000).max(3_600_000).default(60_000),
+  /** What the guest may see and its worker may use; fixed when the VM starts. */
+  policy: PartitionPolicySchema.default(() => structuredClone(PRESETS.default)),
 });
 /** A validated VM spec. */
 export type VmSpec = Readonly<z.infer<typeof VmSpecSchema>>;
@@ -95,7 +98,16 @@ export type VmSpecInput = z.input<typeof VmSpecSchema>;
  */
 export function parseVmSpec(input: unknown): VmSpec {
   const result = VmSpecSchema.safeParse(input);
-  if (result.success) return result.data;
+  if (result.success) {
+    // The schema checks each field; resolving also refuses contradictions between them.
+    try {
+      resolvePolicy(result.data.policy);
+    } catch (error: unknown) {
+      if (error instanceof PolicyError) throw new ConfigError(`VM spec: policy.${error.field}: ${error.message}`, "config.bad-policy");
+      throw error;
+    }
+    return result.data;
+  }
   const issue = result.error.issues[0];
   const field = issue?.path.join(".") ?? "";
   throw new ConfigError(`VM spec: ${field === "" ? "" : `${field}: `}${issue?.message ?? "invalid"}`, "config.bad-spec");
