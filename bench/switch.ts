@@ -1,12 +1,12 @@
 /**
- * `npm run bench -- switch [--seconds N] [--rules 0,100,10000]`: a Palisade switch side by
+ * `npm run bench -- switch [--seconds N] [--rounds N] [--rules 0,100,10000]`: a Palisade switch side by
  * side with a plain Linux bridge, in network namespaces the benchmark creates.
  *
  * - time to create a switch and to attach a TAP port (what the engine pays per VM NIC),
  *   measured in a process that runs inside the switch's namespace, as on a host;
  * - TCP throughput (iperf3) and ping round-trip time between two namespaces standing in
  *   for VMs, through a plain bridge and through a Palisade switch with 0, 100 and 10,000
- *   ACL rules. VM-to-VM iperf in guests comes with the engine.
+ *   ACL rules, with the flow log on and off. VM-to-VM iperf in guests comes with the engine.
  */
 import { execFile, spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -57,6 +57,16 @@ interface Measure {
   rttMs: number;
 }
 
+/** Best of `rounds` runs: on a shared 2-core host the noise is other people's work, never a faster switch. */
+async function measureBest(seconds: number, rounds: number): Promise<Measure> {
+  let best: Measure = { gbitPerS: 0, rttMs: Infinity };
+  for (let round = 0; round < rounds; round++) {
+    const result = await measure(seconds);
+    best = { gbitPerS: Math.max(best.gbitPerS, result.gbitPerS), rttMs: Math.min(best.rttMs, result.rttMs) };
+  }
+  return best;
+}
+
 async function measure(seconds: number): Promise<Measure> {
   const [file = "ip", ...args] = inNs(VM2, ["iperf3", "-s", "-1", "-p", "5201"]);
   const server = spawn(file, args, { stdio: "ignore" });
@@ -97,10 +107,14 @@ async function child(): Promise<void> {
   let start = performance.now();
   await switches.addAcls("big", rules(10_000));
   const rules10kMs = performance.now() - start;
-  start = performance.now();
-  const port = await switches.attachPort({ switchName: "big", vmName: "vm", nic: "net0" });
-  const attach10kMs = performance.now() - start;
-  closeFd(port.fd);
+  const attach10k: number[] = [];
+  for (let nic = 0; nic < 5; nic++) {
+    start = performance.now();
+    const port = await switches.attachPort({ switchName: "big", vmName: `vm${nic}`, nic: "net0" });
+    attach10k.push(performance.now() - start);
+    closeFd(port.fd);
+  }
+  const attach10kMs = median(attach10k);
   await switches.delete("big");
   rmSync(stateDir, { recursive: true, force: true });
   process.stdout.write(`${JSON.stringify({ createMs: median(createMs), attachMs: median(attachMs), attachMaxMs: Math.max(...attachMs), rules10kMs, attach10kMs })}\n`);
@@ -108,7 +122,8 @@ async function child(): Promise<void> {
 
 /** Benchmark entry (bench/run.ts). */
 export async function main(args: string[]): Promise<void> {
-  const seconds = Number(args[args.indexOf("--seconds") + 1] ?? 3) || 3;
+  const seconds = args.includes("--seconds") ? Number(args[args.indexOf("--seconds") + 1]) || 3 : 3;
+  const rounds = args.includes("--rounds") ? Number(args[args.indexOf("--rounds") + 1]) || 2 : 2;
   const ruleCounts = (args.includes("--rules") ? (args[args.indexOf("--rules") + 1] ?? "") : "0,100,10000").split(",").map(Number);
   const stateDir = mkdtempSync(join(tmpdir(), "palisade-bench-"));
   for (const ns of [HOST, VM1, VM2]) await sh(["ip", "netns", "add", ns]);
@@ -116,7 +131,7 @@ export async function main(args: string[]): Promise<void> {
     const costs = JSON.parse(await sh(inNs(HOST, [process.execPath, fileURLToPath(import.meta.url), "--child"]), 300_000)) as Record<string, number>;
     const fmt = (ms: number | undefined): string => `${(ms ?? NaN).toFixed(1)} ms`;
     console.log(`create a switch: ${fmt(costs.createMs)} (median of 5)`);
-    console.log(`attach a TAP port: ${fmt(costs.attachMs)} median, ${fmt(costs.attachMaxMs)} max (20 ports); with 10,000 rules: ${fmt(costs.attach10kMs)}`);
+    console.log(`attach a TAP port: ${fmt(costs.attachMs)} median, ${fmt(costs.attachMaxMs)} max (20 ports); with 10,000 rules: ${fmt(costs.attach10kMs)} median of 5`);
     console.log(`apply 10,000 ACL rules: ${fmt(costs.rules10kMs)}`);
 
     // Plain Linux bridge, no nftables: the peer.
@@ -129,27 +144,29 @@ export async function main(args: string[]): Promise<void> {
       await sh(inNs(ns, ["ip", "link", "set", "eth0", "up"]));
       await sh(inNs(ns, ["ip", "link", "set", "lo", "up"]));
     }
-    const plain = await measure(seconds);
+    const plain = await measureBest(seconds, rounds);
     for (const ns of [VM1, VM2]) await sh(inNs(HOST, ["ip", "link", "del", `pl${ns}`]));
     await sh(inNs(HOST, ["ip", "link", "del", "plainbr"]));
 
     const switches = new VirtualSwitches({ stateDir, netns: HOST });
-    await switches.create({ name: "bench", type: "private" });
-    for (const [ns, address, mac] of [[VM1, "10.99.0.1/24", "52:54:00:99:00:01"], [VM2, "10.99.0.2/24", "52:54:00:99:00:02"]] as const) {
-      await switches.attachVethPort({ switchName: "bench", vmName: ns, nic: "net0", peerNetns: ns, mac });
-      await sh(inNs(ns, ["ip", "addr", "add", address, "dev", "eth0"]));
+    console.log(`\nthroughput, iperf3 TCP ${seconds}s best of ${rounds}, two namespaces on veth ports (2-core host, shared):`);
+    console.log(`  plain bridge:                         ${plain.gbitPerS.toFixed(2)} Gbit/s, ping ${plain.rttMs.toFixed(3)} ms`);
+    for (const flowLog of [true, false]) {
+      await switches.create({ name: "bench", type: "private", flowLog });
+      for (const [ns, address, mac] of [[VM1, "10.99.0.1/24", "52:54:00:99:00:01"], [VM2, "10.99.0.2/24", "52:54:00:99:00:02"]] as const) {
+        await switches.attachVethPort({ switchName: "bench", vmName: ns, nic: "net0", peerNetns: ns, mac });
+        await sh(inNs(ns, ["ip", "addr", "add", address, "dev", "eth0"]));
+      }
+      let loaded = 0;
+      for (const count of ruleCounts) {
+        if (count > loaded) await switches.addAcls("bench", rules(count).slice(loaded));
+        loaded = Math.max(loaded, count);
+        const result = await measureBest(seconds, rounds);
+        const label = `palisade, ${count} rules, flow log ${flowLog ? "on" : "off"}:`.padEnd(37);
+        console.log(`  ${label}${result.gbitPerS.toFixed(2)} Gbit/s (${(result.gbitPerS / plain.gbitPerS).toFixed(2)}x), ping ${result.rttMs.toFixed(3)} ms`);
+      }
+      await switches.delete("bench");
     }
-    console.log(`\nthroughput, iperf3 TCP ${seconds}s, two namespaces on veth ports (2-core host, shared):`);
-    console.log(`  plain bridge:             ${plain.gbitPerS.toFixed(2)} Gbit/s, ping ${plain.rttMs.toFixed(3)} ms`);
-    let loaded = 0;
-    for (const count of ruleCounts) {
-      if (count > loaded) await switches.addAcls("bench", rules(count).slice(loaded));
-      loaded = Math.max(loaded, count);
-      const result = await measure(seconds);
-      const label = `palisade, ${count} rules:`.padEnd(26);
-      console.log(`  ${label}${result.gbitPerS.toFixed(2)} Gbit/s (${(result.gbitPerS / plain.gbitPerS).toFixed(2)}x), ping ${result.rttMs.toFixed(3)} ms`);
-    }
-    await switches.delete("bench");
   } finally {
     for (const ns of [HOST, VM1, VM2]) await sh(["ip", "netns", "del", ns]).catch(() => undefined);
     rmSync(stateDir, { recursive: true, force: true });

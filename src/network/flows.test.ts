@@ -12,6 +12,7 @@ const sw: Switch = {
   type: "private",
   dhcp: false,
   defaultDeny: false,
+  flowLog: true,
   createdAt: "2026-01-01T00:00:00Z",
   ports: [
     { vmName: "web", nic: "net0", ifname: "palp00000001", kind: "tap", mac: "52:54:00:00:00:01", macGuard: true, dhcpGuard: true, routerGuard: true, createdAt: "" },

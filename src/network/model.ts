@@ -79,6 +79,8 @@ export const switchSchema = z.object({
   subnet: cidrSchema.optional(),
   dhcp: z.boolean(),
   defaultDeny: z.boolean(),
+  /** Log flows (one set update per packet); off trades the log for throughput. */
+  flowLog: z.boolean().default(true),
   createdAt: z.string(),
   ports: z.array(portSchema),
   acls: z.array(aclRuleSchema),

@@ -15,6 +15,7 @@ function lab(fields: Partial<Switch> = {}): Switch {
     type: "private",
     dhcp: false,
     defaultDeny: false,
+    flowLog: true,
     createdAt: "2026-01-01T00:00:00Z",
     ports: [port("web", "palp00000001", "52:54:00:00:00:01"), port("db", "palp00000002", "52:54:00:00:00:02")],
     acls: [],
@@ -121,4 +122,11 @@ test("ruleset: a port with rules of its own needs a full apply", () => {
 
   assert.equal(portAddScript(sw, port("web", "palp00000001", "52:54:00:00:00:01")), undefined);
   assert.equal(portRemoveScript(sw, port("web", "palp00000001", "52:54:00:00:00:01")), undefined);
+});
+
+test("ruleset: a switch without flow log updates no flow set", () => {
+  const text = nftTable(lab({ flowLog: false, defaultDeny: true }));
+
+  assert.doesNotMatch(text, /update @/);
+  assert.match(text, /chain deny_out \{\n {4}drop\n {2}\}/);
 });

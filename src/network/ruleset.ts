@@ -55,8 +55,9 @@ export function flowSetName(set: string, flowClass: FlowClass): string {
  * which keeps bulk TCP at one set update per packet (a flow already open when the switch
  * was applied has no first-seen time).
  */
-function flowLogRules(set: string, ifnameExpr: string, tcpFirstSeenOnSyn: boolean): string[] {
+function flowLogRules(sw: Switch, set: string, ifnameExpr: string, tcpFirstSeenOnSyn: boolean): string[] {
   const lines: string[] = [];
+  if (!sw.flowLog) return lines;
   for (const flowClass of FLOW_CLASSES) {
     const name = flowSetName(set, flowClass);
     const match = flowClass === "other" ? "meta protocol ip meta l4proto != { tcp, udp }" : `meta l4proto ${flowClass}`;
@@ -275,9 +276,9 @@ export function nftTable(sw: Switch): string {
   // Named verdict maps, so that attaching a port is a few element insertions (see portAddScript).
   maps.push(verdictMap(DISPATCH_MAPS.guards, guards), verdictMap(DISPATCH_MAPS.out, dispatch.out), verdictMap(DISPATCH_MAPS.in, dispatch.in));
   chains.push(
-    chainBlock("deny_out", [...flowLogRules(FLOW_SETS.deniedOut, "iifname", false), "drop"]),
-    chainBlock("deny_in", [...flowLogRules(FLOW_SETS.deniedIn, "oifname", false), "drop"]),
-    chainBlock("flowlog", flowLogRules(FLOW_SETS.allowed, "iifname", true)),
+    chainBlock("deny_out", [...flowLogRules(sw, FLOW_SETS.deniedOut, "iifname", false), "drop"]),
+    chainBlock("deny_in", [...flowLogRules(sw, FLOW_SETS.deniedIn, "oifname", false), "drop"]),
+    chainBlock("flowlog", flowLogRules(sw, FLOW_SETS.allowed, "iifname", true)),
     chainBlock("prerouting", [`iifname vmap @${DISPATCH_MAPS.guards}`], "type filter hook prerouting priority -200; policy accept;"),
     chainBlock("forward", ["iifname != @members return", `iifname vmap @${DISPATCH_MAPS.out}`, `oifname vmap @${DISPATCH_MAPS.in}`, "jump flowlog"], "type filter hook forward priority 0; policy accept;"),
     chainBlock("input", ["iifname != @members return", `iifname vmap @${DISPATCH_MAPS.out}`, "jump flowlog"], "type filter hook input priority 0; policy accept;"),
