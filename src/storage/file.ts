@@ -1,6 +1,6 @@
 import { open, type FileHandle } from "node:fs/promises";
 import { constants } from "node:fs";
-import koffi from "koffi";
+import { createRequire } from "node:module";
 import { BugError } from "../util/errors.js";
 import { DiskError } from "./errors.js";
 
@@ -44,6 +44,8 @@ let libc: Libc | null | undefined;
 function loadLibc(): Libc | null {
   if (libc !== undefined) return libc;
   try {
+    // Loaded on first use: koffi costs ~100 ms at startup, and read-only users may never need it.
+    const koffi = createRequire(import.meta.url)("koffi") as typeof import("koffi");
     const lib = koffi.load("libc.so.6");
     libc = {
       lseek: lib.func("int64_t lseek(int fd, int64_t offset, int whence)") as Libc["lseek"],
