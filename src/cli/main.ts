@@ -8,14 +8,24 @@ import { Command, CommanderError } from "commander";
 import { PalisadeError, ConfigError, HostError, errorMessage } from "../util/errors.js";
 import { EXIT, EXIT_CODES_HELP } from "./exit-codes.js";
 import { VERSION } from "../util/version.js";
-import { registerSwitchCommands } from "./switch-command.js";
-import { registerRunCommands } from "./run-command.js";
-import { registerStartCommands } from "./start-command.js";
-import { registerServiceCommands } from "./service-command.js";
-import { registerAuthzCommands } from "./authz-command.js";
-import { registerAuditCommands } from "./audit-command.js";
-import { registerDiskCommands } from "./disk-command.js";
-import { registerImageCommands } from "./image-command.js";
+
+type Register = (program: Command) => void;
+
+/**
+ * Command groups by the top-level words they own. Only the group a command line names is
+ * loaded (the service and disk groups pull in fastify, SQLite and the VHDX code, which
+ * `palisade run` does not need); `--help` loads them all.
+ */
+const GROUPS: readonly { readonly words: readonly string[]; readonly load: () => Promise<Register> }[] = [
+  { words: ["run"], load: async () => (await import("./run-command.js")).registerRunCommands },
+  { words: ["start"], load: async () => (await import("./start-command.js")).registerStartCommands },
+  { words: ["image"], load: async () => (await import("./image-command.js")).registerImageCommands },
+  { words: ["disk"], load: async () => (await import("./disk-command.js")).registerDiskCommands },
+  { words: ["switch"], load: async () => (await import("./switch-command.js")).registerSwitchCommands },
+  { words: ["service", "vm"], load: async () => (await import("./service-command.js")).registerServiceCommands },
+  { words: ["authz"], load: async () => (await import("./authz-command.js")).registerAuthzCommands },
+  { words: ["audit"], load: async () => (await import("./audit-command.js")).registerAuditCommands },
+];
 
 /** An error that carries the exit code the CLI should end with. */
 export class ExitError extends Error {
@@ -37,27 +47,21 @@ function exitCodeFor(error: unknown): number {
   return EXIT.failure;
 }
 
-export function buildProgram(): Command {
+export async function buildProgram(argv: readonly string[]): Promise<Command> {
   const program = new Command("palisade")
     .description("Hyper-V's security architecture on Linux: sandboxed QEMU workers, partition policy, VHD/VHDX, virtual switches")
     .version(VERSION)
     .showHelpAfterError("(add --help for usage)")
     .addHelpText("after", `\n${EXIT_CODES_HELP}`)
     .exitOverride();
-  // Command groups register themselves here.
-  registerSwitchCommands(program);
-  registerRunCommands(program);
-  registerStartCommands(program);
-  registerServiceCommands(program);
-  registerAuthzCommands(program);
-  registerAuditCommands(program);
-  registerDiskCommands(program);
-  registerImageCommands(program);
+  const word = argv.slice(2).find((arg) => !arg.startsWith("-"));
+  const named = GROUPS.filter((group) => word !== undefined && group.words.includes(word));
+  for (const group of named.length > 0 ? named : GROUPS) (await group.load())(program);
   return program;
 }
 
 async function main(argv: string[]): Promise<number> {
-  const program = buildProgram();
+  const program = await buildProgram(argv);
   try {
     await program.parseAsync(argv);
     return typeof process.exitCode === "number" ? process.exitCode : EXIT.ok;
