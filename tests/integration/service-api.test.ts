@@ -12,6 +12,7 @@ import { request } from "node:http";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import Database from "better-sqlite3";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const cliMain = resolve(here, "../../src/cli/main.js");
@@ -452,6 +453,29 @@ for (const killAfterMs of [15, 60, 200]) {
     },
   );
 }
+
+test(
+  "service: an audit row changed in the store behind the service's back fails palisade audit --verify",
+  { skip },
+  () => {
+    const db = new Database(join(dataDir, "palisade.db"));
+    const env = { ...process.env, PALISADE_SERVICE: `unix:${socketPath}` };
+    try {
+      db.prepare("UPDATE audit_log SET result = 'tampered' WHERE seq = 5").run();
+
+      const broken = spawnSync(process.execPath, [cliMain, "audit", "--verify"], {
+        encoding: "utf8",
+        timeout: 15_000,
+        env,
+      });
+
+      assert.equal(broken.status, 1);
+      assert.match(broken.stdout, /^Audit log BROKEN at entry 5: entry 5 was changed/m);
+    } finally {
+      db.close();
+    }
+  },
+);
 
 test("service: SIGTERM stops the service cleanly and removes its socket", { skip }, async () => {
   assert.ok(service);
