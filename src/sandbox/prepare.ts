@@ -47,10 +47,15 @@ function worldReadable(mode: number): boolean {
 /**
  * Removes what a previous worker left in the run directory: entries owned by anyone but
  * root (its sockets, and any link it planted to make root write elsewhere). Not followed.
+ * Never a VM file the spec binds (a disk may live in the run directory; after a crash it
+ * may still be owned by the old uid until its owner is restored).
  */
-async function scrubRunDir(runDir: string): Promise<void> {
-  for (const name of await readdir(runDir)) {
-    const path = posix.join(runDir, name);
+async function scrubRunDir(spec: JailSpec): Promise<void> {
+  const keep = (path: string): boolean =>
+    spec.binds.some((bind) => bind.hostPath === path || bind.hostPath.startsWith(`${path}/`));
+  for (const name of await readdir(spec.runDir)) {
+    const path = posix.join(spec.runDir, name);
+    if (keep(path)) continue;
     const info = await lstat(path);
     if (info.uid !== 0 || name === ".jail") await rm(path, { recursive: true, force: true });
   }
@@ -154,7 +159,7 @@ export async function prepareJail(
   if (previous?.isDirectory() === true && previous.uid === (process.getuid?.() ?? 0))
     await restoreOwners(posix.join(paths.controlDir, OWNERS_FILE));
   if (host.root) {
-    await scrubRunDir(spec.runDir);
+    await scrubRunDir(spec);
     await chown(spec.runDir, 0, spec.gid);
     // Sticky: the worker creates its sockets here but cannot remove or replace root's files.
     await chmod(spec.runDir, 0o1770);

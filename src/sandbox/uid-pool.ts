@@ -110,11 +110,22 @@ async function readClaims(dir: string): Promise<UidClaim[]> {
   const claims: UidClaim[] = [];
   for (const name of await readdir(dir)) {
     if (!/^\d+\.json$/.test(name)) continue;
+    const uid = Number(name.slice(0, -".json".length));
     try {
-      claims.push(JSON.parse(await readFile(posix.join(dir, name), "utf8")) as UidClaim);
+      const claim = JSON.parse(await readFile(posix.join(dir, name), "utf8")) as Partial<UidClaim>;
+      // The file name is the uid; the body must agree and be whole.
+      if (
+        claim.uid !== uid ||
+        typeof claim.vmId !== "string" ||
+        typeof claim.ownerPid !== "number" ||
+        typeof claim.ownerStartTime !== "string"
+      ) {
+        throw new Error("malformed claim");
+      }
+      claims.push({ uid, vmId: claim.vmId, ownerPid: claim.ownerPid, ownerStartTime: claim.ownerStartTime });
     } catch {
       // A claim half-written by a crashed allocator: its uid is reclaimed below.
-      claims.push({ uid: Number(name.slice(0, -5)), vmId: "", ownerPid: 0, ownerStartTime: "" });
+      claims.push({ uid, vmId: "", ownerPid: 0, ownerStartTime: "" });
     }
   }
   return claims;

@@ -99,3 +99,16 @@ test(
     assert.equal(existsSync(jailPaths(spec.runDir).deviceNodes.kvm), false);
   },
 );
+
+test("prepareJail: a disk kept in the run directory survives re-preparing, even still owned by the old worker", { skip }, async () => {
+  const jail = await world.jail("disk-in-run");
+  const disk = join(jail.spec.runDir, "disk.raw");
+  writeFileSync(disk, "guest data\n");
+  // A crash left it owned by the worker, with no owner record.
+  lchownSync(disk, jail.spec.uid, jail.spec.gid);
+
+  const prepared = await prepareJail({ ...jail.spec, binds: [...jail.spec.binds, { hostPath: disk, readonly: false }] }, world.host);
+  await prepared.cleanup();
+
+  assert.equal(existsSync(disk), true);
+});
