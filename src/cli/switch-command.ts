@@ -223,6 +223,7 @@ export function registerSwitchCommands(program: Command, output: SwitchCommandOu
           `Removed tables: ${report.removedTables.join(", ") || "-"}`,
           `Stale ports dropped: ${report.stalePorts.join(", ") || "-"}`,
           `DHCP restarted: ${report.restartedDhcp.join(", ") || "-"}`,
+          ...report.failed.map((failure) => `FAILED ${failure}`),
           "",
         ].join("\n"),
       );

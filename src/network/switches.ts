@@ -113,6 +113,8 @@ export interface RepairReport {
   readonly stalePorts: string[];
   readonly reapplied: string[];
   readonly restartedDhcp: string[];
+  /** Switches that could not be re-applied, with the reason (e.g. their uplink is gone). */
+  readonly failed: string[];
 }
 
 function unknownSwitch(name: string): ConfigError {
@@ -230,6 +232,7 @@ export class VirtualSwitches {
   }
 
   async #checkUplink(uplink: string): Promise<void> {
+    checkIfname(uplink, "Uplink");
     const link = (await this.#links()).find((candidate) => candidate.ifname === uplink);
     if (link === undefined) throw new ConfigError(`Uplink "${uplink}" does not exist`, "network.bad-uplink");
     const management = defaultRouteDevices(await this.host.ipJson(["-4", "route", "show", "default"]), await this.host.ipJson(["-6", "route", "show", "default"]));
@@ -547,7 +550,7 @@ export class VirtualSwitches {
         portOf(sw, request.to.port);
         if (isPort(request.to.port, request.from)) throw new ConfigError("A port cannot be mirrored to itself", "network.bad-mirror");
       } else {
-        const target = request.to.ifname;
+        const target = checkIfname(request.to.ifname, "Mirror target");
         if (!(await this.#links()).some((link) => link.ifname === target)) {
           throw new ConfigError(`Mirror target interface "${target}" does not exist`, "network.bad-mirror");
         }
@@ -661,7 +664,7 @@ export class VirtualSwitches {
    */
   async repair(): Promise<RepairReport> {
     return this.store.update(async (state) => {
-      const report: RepairReport = { removedInterfaces: [], removedTables: [], stalePorts: [], reapplied: [], restartedDhcp: [] };
+      const report: RepairReport = { removedInterfaces: [], removedTables: [], stalePorts: [], reapplied: [], restartedDhcp: [], failed: [] };
       const links = await this.#links();
       const owned = new Set(state.switches.flatMap((sw) => [sw.bridge, ...sw.ports.map((port) => port.ifname)]));
       // Ports first, then bridges: deleting a bridge releases its ports.
@@ -682,14 +685,20 @@ export class VirtualSwitches {
       const present = new Set(links.map((link) => link.ifname));
       const switches: Switch[] = [];
       for (const sw of state.switches) {
-        const stale = sw.ports.filter((port) => !present.has(port.ifname) && port.kind === "tap");
-        report.stalePorts.push(...stale.map((port) => `${sw.name}/${formatPortRef(port)}`));
-        const vethsGone = sw.ports.filter((port) => !present.has(port.ifname) && port.kind === "veth");
-        report.stalePorts.push(...vethsGone.map((port) => `${sw.name}/${formatPortRef(port)}`));
+        // A TAP is gone when its worker is; a veth when its namespace is.
+        const gone = sw.ports.filter((port) => !present.has(port.ifname));
+        report.stalePorts.push(...gone.map((port) => `${sw.name}/${formatPortRef(port)}`));
         const kept: Switch = { ...sw, ports: sw.ports.filter((port) => present.has(port.ifname)) };
         const dhcpWasDown = kept.dhcp && dhcpPid(dhcpPaths(this.store.dir, kept.id).pidFile) === undefined;
-        await this.#applySwitch(kept);
-        for (const port of kept.ports) await this.#plugPort(kept, port);
+        try {
+          await this.#applySwitch(kept);
+          for (const port of kept.ports) await this.#plugPort(kept, port);
+        } catch (error: unknown) {
+          // One broken switch (its uplink unplugged, say) must not keep the others down.
+          report.failed.push(`${kept.name}: ${errorMessage(error)}`);
+          switches.push(kept);
+          continue;
+        }
         if (dhcpWasDown) report.restartedDhcp.push(kept.name);
         report.reapplied.push(kept.name);
         switches.push(kept);
@@ -697,6 +706,12 @@ export class VirtualSwitches {
       return { state: { ...state, switches }, result: report };
     });
   }
+}
+
+/** An interface name safe to put in an nft script or a command line. */
+function checkIfname(ifname: string, what: string): string {
+  if (!/^[A-Za-z0-9_.@-]{1,15}$/.test(ifname)) throw new ConfigError(`${what} "${ifname}" is not an interface name`, "network.bad-ifname");
+  return ifname;
 }
 
 function portOf(sw: Switch, ref: PortRef): Port {

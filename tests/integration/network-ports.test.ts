@@ -270,5 +270,20 @@ test("repair: re-creates what a crash or a reboot lost and removes strays", asyn
   assert.ok((await run(HOST, ["nft", "list", "table", "bridge", sw.table])).ok, "the switch's table is back");
   assert.ok((await run(HOST, ["nft", "list", "table", "bridge", "someone_else"])).ok, "tables Palisade does not own are left alone");
   const again = await switches.repair();
-  assert.deepEqual([again.removedInterfaces, again.removedTables, again.restartedDhcp], [[], [], []], "repair is idempotent");
+  assert.deepEqual([again.removedInterfaces, again.removedTables, again.restartedDhcp, again.failed], [[], [], [], []], "repair is idempotent");
+});
+
+test("repair: a switch that cannot be re-applied is reported and does not stop the others", async () => {
+  await must(HOST, ["ip", "link", "add", "upr0", "type", "veth", "peer", "name", "upr0p"]);
+  await switches.create({ name: "unplugged", type: "external", uplink: "upr0" });
+  await must(HOST, ["ip", "link", "del", "upr0"]);
+
+  const report = await switches.repair();
+
+  assert.equal(report.failed.length, 1);
+  assert.match(report.failed[0] ?? "", /^unplugged: /);
+  assert.ok(report.reapplied.length >= 1, "the other switches were re-applied");
+  const bridge = switches.get("unplugged").bridge;
+  await switches.delete("unplugged");
+  assert.ok(!(await run(HOST, ["ip", "link", "show", "dev", bridge])).ok, "deleting it still removes its bridge");
 });
