@@ -229,7 +229,12 @@ export function buildApp(core: ServiceCore, options: AppOptions = {}): FastifyIn
         operation: ctx?.audit.operation ?? operation,
         scope: ctx?.audit.scope ?? null,
         vm: ctx?.audit.vm ?? null,
-        decision: apiError instanceof PermissionDeniedError ? "denied" : "allowed",
+        decision:
+          apiError instanceof PermissionDeniedError
+            ? "denied"
+            : ctx?.audit.decided === true
+              ? "allowed"
+              : "none",
         result: apiError.code,
         detail: apiError.message,
       });
@@ -254,6 +259,8 @@ export function buildApp(core: ServiceCore, options: AppOptions = {}): FastifyIn
             scope: null as string | null,
             vm: null as string | null,
             detail: null as string | null,
+            /** Whether an authorization decision was made (an early 400 or 404 has none). */
+            decided: false,
           };
           ctx = {
             principal: who,
@@ -263,6 +270,7 @@ export function buildApp(core: ServiceCore, options: AppOptions = {}): FastifyIn
               audit.operation = operation;
               if (!core.authorize) return;
               const decision = decide(core.policies.current(), who, operation, object);
+              audit.decided = true;
               if (!decision.allowed)
                 throw new PermissionDeniedError(`Permission denied: ${decision.reason}`, operation);
             },
@@ -290,7 +298,7 @@ export function buildApp(core: ServiceCore, options: AppOptions = {}): FastifyIn
             operation: audit.operation,
             scope: audit.scope,
             vm: audit.vm,
-            decision: core.authorize ? "allowed" : "none",
+            decision: audit.decided ? "allowed" : "none",
             result: "ok",
             detail: audit.detail,
           });

@@ -20,7 +20,14 @@ export interface RequestContext {
   /** Whether the caller may do `operation` on `object` (for filtering lists; not recorded). */
   may(operation: Operation, object: AuthzObject): boolean;
   /** Fields of the request's audit entry; handlers fill in what they learn. */
-  readonly audit: { operation: string; scope: string | null; vm: string | null; detail: string | null };
+  readonly audit: {
+    operation: string;
+    scope: string | null;
+    vm: string | null;
+    detail: string | null;
+    /** Set by `require()`: an authorization decision was made for this request. */
+    decided: boolean;
+  };
 }
 
 /** The validated parts of a request. */
