@@ -1,6 +1,6 @@
-import { test } from "node:test";
+import { after, test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, readdirSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { allocateUid, releaseUid, parseStatStartTime, type ProcessTable } from "./uid-pool.js";
@@ -12,9 +12,15 @@ const quietHost: ProcessTable = {
   uidsInUse: () => new Set([0]),
 };
 
+const made: string[] = [];
 function stateDir(): string {
-  return mkdtempSync(join(tmpdir(), "palisade-uid-pool-"));
+  const dir = mkdtempSync(join(tmpdir(), "palisade-uid-pool-"));
+  made.push(dir);
+  return dir;
 }
+after(() => {
+  for (const dir of made) rmSync(dir, { recursive: true, force: true });
+});
 
 test("allocateUid: two VMs get different uids; asking again returns the same one", async () => {
   const dir = stateDir();
