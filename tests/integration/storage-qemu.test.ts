@@ -165,6 +165,25 @@ test("chains: a differencing disk whose parent changed identity is refused, nami
   assert.match(r.stderr, /parent_linkage.*\[disk\.parent-mismatch\]/);
 });
 
+test("chains: a missing parent and a parent chain that loops are refused with their codes", () => {
+  const base = join(dir, "loop-base.vhdx");
+  const child = join(dir, "loop-child.vhdx");
+  const other = join(dir, "loop-other.vhdx");
+  assert.equal(palisade(["disk", "create", base, "--size", "8M"]).status, 0);
+  assert.equal(palisade(["disk", "create", child, "--parent", base]).status, 0);
+  // Put a differencing disk over the child where the base was: child -> base -> child.
+  assert.equal(palisade(["disk", "create", other, "--parent", child]).status, 0);
+  rmSync(base);
+  const missing = palisade(["disk", "info", child]);
+  assert.match(missing.stderr, /parent not found.*\[disk\.parent-missing\]/);
+  writeFileSync(base, readFileSync(other));
+
+  const loop = palisade(["disk", "info", child]);
+
+  assert.notEqual(loop.status, 0);
+  assert.match(loop.stderr, /parent chain loops back.*\[disk\.parent-loop\]/);
+});
+
 test("dirty log: a VHDX cut after its log entry opens right in palisade, and check --repair makes one qemu-img accepts", async () => {
   const size = 16 * MiB;
   const seed = new MemoryFile();

@@ -4,7 +4,7 @@ import fc from "fast-check";
 import { MemoryFile } from "../file.js";
 import { MiB } from "./format.js";
 import { VhdxImage } from "./image.js";
-import { DiskError } from "../errors.js";
+import { DiskError, DiskFormatError } from "../errors.js";
 
 async function newImage(type: "fixed" | "dynamic", sizeBytes = 16 * MiB): Promise<{ file: MemoryFile; image: VhdxImage }> {
   const file = new MemoryFile();
@@ -103,4 +103,24 @@ test("vhdx image: shrinking over data is refused with disk.bad-size", async () =
   await image.write(15 * MiB, new Uint8Array(512).fill(3));
 
   await assert.rejects(image.resize(8 * MiB), (error: unknown) => error instanceof DiskError && error.code === "disk.bad-size");
+});
+
+test("vhdx image: a file shorter than the header section is refused as truncated", async () => {
+  const { file, image } = await newImage("dynamic");
+  await image.close();
+
+  await assert.rejects(
+    VhdxImage.open(new MemoryFile(file.bytes().subarray(0, 300_000), { writable: false }), { readonly: true }),
+    (error: unknown) => error instanceof DiskFormatError && error.code === "vhdx.truncated",
+  );
+});
+
+test("vhdx image: a virtual size of 1 EiB is refused by the metadata check", async () => {
+  const { file, image } = await newImage("dynamic");
+  await image.close();
+  const bytes = file.bytes();
+  // The virtual disk size item is the second item, at 64 KiB + 8 into the metadata region (2 MiB).
+  new DataView(bytes.buffer).setBigUint64(2 * MiB + 64 * 1024 + 8, 1n << 60n, true);
+
+  await assert.rejects(VhdxImage.open(new MemoryFile(bytes, { writable: false }), { readonly: true }), /virtual disk size at 0x210008: VirtualDiskSize: 0x1000000000000000 is not/);
 });
