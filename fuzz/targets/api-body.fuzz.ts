@@ -7,7 +7,7 @@
  * Oracle: every answer is a documented status (never 500), error answers carry
  * `{ error: { code, message } }`, a 400 names the field, and the audit chain stays intact.
  */
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { FastifyInstance } from "fastify";
@@ -33,6 +33,9 @@ let harness: { app: FastifyInstance; core: ServiceCore; caller: Principal } | un
 async function setUp(): Promise<{ app: FastifyInstance; core: ServiceCore; caller: Principal }> {
   if (harness !== undefined) return harness;
   const dir = mkdtempSync(join(tmpdir(), "palisade-fuzz-api-"));
+  process.once("exit", () => {
+    rmSync(dir, { recursive: true, force: true });
+  });
   const core = new ServiceCore({ paths: dataDirPaths(dir), runtime: unavailableRuntime, authorize: true });
   const state = { app: undefined as unknown as FastifyInstance, core, caller: ROOT };
   state.app = buildApp(core, { identify: () => state.caller });
