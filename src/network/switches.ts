@@ -451,6 +451,21 @@ export class VirtualSwitches {
   }
 
   /**
+   * Removes every port a VM has on any switch (the engine's teardown, whatever NICs the
+   * VM had). Returns the ports removed, as `switch/VM:NIC`.
+   */
+  async detachVm(vmName: string): Promise<string[]> {
+    const removed: string[] = [];
+    for (const sw of this.list()) {
+      for (const port of sw.ports.filter((candidate) => candidate.vmName === vmName)) {
+        await this.detachPort({ switchName: sw.name, vmName, nic: port.nic });
+        removed.push(`${sw.name}/${formatPortRef(port)}`);
+      }
+    }
+    return removed;
+  }
+
+  /**
    * Adds an ACL rule and applies the switch's new ruleset.
    * @throws {ConfigError} `network.unknown-switch`, `network.bad-acl`.
    */

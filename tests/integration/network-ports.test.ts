@@ -211,6 +211,10 @@ test("detaching a TAP port removes its interface; closing the last fd removes th
   const report = await switches.repair();
   assert.deepEqual(report.stalePorts, ["life/lb:net0"], "repair drops the record of the dead port");
   await assert.rejects(switches.detachPort({ switchName: "life", vmName: "lb", nic: "net0" }), /has no port/);
+
+  const nics = [await switches.attachPort({ switchName: "life", vmName: "lc", nic: "net0" }), await switches.attachPort({ switchName: "life", vmName: "lc", nic: "net1" })];
+  assert.deepEqual(await switches.detachVm("lc"), ["life/lc:net0", "life/lc:net1"], "a VM's teardown removes all its ports");
+  for (const nic of nics) closeFd(nic.fd);
 });
 
 test("mirroring: an appliance port sees the ICMP between two other VMs; a capture file opens with tcpdump -r", async () => {
