@@ -116,6 +116,8 @@ async function verifiedManifest(outDir: string): Promise<ImageManifest | undefin
 interface PackResult {
   readonly uncompressedBytes: number;
   readonly entries: number;
+  /** Every regular file packed, with its size and SHA-256. */
+  readonly files: { path: string; sizeBytes: number; sha256: string }[];
 }
 
 async function entryOf(
@@ -156,6 +158,7 @@ async function packInitramfs(
   const done = finished(output);
   let uncompressedBytes = 0;
   let packedFileBytes = 0;
+  const files: PackResult["files"] = [];
   const write = async (chunks: Uint8Array[]): Promise<void> => {
     for (const chunk of chunks) {
       uncompressedBytes += chunk.length;
@@ -171,6 +174,11 @@ async function packInitramfs(
       if (entry.kind === "file") {
         packedFileBytes += entry.data.length;
         bar.update(packedFileBytes);
+        files.push({
+          path: guestPath,
+          sizeBytes: entry.data.length,
+          sha256: createHash("sha256").update(entry.data).digest("hex"),
+        });
       }
     }
     await write(cpioTrailer());
@@ -182,7 +190,7 @@ async function packInitramfs(
     throw error;
   }
   bar.finish();
-  return { uncompressedBytes, entries: entries.length };
+  return { uncompressedBytes, entries: entries.length, files };
 }
 
 /** busybox's applets with their install paths (`bin/sh`, `sbin/insmod`, …). */
@@ -373,6 +381,7 @@ export async function buildImage(options: BuildImageOptions = {}): Promise<Built
           libraries: binary.libraries.map((library) => library.path),
         })),
         entries: packed.entries,
+        regular: packed.files,
       },
       initrd: { format: "newc+gzip", uncompressedBytes: packed.uncompressedBytes },
       outputs: {

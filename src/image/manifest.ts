@@ -49,6 +49,8 @@ export const manifestSchema = z.object({
     added: z.array(z.object({ host: z.string(), guest: z.string() })),
     binaries: z.array(z.object({ path: z.string(), libraries: z.array(z.string()) })),
     entries: z.number().int(),
+    /** Every regular file in the initramfs (symlinks and directories left out). */
+    regular: z.array(z.object({ path: z.string(), sizeBytes: z.number().int().nonnegative(), sha256 })),
   }),
   initrd: z.object({ format: z.literal("newc+gzip"), uncompressedBytes: z.number().int() }),
   outputs: z.object({ kernel: outputSchema, initrd: outputSchema }),

@@ -116,6 +116,9 @@ test("image build: a fresh directory gets vmlinuz, initrd.img and a manifest tha
   assert.equal(manifest.kernel.release, image.kernelVersion);
   assert.match(manifest.kernel.package ?? "", /^linux-image-\d.*-cloud-amd64$/);
   assert.equal(manifest.outputs.initrd.sizeBytes, (await readFile(image.initrdPath)).length);
+  const regular = new Map(manifest.files.regular.map((file) => [file.path, file]));
+  assert.ok((regular.get("/bin/busybox")?.sizeBytes ?? 0) > 500_000);
+  assert.match(regular.get("/init")?.sha256 ?? "", /^[0-9a-f]{64}$/);
   const loaded = manifest.modules.loadOrder.map((module) => module.name);
   for (const name of [
     "virtio_mmio",
