@@ -4,7 +4,8 @@
  * 1. `/usr/bin/true` plain vs in the worker's jail (the jail's own start cost), with the
  *    runtime tree (the default) and with every file bound on its own;
  * 2. `prepareJail()` + `cleanup()` (directories, seccomp program, cgroups);
- * 3. QEMU from spawn to its QMP greeting (`-S`, no guest), plain vs jailed;
+ * 3. QEMU from spawn to its QMP greeting (`-S`, no guest), plain vs jailed; then the same
+ *    guest (the default image, q35, TCG) from spawn to its ready marker (`--no-guest` skips);
  * 4. memory the jail adds per VM: the private memory of bwrap's monitor process, the only
  *    process the jail adds (QEMU runs as the jail's pid 1).
  * Runs are interleaved (plain, jailed, plain, …) so drift hits both sides alike.
@@ -12,6 +13,8 @@
 import { spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
+import { ensureDefaultImage, READY_MARKER } from "../src/image/index.js";
+import { compilePolicy, resolvePolicy } from "../src/policy/index.js";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
@@ -67,6 +70,30 @@ async function qemuToReady(argv: string[], socket: string): Promise<number> {
     await new Promise((resolve) => setTimeout(resolve, 2));
   }
   const readyMs = performance.now() - started;
+  await exited;
+  return readyMs;
+}
+
+/** Boots a guest (argv) until its ready marker on the console, then kills it; returns ms to the marker. */
+async function guestToReady(argv: string[]): Promise<number> {
+  const started = performance.now();
+  const child = spawn(argv[0] ?? "", argv.slice(1), { env: {}, stdio: ["ignore", "pipe", "ignore"] });
+  let output = "";
+  const readyMs = await new Promise<number>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      reject(new Error("guest not ready in 120 s"));
+    }, 120_000);
+    child.stdout.setEncoding("utf8");
+    child.stdout.on("data", (chunk: string) => {
+      output += chunk;
+      if (output.includes(READY_MARKER)) {
+        clearTimeout(timer);
+        resolve(performance.now() - started);
+      }
+    });
+  });
+  const exited = new Promise((resolve) => child.once("exit", resolve));
+  child.kill("SIGKILL");
   await exited;
   return readyMs;
 }
@@ -159,6 +186,59 @@ export async function main(args: string[]): Promise<void> {
     console.log(
       `QEMU spawn → QMP ready plain ${median(plainQemu).toFixed(1)} ms   jailed ${median(jailedQemu).toFixed(1)} ms   jail adds ${(median(jailedQemu) - median(plainQemu)).toFixed(1)} ms`,
     );
+
+    if (!args.includes("--no-guest")) {
+      // The issue's measure: the same guest from spawn to its ready marker, plain vs jailed.
+      const image = await ensureDefaultImage();
+      const guestSpec: JailSpec = {
+        ...spec,
+        vmId: "bench-guest",
+        runDir: join(root, "run-guest"),
+        // Killing bwrap after the marker must take the guest with it.
+        dieWithParent: true,
+        limits: { ...spec.limits, memoryBytes: 768n * 1024n * 1024n },
+        binds: [
+          { hostPath: image.kernelPath, readonly: true },
+          { hostPath: image.initrdPath, readonly: true },
+        ],
+      };
+      const guestJail = await prepareJail(guestSpec, host);
+      const cpu = compilePolicy(resolvePolicy("default"), { accel: "tcg", hostCpuVendor: "other" }).cpuArg;
+      const guestArgs = [
+        "-M",
+        "q35",
+        "-accel",
+        "tcg",
+        "-cpu",
+        cpu,
+        "-m",
+        "256",
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-serial",
+        "stdio",
+        "-kernel",
+        image.kernelPath,
+        "-initrd",
+        image.initrdPath,
+        "-append",
+        "console=ttyS0 quiet panic=-1 palisade.net=none",
+        "-no-reboot",
+        ...QEMU_SECCOMP_ARGS,
+      ];
+      const plainGuest: number[] = [];
+      const jailedGuest: number[] = [];
+      for (let run = 0; run < runs; run++) {
+        plainGuest.push(await guestToReady([QEMU, ...guestArgs]));
+        jailedGuest.push(await guestToReady(jailArgv(guestSpec, guestArgs, host)));
+      }
+      await guestJail.cleanup();
+      console.log(
+        `guest spawn → ready    plain ${median(plainGuest).toFixed(0)} ms   jailed ${median(jailedGuest).toFixed(0)} ms   difference ${(median(jailedGuest) - median(plainGuest)).toFixed(0)} ms (q35 TCG boot; its spread: plain ${Math.min(...plainGuest).toFixed(0)}–${Math.max(...plainGuest).toFixed(0)} ms)`,
+      );
+    }
 
     // Memory: a jailed QEMU left running; bwrap's monitor is the jail's only extra process.
     rmSync(socket, { force: true });
