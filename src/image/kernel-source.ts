@@ -187,7 +187,7 @@ class DownloadFailed extends Error {}
 async function aptUpdate(context: FetchContext, why: string): Promise<void> {
   if (!context.allowAptUpdate) {
     throw new HostError(
-      `${why}; apt's package lists are missing or stale. Run as root: apt-get update`,
+      `${why}: check the name, or apt's package lists are missing or stale (run as root: apt-get update)`,
       "image.apt-lists",
     );
   }

@@ -14,7 +14,7 @@ import { dirname, join, resolve } from "node:path";
 import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { gunzipSync } from "node:zlib";
-import { ConfigError } from "../../src/util/errors.js";
+import { ConfigError, HostError } from "../../src/util/errors.js";
 import { READY_MARKER, buildImage, type BuiltImage } from "../../src/image/index.js";
 import { readCpioArchive } from "../../src/image/initramfs/cpio-reader.js";
 
@@ -269,5 +269,24 @@ test("image build: --kernel FILE without host modules skips the default modules 
   await assert.rejects(
     buildImage({ outDir: join(workDir, "not-kernel"), kernel: { kind: "file", path: "/etc/hostname" } }),
     /is not a bzImage/,
+  );
+});
+
+test("image build: a package apt does not know, without the right to run apt-get update, says what to do", async () => {
+  await assert.rejects(
+    buildImage({
+      outDir: join(workDir, "no-package"),
+      kernel: { kind: "package", name: "linux-image-no-such-flavour" },
+      allowAptUpdate: false,
+    }),
+    (error: unknown) => {
+      assert.ok(error instanceof HostError);
+      assert.equal(error.code, "image.apt-lists");
+      assert.match(
+        error.message,
+        /^apt knows no package linux-image-no-such-flavour: check the name, or .*apt-get update/,
+      );
+      return true;
+    },
   );
 });
