@@ -100,13 +100,16 @@ export class NodeFile implements StorageFile {
   }
 
   async read(offset: number, length: number): Promise<Uint8Array> {
-    const buffer = new Uint8Array(length);
+    // Not zero-filled by the allocator (convert reads gigabytes): every byte is either
+    // read or zeroed below. Never pooled, so `.buffer` is this buffer alone.
+    const buffer = Buffer.allocUnsafeSlow(length);
     let done = 0;
     while (done < length) {
       const { bytesRead } = await this.#handle.read(buffer, done, length - done, offset + done);
-      if (bytesRead === 0) break; // past the end: the rest stays zero
+      if (bytesRead === 0) break;
       done += bytesRead;
     }
+    if (done < length) buffer.fill(0, done); // past the end of the file: zeros
     return buffer;
   }
 

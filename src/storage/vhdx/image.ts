@@ -654,7 +654,7 @@ export class VhdxImage implements BlockImage {
       const itemAt = this.#regions.metadata.fileOffset + sizeEntry.offset;
       const sectorAt = itemAt - (itemAt % LOG_SECTOR_SIZE);
       const sectorBytes = await this.#file.read(sectorAt, LOG_SECTOR_SIZE);
-      new DataView(sectorBytes.buffer).setBigUint64(itemAt - sectorAt, BigInt(sizeBytes), true);
+      new DataView(sectorBytes.buffer, sectorBytes.byteOffset, sectorBytes.byteLength).setBigUint64(itemAt - sectorAt, BigInt(sizeBytes), true);
       await this.#commitSectors([{ fileOffset: sectorAt, data: sectorBytes }]);
       this.#meta = { ...this.#meta, virtualDiskSizeBytes: sizeBytes };
       this.#geometry = next;
