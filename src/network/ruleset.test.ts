@@ -130,3 +130,10 @@ test("ruleset: a switch without flow log updates no flow set", () => {
   assert.doesNotMatch(text, /update @/);
   assert.match(text, /chain deny_out \{\n {4}drop\n {2}\}/);
 });
+
+test("ruleset: allowed traffic is logged after one protocol dispatch", () => {
+  const text = nftTable(lab());
+
+  assert.match(text, /chain flowlog \{\n {4}meta l4proto vmap \{ tcp : goto flowlog_tcp, udp : goto flowlog_udp \}\n/);
+  assert.match(text, /chain flowlog_tcp \{\n {4}tcp flags syn add @flows_tcp_first \{ iifname \. ip saddr \. ip daddr \. tcp sport \. tcp dport \}\n {4}update @flows_tcp /);
+});

@@ -69,6 +69,21 @@ function flowLogRules(sw: Switch, set: string, ifnameExpr: string, tcpFirstSeenO
   return lines;
 }
 
+/**
+ * The allowed-traffic flow log, on the path of every packet: one protocol dispatch, then
+ * only that protocol's two rules (TCP: first-seen on SYN, then the update).
+ */
+function allowedFlowLogChains(sw: Switch): string[] {
+  if (!sw.flowLog) return [chainBlock("flowlog", [])];
+  const rules = flowLogRules(sw, FLOW_SETS.allowed, "iifname", true);
+  const of = (flowClass: FlowClass): string[] => rules.filter((rule) => rule.includes(`@${flowSetName(FLOW_SETS.allowed, flowClass)}`)).map((rule) => rule.replace(/^meta l4proto (tcp|udp) /, ""));
+  return [
+    chainBlock("flowlog", ["meta l4proto vmap { tcp : goto flowlog_tcp, udp : goto flowlog_udp }", ...of("other")]),
+    chainBlock("flowlog_tcp", of("tcp")),
+    chainBlock("flowlog_udp", of("udp")),
+  ];
+}
+
 function quote(ifname: string): string {
   return `"${ifname}"`;
 }
@@ -278,7 +293,7 @@ export function nftTable(sw: Switch): string {
   chains.push(
     chainBlock("deny_out", [...flowLogRules(sw, FLOW_SETS.deniedOut, "iifname", false), "drop"]),
     chainBlock("deny_in", [...flowLogRules(sw, FLOW_SETS.deniedIn, "oifname", false), "drop"]),
-    chainBlock("flowlog", flowLogRules(sw, FLOW_SETS.allowed, "iifname", true)),
+    ...allowedFlowLogChains(sw),
     chainBlock("prerouting", [`iifname vmap @${DISPATCH_MAPS.guards}`], "type filter hook prerouting priority -200; policy accept;"),
     chainBlock("forward", ["iifname != @members return", `iifname vmap @${DISPATCH_MAPS.out}`, `oifname vmap @${DISPATCH_MAPS.in}`, "jump flowlog"], "type filter hook forward priority 0; policy accept;"),
     chainBlock("input", ["iifname != @members return", `iifname vmap @${DISPATCH_MAPS.out}`, "jump flowlog"], "type filter hook input priority 0; policy accept;"),
