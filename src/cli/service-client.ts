@@ -4,6 +4,7 @@
  * socket. The client sends no identity: the service reads it from the kernel.
  */
 import { request } from "node:http";
+import type { Socket } from "node:net";
 import { HostError, PalisadeError } from "../util/errors.js";
 import { DEFAULT_SOCKET_PATH, parseListenAddress } from "../service/index.js";
 import { NotSupportedError } from "../service/index.js";
@@ -51,6 +52,11 @@ export class ServiceClient {
     readonly socketPath: string,
     readonly timeoutMs = 60_000,
   ) {}
+
+  /** See {@link openConsole}. */
+  openConsole(name: string, input: boolean): Promise<Socket> {
+    return openConsole(this.socketPath, name, input);
+  }
 
   /**
    * Sends one request and returns the parsed JSON answer.
@@ -135,6 +141,60 @@ export class ServiceClient {
       req.end(payload);
     });
   }
+}
+
+/** What an answer's error body says, as a ServiceRequestError. */
+function requestError(status: number, text: string): ServiceRequestError {
+  let parsed: unknown = null;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    // Not JSON: described by its status alone.
+  }
+  const error = (parsed as { error?: Record<string, unknown> } | null)?.error ?? {};
+  const { code, message, ...details } = error;
+  return new ServiceRequestError(
+    typeof message === "string" ? message : `The service answered ${status}`,
+    typeof code === "string" ? code : `http.${status}`,
+    status,
+    details,
+  );
+}
+
+/**
+ * Opens VM `name`'s serial console (HTTP upgrade to `palisade-console`): the socket
+ * yields the recent output, then live output; what is written to it goes to the guest
+ * when `input` was granted.
+ *
+ * @throws {ServiceRequestError} 403 naming `vm.console-read` or `vm.console-write`,
+ *   404, 409 when the VM does not run
+ */
+export function openConsole(socketPath: string, name: string, input: boolean): Promise<Socket> {
+  return new Promise<Socket>((resolve, reject) => {
+    const req = request({
+      socketPath,
+      method: "GET",
+      path: `/v1/vms/${encodeURIComponent(name)}/console${input ? "?input=1" : ""}`,
+      headers: { connection: "Upgrade", upgrade: "palisade-console" },
+    });
+    req.on("upgrade", (_res, socket, head) => {
+      if (head.length > 0) socket.unshift(head);
+      resolve(socket);
+    });
+    req.on("response", (res) => {
+      const chunks: Buffer[] = [];
+      res.on("data", (chunk: Buffer) => chunks.push(chunk));
+      res.on("end", () => {
+        reject(requestError(res.statusCode ?? 0, Buffer.concat(chunks).toString("utf8")));
+      });
+    });
+    req.on("error", (error: NodeJS.ErrnoException) => {
+      reject(
+        new HostError(`Cannot reach the palisade service at ${socketPath}: ${error.message}`, "service.unreachable"),
+      );
+    });
+    req.end();
+  });
 }
 
 /** A client for the socket `--connect` or the environment names. */

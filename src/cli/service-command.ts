@@ -3,9 +3,14 @@
  * (VM definitions and lifecycle through the service).
  */
 import type { Command } from "commander";
-import { ConfigError } from "../util/errors.js";
-import { parseByteSize } from "../util/byte-size.js";
-import { DEFAULT_SOCKET_PATH, defaultDataDir, parseListenAddress, startService } from "../service/index.js";
+import { parseCpusFlag, parseDiskFlag, parseMemoryFlag, parseSecondsFlag, type DiskFlag } from "./run-flags.js";
+import {
+  DEFAULT_SOCKET_PATH,
+  dataDirPaths,
+  defaultDataDir,
+  parseListenAddress,
+  startService,
+} from "../service/index.js";
 import { CONNECT_HELP, formatTable, printJson, serviceClient } from "./service-client.js";
 
 interface VmView {
@@ -38,31 +43,13 @@ function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
 }
 
-/** `--disk PATH[,format=F][,readonly]` as the API's disk object. */
-export function parseDiskFlag(value: string): { path: string; format?: string; readonly?: boolean } {
-  const [first = "", ...rest] = value.split(",");
-  const path = first.startsWith("path=") ? first.slice(5) : first;
-  if (path === "") throw new ConfigError(`--disk ${value}: no path`, "config.disk");
-  const disk: { path: string; format?: string; readonly?: boolean } = { path };
-  for (const part of rest) {
-    if (part === "readonly" || part === "readonly=on") disk.readonly = true;
-    else if (part.startsWith("format=")) disk.format = part.slice(7);
-    else throw new ConfigError(`--disk ${value}: unknown option ${part}`, "config.disk");
-  }
-  return disk;
-}
-
-function memoryMiB(text: string): number {
-  const bytes = parseByteSize(text, "--memory");
-  if (bytes % (1024n * 1024n) !== 0n)
-    throw new ConfigError(`--memory ${text} is not a whole number of MiB`, "config.memory");
-  return Number(bytes / (1024n * 1024n));
-}
-
-function positiveInt(text: string, flag: string): number {
-  if (!/^\d{1,6}$/.test(text))
-    throw new ConfigError(`${flag} ${text} is not a positive integer`, "config.invalid");
-  return Number(text);
+/**
+ * `--disk [path=]PATH[,format=F][,readonly]` as the API's disk object (the parser of
+ * `palisade run`; a bare first path is accepted too).
+ */
+export function parseServiceDiskFlag(value: string): DiskFlag {
+  const first = value.split(",")[0] ?? "";
+  return parseDiskFlag(first.includes("=") ? value : `path=${value}`);
 }
 
 function printVm(vm: VmView): void {
@@ -103,7 +90,10 @@ export function registerServiceCommands(program: Command): void {
     .action(async (flags: { dataDir?: string; listen: string }) => {
       const listen = parseListenAddress(flags.listen);
       const dataDir = flags.dataDir ?? defaultDataDir();
-      const running = await startService({ dataDir, listen });
+      // The engine behind the lifecycle: detached workers under <data-dir>/vms/<id>/.
+      const { EngineRuntime } = await import("../service/engine-runtime.js");
+      const runtime = new EngineRuntime({ runRoot: dataDirPaths(dataDir).vmsDir });
+      const running = await startService({ dataDir, listen, runtime });
       process.stderr.write(
         `palisade service listening on unix:${running.socketPath} (data dir ${dataDir}, pid ${process.pid})\n`,
       );
@@ -133,6 +123,9 @@ export function registerServiceCommands(program: Command): void {
     .option("--scope <scope>", "authorization scope the VM belongs to")
     .option("--trust-level <level>", "trust level, for placement")
     .option("--autostart", "start the VM when the service starts")
+    .option("--ready-marker <text>", "the guest's readiness line on its console (the boot watchdog waits for it)")
+    .option("--boot-timeout <seconds>", "boot watchdog: no ready marker by then kills the worker")
+    .option("--accel <accel>", "auto, kvm or tcg")
     .option("--connect <address>", CONNECT_HELP)
     .option("--json", "print the result as JSON")
     .action(
@@ -148,19 +141,27 @@ export function registerServiceCommands(program: Command): void {
           scope?: string;
           trustLevel?: string;
           autostart?: boolean;
+          readyMarker?: string;
+          bootTimeout?: string;
+          accel?: string;
         },
       ) => {
         const body = {
           name,
           kernel: flags.kernel,
-          memoryMiB: memoryMiB(flags.memory),
-          vcpus: positiveInt(flags.cpus, "--cpus"),
-          disks: flags.disk.map(parseDiskFlag),
+          memoryMiB: parseMemoryFlag(flags.memory),
+          vcpus: parseCpusFlag(flags.cpus),
+          disks: flags.disk.map(parseServiceDiskFlag),
           ...(flags.initrd === undefined ? {} : { initrd: flags.initrd }),
           ...(flags.append === undefined ? {} : { append: flags.append }),
           ...(flags.scope === undefined ? {} : { scope: flags.scope }),
           ...(flags.trustLevel === undefined ? {} : { trustLevel: flags.trustLevel }),
           ...(flags.autostart === true ? { autostart: true } : {}),
+          ...(flags.readyMarker === undefined ? {} : { readyMarker: flags.readyMarker }),
+          ...(flags.bootTimeout === undefined
+            ? {}
+            : { bootTimeoutMs: parseSecondsFlag(flags.bootTimeout, "--boot-timeout") }),
+          ...(flags.accel === undefined ? {} : { accel: flags.accel }),
         };
         const created = await serviceClient(flags.connect).call<VmView>("POST", "/v1/vms", body);
         if (flags.json === true) printJson(created);
@@ -211,6 +212,45 @@ export function registerServiceCommands(program: Command): void {
       );
       if (flags.json === true) printJson(result);
       else process.stdout.write(`Deleted VM ${result.deleted}\n`);
+    });
+
+  vm.command("console")
+    .description(
+      "Attach to the VM's serial console through the service: recent output first, then live (Ctrl-] detaches)",
+    )
+    .argument("<name>")
+    .option("--read-only", "only read the output (needs vm.console-read; input needs vm.console-write)")
+    .option("--connect <address>", CONNECT_HELP)
+    .action(async (name: string, flags: ConnectFlags & { readOnly?: boolean }) => {
+      const input = flags.readOnly !== true;
+      const socket = await serviceClient(flags.connect).openConsole(name, input);
+      const stdin = process.stdin;
+      const raw = input && stdin.isTTY;
+      if (raw) stdin.setRawMode(true);
+      if (process.stdout.isTTY)
+        process.stderr.write(`Attached to VM ${name}${input ? "" : " (read-only)"}; Ctrl-] detaches\r\n`);
+      await new Promise<void>((resolve) => {
+        const done = (): void => {
+          if (raw) stdin.setRawMode(false);
+          stdin.pause();
+          socket.destroy();
+          resolve();
+        };
+        socket.on("data", (chunk: Buffer) => process.stdout.write(chunk));
+        socket.on("end", done);
+        socket.on("error", done);
+        if (input) {
+          stdin.on("data", (chunk: Buffer) => {
+            if (raw && chunk.includes(0x1d)) {
+              done();
+              return;
+            }
+            socket.write(chunk);
+          });
+          // Piped input: its end is not a detach; output keeps coming until the VM stops.
+          stdin.resume();
+        }
+      });
     });
 
   for (const [action, description] of [

@@ -3,6 +3,7 @@
  * The one place that joins the pure decisions to the edges.
  */
 import { HostError } from "../util/errors.js";
+import { VirtualSwitches, closeFd, type AttachedPort } from "../network/index.js";
 import { VERSION } from "../util/version.js";
 import { PolicyError, assertDeviceAllowed, assertVmFits, compilePolicy, type CompiledPolicy } from "../policy/index.js";
 import { chooseAccel, type AccelChoice } from "./accel.js";
@@ -50,7 +51,7 @@ export function enforcePolicy(spec: VmSpec, compiled: CompiledPolicy): void {
  * Decides everything about a VM's worker without starting it (for `--print-cmdline`).
  * @throws {HostError} when QEMU is missing or the accelerator cannot be had.
  */
-export function planVm(spec: VmSpec, host: HostFacts, runRoot: string, tapFds: readonly number[] = []): PlannedVm {
+export function planVm(spec: VmSpec, host: HostFacts, runRoot: string, tapFds: readonly number[] = [], runDir?: string): PlannedVm {
   if (host.qemuBinary === null) throw new HostError("QEMU is not installed; install it with: apt-get install qemu-system-x86", "host.no-qemu");
   const accel = chooseAccel(spec.accel, host);
   const policy = compilePolicy(spec.policy, { accel: accel.accel, hostCpuVendor: host.cpuVendor });
@@ -60,7 +61,7 @@ export function planVm(spec: VmSpec, host: HostFacts, runRoot: string, tapFds: r
     accel: accel.accel,
     cpuArg: policy.cpuArg,
     tscKhz: host.tscKhz,
-    paths: workerPaths(runRoot, spec),
+    paths: workerPaths(runRoot, spec, runDir),
     tapFds,
     entropy: policy.allowedDevices.has("entropy"),
     pvpanic: policy.allowedDevices.has("pvpanic"),
@@ -73,6 +74,10 @@ export function planVm(spec: VmSpec, host: HostFacts, runRoot: string, tapFds: r
 export interface StartOptions {
   readonly runRoot: string;
   readonly detached: boolean;
+  /** Virtual switches for `--net switch=…` NICs; default: the host's (`/var/lib/palisade/network`). */
+  readonly switches?: VirtualSwitches;
+  /** The worker's run directory; default `<runRoot>/<spec.name>`. */
+  readonly runDir?: string;
   /** Called with the accelerator line before QEMU starts. */
   readonly onAccel?: (choice: AccelChoice) => void;
 }
@@ -84,7 +89,7 @@ export interface StartOptions {
  */
 export async function startVm(spec: VmSpec, host: HostFacts, options: StartOptions): Promise<Worker> {
   const disks = await preflight(spec, host, options.runRoot);
-  const plan = planVm(spec, host, options.runRoot);
+  const plan = planVm(spec, host, options.runRoot, [], options.runDir);
   options.onAccel?.(plan.accel);
   return Worker.launch({
     spec,

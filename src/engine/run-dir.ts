@@ -16,8 +16,8 @@ export function defaultRunRoot(): string {
   return runtime !== undefined && runtime !== "" ? join(runtime, "palisade", "vms") : `/tmp/palisade-${process.getuid?.() ?? 0}/vms`;
 }
 
-export function workerPaths(root: string, spec: VmSpec): WorkerPaths {
-  const runDir = join(root, spec.name);
+/** The worker's paths; `runDir` overrides `<root>/<name>` (the service uses `<data-dir>/vms/<id>`). */
+export function workerPaths(root: string, spec: VmSpec, runDir: string = join(root, spec.name)): WorkerPaths {
   return {
     runDir,
     qmpSocket: join(runDir, "qmp.sock"),

@@ -74,6 +74,7 @@ function withCore(
             nics: [],
             scope: null,
             autostart: false,
+            pathsCheckedFor: 0,
           },
           "2026-01-01T00:00:00.000Z",
         ),

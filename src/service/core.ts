@@ -8,7 +8,8 @@ import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import type Database from "better-sqlite3";
 import { AuditLog, type AuditEntry } from "../authz/index.js";
-import { ConflictError } from "./errors.js";
+import { assertCallerMayUseFiles } from "./engine-spec.js";
+import { ConflictError, ValidationError } from "./errors.js";
 import { HostUsers } from "./host-identity.js";
 import {
   checkTransition,
@@ -209,6 +210,7 @@ export class ServiceCore {
       throw new ConflictError(`Cannot ${action} VM ${name}: ${check.reason}`, "vm.bad-state", {
         state: vm.state,
       });
+    if (action === "start") this.#assertFilesAllowed(vm);
     this.#busy.set(name, action);
     const runDir = this.runDir(vm);
     try {
@@ -227,6 +229,24 @@ export class ServiceCore {
     } finally {
       if (this.#busy.get(name) === action) this.#busy.delete(name);
     }
+  }
+
+  /**
+   * The files were checked against the caller who named them; check again now, with the
+   * same uid, in case a file was swapped (say, for a symlink to /etc/shadow) since.
+   *
+   * @throws {ValidationError} `vm.path-denied`
+   */
+  #assertFilesAllowed(vm: VmRecord): void {
+    const uid = vm.spec.pathsCheckedFor;
+    if (uid === undefined) {
+      throw new ValidationError(
+        `VM ${vm.name}'s files were never checked against the caller who named them; set its kernel again (PATCH)`,
+        "body.kernel",
+        "vm.path-denied",
+      );
+    }
+    assertCallerMayUseFiles(vm.spec, { uid, gids: this.hostUsers.gidsOf(uid) });
   }
 
   #call(

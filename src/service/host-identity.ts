@@ -111,10 +111,23 @@ export class HostUsers {
     return principal;
   }
 
+  /** The group ids of a uid (primary first), for file access checks. */
+  gidsOf(uid: number): number[] {
+    this.#refresh();
+    return gidsFor(uid, this.#passwd, this.#groups);
+  }
+
   /** The principal for a user name, or `undefined` if the host has no such user. */
   byName(name: string): Principal | undefined {
     this.#refresh();
     const entry = this.#passwd.find((p) => p.name === name);
     return entry === undefined ? undefined : this.byUid(entry.uid);
   }
+}
+
+/** Group ids of `uid` (primary first) from the parsed user database; empty for an unknown uid. */
+export function gidsFor(uid: number, passwd: readonly PasswdEntry[], groups: readonly GroupEntry[]): number[] {
+  const user = passwd.find((p) => p.uid === uid);
+  if (user === undefined) return [];
+  return [user.gid, ...groups.filter((g) => g.gid !== user.gid && g.members.includes(user.name)).map((g) => g.gid)];
 }

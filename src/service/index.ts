@@ -43,3 +43,9 @@ export {
   type VmUpdateBody,
 } from "./api/schemas.js";
 export { HostUsers } from "./host-identity.js";
+export { EngineRuntime, statusOfOutcome, type EngineRuntimeOptions } from "./engine-runtime.js";
+export { CONSOLE_UPGRADE } from "./console.js";
+export { ConsoleRing, CONSOLE_RING_BYTES } from "./console-ring.js";
+export { modeAllows, assertCallerMayOpen, type Caller } from "./path-access.js";
+export { engineSpecOf } from "./engine-spec.js";
+export { type ConsoleTap } from "./lifecycle.js";

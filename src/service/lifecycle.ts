@@ -2,7 +2,7 @@
  * VM lifecycle: the states a VM goes through, which action is allowed in which state
  * (pure, so every pair is unit-tested), and the `VmRuntime` interface through which the
  * service drives workers. The service never starts QEMU itself: the engine's detached
- * per-VM worker implements `VmRuntime` (TODO(#6): wire src/engine/ once it lands).
+ * per-VM worker implements `VmRuntime` (`engine-runtime.ts`).
  */
 import { NotSupportedError } from "./errors.js";
 import type { VmSpec } from "./api/schemas.js";
@@ -91,6 +91,18 @@ export interface VmRuntime {
   attach(runDir: string): Promise<RuntimeStatus | null>;
   /** Called for every state change the runtime observes on its own (crash, guest poweroff). */
   onExit?(listener: (runDir: string, status: RuntimeStatus) => void): void;
+  /** The serial console of a running worker the runtime holds; `null` when there is none. */
+  openConsole?(runDir: string): ConsoleTap | null;
+}
+
+/** One running VM's serial console, as the service holds it. */
+export interface ConsoleTap {
+  /** The most recent output (bounded ring), oldest first. */
+  recent(): Buffer;
+  /** Live output from now on; `end` when the VM stops. Returns the unsubscribe function. */
+  subscribe(data: (chunk: Buffer) => void, end: () => void): () => void;
+  /** Sends bytes to the guest. */
+  write(bytes: Buffer): void;
 }
 
 /** The 501 every lifecycle action answers before the engine is wired. */

@@ -4,7 +4,9 @@
  * user may connect to; the kernel says who connected (SO_PEERCRED), the policy decides.
  */
 import { chmodSync, lstatSync, mkdirSync, unlinkSync } from "node:fs";
+import type { IncomingMessage } from "node:http";
 import { connect, type Socket } from "node:net";
+import type { Duplex } from "node:stream";
 import { dirname } from "node:path";
 import fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import { z } from "zod";
@@ -13,6 +15,7 @@ import { PalisadeError, errorMessage } from "../util/errors.js";
 import { openApiDocument } from "./api/openapi.js";
 import type { RequestContext, Route } from "./api/route.js";
 import { buildRoutes } from "./api/routes.js";
+import { handleConsoleUpgrade } from "./console.js";
 import { ServiceCore } from "./core.js";
 import {
   ApiError,
@@ -69,7 +72,7 @@ function errorBody(error: ApiError): Record<string, unknown> {
 const peerUid = new WeakMap<Socket, number>();
 
 /** The kernel's uid for the peer of `socket`, read once per connection. */
-function uidOf(socket: Socket): number {
+export function uidOf(socket: Socket): number {
   let uid = peerUid.get(socket);
   if (uid === undefined) {
     // Node keeps the fd on its internal handle; there is no public accessor (nodejs/node#8342).
@@ -152,6 +155,10 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
     });
     await core.reconcile();
     const app = buildApp(core);
+    const served = core;
+    app.server.on("upgrade", (request: IncomingMessage, socket: Duplex) => {
+      handleConsoleUpgrade(served, request, socket, uidOf);
+    });
     await prepareSocketPath(socketPath);
     await app.listen({ path: socketPath });
     // Any local user may connect; authorization decides what each may do.

@@ -8,6 +8,7 @@ import { VERSION } from "../../util/version.js";
 import type { ServiceCore } from "../core.js";
 import { ConflictError, NotFoundError, ValidationError } from "../errors.js";
 import { checkTransition } from "../lifecycle.js";
+import { assertCallerMayUseFiles, assertValidDefinition, pathsChanged } from "../engine-spec.js";
 import type { VmRecord } from "../store/vm-store.js";
 import { route, type RequestContext, type Route } from "./route.js";
 import {
@@ -59,6 +60,12 @@ export function specFromCreate(body: VmCreateBody): VmSpec {
     ...(body.trustLevel === undefined ? {} : { trustLevel: body.trustLevel }),
     ...(body.policy === undefined ? {} : { policy: body.policy }),
     autostart: body.autostart ?? false,
+    ...(body.accel === undefined ? {} : { accel: body.accel }),
+    ...(body.machine === undefined ? {} : { machine: body.machine }),
+    ...(body.onReboot === undefined ? {} : { onReboot: body.onReboot }),
+    ...(body.onPanic === undefined ? {} : { onPanic: body.onPanic }),
+    ...(body.readyMarker === undefined ? {} : { readyMarker: body.readyMarker }),
+    ...(body.bootTimeoutMs === undefined ? {} : { bootTimeoutMs: body.bootTimeoutMs }),
   };
 }
 
@@ -185,9 +192,13 @@ export function buildRoutes(core: ServiceCore): Route[] {
       status: 201,
       mode: "sync",
       handle: (ctx, { body }) => {
-        const spec = specFromCreate(body);
-        ctx.require("vm.create", vmObject(ctx, spec));
-        if (spec.scope !== null) core.policies.scope(spec.scope);
+        const asked = specFromCreate(body);
+        ctx.require("vm.create", vmObject(ctx, asked));
+        if (asked.scope !== null) core.policies.scope(asked.scope);
+        assertValidDefinition(asked);
+        const caller = { uid: ctx.principal.uid, gids: core.hostUsers.gidsOf(ctx.principal.uid) };
+        assertCallerMayUseFiles(asked, caller);
+        const spec: VmSpec = { ...asked, pathsCheckedFor: caller.uid };
         return vmView(core.vms.create(spec, ctx.time));
       },
     }),
@@ -224,7 +235,14 @@ export function buildRoutes(core: ServiceCore): Route[] {
         ctx.audit.vm = params.name;
         const vm = core.vms.get(params.name);
         ctx.require("vm.reconfigure", vmObject(ctx, vm));
-        const next = specAfterUpdate(vm.spec, body);
+        let next = specAfterUpdate(vm.spec, body);
+        assertValidDefinition(next);
+        if (pathsChanged(vm.spec, next)) {
+          // New files are checked against whoever names them, and that caller answers for them.
+          const caller = { uid: ctx.principal.uid, gids: core.hostUsers.gidsOf(ctx.principal.uid) };
+          assertCallerMayUseFiles(next, caller);
+          next = { ...next, pathsCheckedFor: caller.uid };
+        }
         if (next.scope !== vm.scope) {
           ctx.require("vm.change-scope", { scope: vm.scope, vm: vm.name });
           ctx.require("vm.change-scope", { scope: next.scope, vm: vm.name });
@@ -266,6 +284,25 @@ export function buildRoutes(core: ServiceCore): Route[] {
         }
         core.vms.delete(vm.name);
         return { deleted: vm.name, id: vm.id };
+      },
+    }),
+    route({
+      method: "GET",
+      url: "/v1/vms/:name/console/recent",
+      operationId: "getVmConsoleRecent",
+      summary:
+        "The VM's most recent console output (up to 64 KiB); for live output and input, upgrade GET /v1/vms/:name/console to palisade-console",
+      tag: "vms",
+      operation: "vm.console-read",
+      params: nameParams,
+      query: emptyQuery,
+      mode: "sync",
+      handle: (ctx, { params }) => {
+        ctx.audit.vm = params.name;
+        const vm = core.vms.get(params.name);
+        ctx.require("vm.console-read", vmObject(ctx, vm));
+        const tap = core.runtime.openConsole?.(core.runDir(vm)) ?? null;
+        return { state: vm.state, output: tap === null ? "" : tap.recent().toString("utf8") };
       },
     }),
     lifecycle("start", "vm.start", "Start the VM's worker"),

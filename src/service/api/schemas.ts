@@ -47,6 +47,21 @@ const specFields = {
   /** Partition policy; opaque here until `policy/` defines it. */
   policy: z.looseObject({}),
   autostart: z.boolean(),
+  // Engine options (src/engine/vm-spec.ts); checked again by parseVmSpec on create/update.
+  accel: z.enum(["auto", "kvm", "tcg"]),
+  machine: z.enum(["microvm", "q35"]),
+  onReboot: z.enum(["restart", "exit"]),
+  onPanic: z.enum(["exit", "restart"]),
+  readyMarker: z.string().min(1).max(128),
+  bootTimeoutMs: z.int().min(1000).max(3_600_000),
+};
+const engineOptional = {
+  accel: specFields.accel.optional(),
+  machine: specFields.machine.optional(),
+  onReboot: specFields.onReboot.optional(),
+  onPanic: specFields.onPanic.optional(),
+  readyMarker: specFields.readyMarker.optional(),
+  bootTimeoutMs: specFields.bootTimeoutMs.optional(),
 };
 
 /** POST /v1/vms: a VM definition. Unknown keys are refused (a typo is an error, not ignored). */
@@ -63,6 +78,7 @@ export const vmCreateSchema = z.strictObject({
   trustLevel: specFields.trustLevel.optional(),
   policy: specFields.policy.optional(),
   autostart: specFields.autostart.optional(),
+  ...engineOptional,
 });
 /** A validated create body. */
 export type VmCreateBody = z.infer<typeof vmCreateSchema>;
@@ -80,6 +96,7 @@ export const vmUpdateSchema = z.strictObject({
   trustLevel: specFields.trustLevel.nullable().optional(),
   policy: specFields.policy.nullable().optional(),
   autostart: specFields.autostart.optional(),
+  ...engineOptional,
   ifGeneration: z.int().min(1).optional(),
 });
 /** A validated update body. */
@@ -99,6 +116,17 @@ export interface VmSpec {
   readonly trustLevel?: string;
   readonly policy?: Readonly<Record<string, unknown>>;
   readonly autostart: boolean;
+  readonly accel?: "auto" | "kvm" | "tcg";
+  readonly machine?: "microvm" | "q35";
+  readonly onReboot?: "restart" | "exit";
+  readonly onPanic?: "exit" | "restart";
+  readonly readyMarker?: string;
+  readonly bootTimeoutMs?: number;
+  /**
+   * The uid whose access to `kernel`, `initrd` and `disks` was checked when they were last
+   * set (src/service/path-access.ts); checked again at every start. Set by the service.
+   */
+  readonly pathsCheckedFor?: number;
 }
 
 export const nameParams = z.strictObject({ name: nameSchema });
