@@ -20,7 +20,9 @@ import {
   type Worker,
   type WorkerEvent,
 } from "../engine/index.js";
+import type { VirtualSwitches } from "../network/index.js";
 import { EXIT, EXIT_CODES_HELP } from "./exit-codes.js";
+import { switchesFor } from "./network-options.js";
 import {
   parseConsoleFlag,
   parseCpusFlag,
@@ -56,6 +58,8 @@ export interface RunFlags {
   printPolicy?: boolean;
   policy: string;
   runDir?: string;
+  networkDir?: string;
+  netns?: string;
 }
 
 /** `--policy NAME|FILE.json`: a preset name, or a JSON file (a preset plus overrides). */
@@ -167,7 +171,10 @@ function relayConsole(worker: Worker): () => void {
  * Runs a VM to its end in the foreground; returns the exit code.
  * @throws {ConfigError|HostError|WorkerStartError} before the guest starts.
  */
-export async function runInForeground(spec: VmSpec, options: { events: EventsFlag | null; runRoot: string; quiet?: boolean }): Promise<number> {
+export async function runInForeground(
+  spec: VmSpec,
+  options: { events: EventsFlag | null; runRoot: string; quiet?: boolean; switches?: VirtualSwitches },
+): Promise<number> {
   const host = probeHost();
   const say = (line: string): void => {
     if (options.quiet !== true) process.stderr.write(`palisade: ${line}\n`);
@@ -175,6 +182,7 @@ export async function runInForeground(spec: VmSpec, options: { events: EventsFla
   const worker = await startVm(spec, host, {
     runRoot: options.runRoot,
     detached: false,
+    ...(options.switches === undefined ? {} : { switches: options.switches }),
     onAccel: (choice) => {
       say(choice.reason);
     },
@@ -228,6 +236,8 @@ export function registerRunCommands(program: Command): void {
     .option("--print-cmdline", "print the QEMU command line Palisade would run, and exit")
     .option("--print-policy", "print the effective partition policy (JSON) and what it compiles to, and exit")
     .option("--run-dir <dir>", "root of per-VM run directories (default /run/palisade/vms as root)")
+    .option("--network-dir <dir>", "virtual switches' state directory, as for `palisade switch` (env PALISADE_NETWORK_DIR)")
+    .option("--netns <name>", "the network namespace the switches live in, as for `palisade switch` (tests, labs)")
     .addHelpText("after", `\n${EXIT_CODES_HELP}`)
     .action(async (flags: RunFlags) => {
       const spec = specFromFlags(flags);
@@ -244,7 +254,10 @@ export function registerRunCommands(program: Command): void {
         process.stdout.write([plan.qemuBinary, ...plan.argv].map(shellQuote).join(" ") + "\n");
         return;
       }
-      process.exitCode = await runInForeground(spec, { events, runRoot });
+      const switches = spec.nics.some((nic) => nic.kind === "switch")
+        ? switchesFor({ stateDir: flags.networkDir, netns: flags.netns })
+        : undefined;
+      process.exitCode = await runInForeground(spec, { events, runRoot, ...(switches === undefined ? {} : { switches }) });
     });
 }
 

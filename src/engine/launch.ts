@@ -87,17 +87,70 @@ export interface StartOptions {
  * @throws {ConfigError|HostError} for bad input or a host that cannot run it;
  *   {WorkerStartError} when QEMU fails to start.
  */
-export async function startVm(spec: VmSpec, host: HostFacts, options: StartOptions): Promise<Worker> {
-  const disks = await preflight(spec, host, options.runRoot);
-  const plan = planVm(spec, host, options.runRoot, [], options.runDir);
-  options.onAccel?.(plan.accel);
-  return Worker.launch({
-    spec,
-    accel: plan.accel.accel,
-    qemuBinary: plan.qemuBinary,
-    qemuArgv: plan.argv,
-    paths: plan.argvInputs.paths,
-    detached: options.detached,
-    diskRealPaths: disks,
-  });
+export async function startVm(requested: VmSpec, host: HostFacts, options: StartOptions): Promise<Worker> {
+  const disks = await preflight(requested, host, options.runRoot);
+  // Decide everything (policy, accelerator) before a switch port is opened.
+  planVm(requested, host, options.runRoot, requested.nics.map((_, index) => FIRST_PASSED_FD + index), options.runDir);
+  const { spec, ports, switches } = await attachSwitchPorts(requested, options.switches);
+  try {
+    const plan = planVm(spec, host, options.runRoot, ports.map((_, index) => FIRST_PASSED_FD + index), options.runDir);
+    options.onAccel?.(plan.accel);
+    const worker = await Worker.launch({
+      spec,
+      accel: plan.accel.accel,
+      qemuBinary: plan.qemuBinary,
+      qemuArgv: plan.argv,
+      paths: plan.argvInputs.paths,
+      detached: options.detached,
+      passFds: ports.map((port) => port.fd),
+      diskRealPaths: disks,
+    });
+    // The TAPs die with the worker (their only open file is in QEMU); the records go with the VM.
+    void worker.outcome.then(() => detachSwitchPorts(switches, ports));
+    return worker;
+  } catch (error: unknown) {
+    await detachSwitchPorts(switches, ports);
+    throw error;
+  } finally {
+    for (const port of ports) closeFd(port.fd);
+  }
+}
+
+/** File descriptors handed to a worker start at 3, after stdin, stdout and stderr. */
+const FIRST_PASSED_FD = 3;
+
+/**
+ * Opens a TAP port on its switch for each `switch` NIC; the spec that comes back names
+ * each port's MAC, so the guest NIC and the switch's MAC guard agree.
+ */
+async function attachSwitchPorts(
+  spec: VmSpec,
+  given: VirtualSwitches | undefined,
+): Promise<{ spec: VmSpec; ports: AttachedPort[]; switches: VirtualSwitches | null }> {
+  if (!spec.nics.some((nic) => nic.kind === "switch")) return { spec, ports: [], switches: null };
+  const switches = given ?? new VirtualSwitches();
+  const ports: AttachedPort[] = [];
+  try {
+    const nics = [];
+    for (const [index, nic] of spec.nics.entries()) {
+      if (nic.kind !== "switch") {
+        nics.push(nic);
+        continue;
+      }
+      const port = await switches.attachPort({ switchName: nic.switch, vmName: spec.name, nic: `net${index}`, mac: nic.mac, vlan: nic.vlan });
+      ports.push(port);
+      nics.push({ ...nic, mac: port.mac });
+    }
+    return { spec: { ...spec, nics }, ports, switches };
+  } catch (error: unknown) {
+    await detachSwitchPorts(switches, ports);
+    for (const port of ports) closeFd(port.fd);
+    throw error;
+  }
+}
+
+async function detachSwitchPorts(switches: VirtualSwitches | null, ports: readonly AttachedPort[]): Promise<void> {
+  for (const port of ports) {
+    await switches?.detachPort({ switchName: port.switchName, vmName: port.vmName, nic: port.nic }).catch(() => undefined);
+  }
 }
