@@ -320,8 +320,15 @@ export class VhdImage implements BlockImage {
   async read(offset: number, length: number): Promise<Uint8Array> {
     checkRange(this, offset, length);
     if (this.#dynamic === undefined) return this.#file.read(offset, length);
-    const out = new Uint8Array(length);
     const blockSize = this.#dynamic.blockSizeBytes;
+    // Fast path: within one allocated block whose sectors are all present, no copy.
+    const firstBlock = Math.floor(offset / blockSize);
+    const start = this.#bat[firstBlock] ?? -1;
+    const within = offset - firstBlock * blockSize;
+    if (length > 0 && start >= 0 && within + length <= blockSize && (await this.#fullyPresent(firstBlock, within, length))) {
+      return this.#file.read(start + this.#bitmapSize() + within, length);
+    }
+    const out = new Uint8Array(length);
     let done = 0;
     while (done < length) {
       const pos = offset + done;
@@ -530,7 +537,11 @@ export class VhdImage implements BlockImage {
     this.#closed = true;
     try {
       if (!this.readonly) {
-        if (this.usedFooterCopy) await this.#file.write(this.#dataEnd, serializeFooter(this.#footer));
+        if (this.usedFooterCopy) {
+          // The end of the file was not a footer: put one right after the last block.
+          await this.#file.write(this.#dataEnd, serializeFooter(this.#footer));
+          await this.#file.truncate(this.#dataEnd + 512);
+        }
         await this.#file.flush();
       }
       await this.#file.close();

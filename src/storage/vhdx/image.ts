@@ -17,7 +17,7 @@
 import { alignWrite, checkRange, isZero, Mutex, pushDataRun, pushRange, type AllocationRange, type BlockImage, type DiskType } from "../block-image.js";
 import { DiskError, DiskFormatError } from "../errors.js";
 import { OverlayFile, readonlyError, type StorageFile } from "../file.js";
-import { guidEquals, guidIsZero, guidToString, newGuid } from "../guid.js";
+import { guidIsZero, guidToString, newGuid } from "../guid.js";
 import {
   batGeometry,
   bitmapEntryIndex,
@@ -796,4 +796,3 @@ async function replay(file: StorageFile, entries: readonly LogEntry[], fileSizeB
   if (last !== undefined && (await file.size()) < last.lastFileOffset) await file.truncate(last.lastFileOffset);
 }
 
-export { guidEquals };
