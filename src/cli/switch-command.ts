@@ -3,8 +3,6 @@
  * mirrors, capture and flow log. Parses flags into typed requests once, then calls
  * `network/`.
  */
-import { homedir } from "node:os";
-import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Command } from "commander";
 import { ConfigError } from "../util/errors.js";
@@ -37,8 +35,7 @@ interface GroupOptions {
 
 function switches(command: Command): VirtualSwitches {
   const options = command.optsWithGlobals<GroupOptions>();
-  const fallback = process.getuid?.() === 0 ? DEFAULT_STATE_DIR : join(homedir(), ".local/share/palisade/network");
-  return new VirtualSwitches({ stateDir: options.stateDir ?? process.env.PALISADE_NETWORK_DIR ?? fallback, netns: options.netns });
+  return new VirtualSwitches({ stateDir: options.stateDir, netns: options.netns });
 }
 
 function oneOf<T extends string>(value: string, allowed: readonly T[], flag: string): T {

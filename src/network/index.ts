@@ -37,4 +37,4 @@ export { nftScript } from "./ruleset.js";
 export type { FlowRecord } from "./flows.js";
 export { ACL_PRIORITY_DEFAULT, ACL_PRIORITY_MAX, ACL_PRIORITY_MIN, SWITCH_TYPES } from "./model.js";
 export type { AclRule, AclAction, AclDirection, AclProtocol, Mirror, Port, Switch, SwitchType } from "./model.js";
-export { DEFAULT_STATE_DIR } from "./state-store.js";
+export { DEFAULT_STATE_DIR, defaultStateDir } from "./state-store.js";

@@ -5,6 +5,7 @@
  * by a lock file holding the owner's pid (a dead owner's lock is taken over).
  */
 import { mkdirSync, readFileSync, renameSync, writeFileSync, openSync, closeSync, unlinkSync, fsyncSync, statSync, type Stats } from "node:fs";
+import { homedir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { ConfigError, HostError, errorMessage } from "../util/errors.js";
@@ -12,6 +13,17 @@ import { networkStateSchema, type NetworkState } from "./model.js";
 
 /** Default state directory when running as root. */
 export const DEFAULT_STATE_DIR = "/var/lib/palisade/network";
+
+/**
+ * The state directory every Palisade process agrees on (the engine and the CLI must see the
+ * same switches): `$PALISADE_NETWORK_DIR`, else `/var/lib/palisade/network` as root, else
+ * `~/.local/share/palisade/network`.
+ */
+export function defaultStateDir(): string {
+  const fromEnvironment = process.env.PALISADE_NETWORK_DIR;
+  if (fromEnvironment !== undefined && fromEnvironment !== "") return fromEnvironment;
+  return process.getuid?.() === 0 ? DEFAULT_STATE_DIR : join(homedir(), ".local/share/palisade/network");
+}
 const LOCK_TIMEOUT_MS = 15_000;
 
 /** Reads and changes the state file of one state directory. */

@@ -31,12 +31,12 @@ import { buildFlows, flowSetNames, parseSetElements, type FlowRecord, type SetEl
 import { HostCommands, defaultRouteDevices, parseLinks, type LinkInfo } from "./host-commands.js";
 import { isPort, type AclRule, type Mirror, type NetworkState, type Port, type Switch, type SwitchType } from "./model.js";
 import { DEFAULT_DENY_COUNTER, guardCounterNames, nftScript, parseTableObjects, portAddScript, portRemoveScript } from "./ruleset.js";
-import { DEFAULT_STATE_DIR, StateStore } from "./state-store.js";
+import { StateStore, defaultStateDir } from "./state-store.js";
 import { closeFd, openTap } from "./tap.js";
 
 /** Where a {@link VirtualSwitches} keeps its state and runs its commands. */
 export interface VirtualSwitchesOptions {
-  /** State directory; default `/var/lib/palisade/network`. */
+  /** State directory; default {@link defaultStateDir} (`/var/lib/palisade/network` as root). */
   readonly stateDir?: string | undefined;
   /** Network namespace holding the switches (tests, benchmarks); default: the caller's. */
   readonly netns?: string | undefined;
@@ -147,7 +147,7 @@ export class VirtualSwitches {
   constructor(options: VirtualSwitchesOptions = {}) {
     this.#netns = options.netns;
     this.host = new HostCommands({ netns: options.netns });
-    this.store = new StateStore(options.stateDir ?? DEFAULT_STATE_DIR);
+    this.store = new StateStore(options.stateDir ?? defaultStateDir());
   }
 
   /** Every switch, by name. */
