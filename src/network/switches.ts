@@ -511,13 +511,22 @@ export class VirtualSwitches {
     });
   }
 
+  /** `nft -j list …` of the switch's table, with a hint when the table is gone (host restart, someone's flush). */
+  async #listTable(sw: Switch, what: readonly string[]): Promise<string> {
+    const outcome = await this.host.tryRun(["nft", "-j", "list", ...what]);
+    if (outcome.ok) return outcome.stdout;
+    const exists = (await this.host.tryRun(["nft", "list", "table", "bridge", sw.table, "-t"])).ok;
+    if (!exists) throw new HostError(`The nftables table of switch "${sw.name}" is missing; run "palisade switch repair"`, "network.needs-repair");
+    throw new HostError(`nft list ${what.join(" ")} failed: ${outcome.stderr.trim().split("\n")[0] ?? ""}`, "network.command-failed");
+  }
+
   /**
    * Counters of a switch's ACL rules, its default deny and its port guards.
    * @throws {ConfigError} `network.unknown-switch`.
    */
   async counters(switchName: string): Promise<SwitchCounters> {
     const sw = this.get(switchName);
-    const json = JSON.parse(await this.host.run(["nft", "-j", "list", "counters", "table", "bridge", sw.table])) as { nftables?: { counter?: { name?: string; packets?: number; bytes?: number } }[] };
+    const json = JSON.parse(await this.#listTable(sw, ["counters", "table", "bridge", sw.table])) as { nftables?: { counter?: { name?: string; packets?: number; bytes?: number } }[] };
     const byName = new Map<string, { packets: number; bytes: number }>();
     for (const entry of json.nftables ?? []) {
       if (entry.counter?.name !== undefined) byName.set(entry.counter.name, { packets: entry.counter.packets ?? 0, bytes: entry.counter.bytes ?? 0 });
@@ -546,7 +555,7 @@ export class VirtualSwitches {
     const contents = new Map<string, SetElement[]>();
     await Promise.all(
       flowSetNames().map(async (set) => {
-        contents.set(set, parseSetElements(JSON.parse(await this.host.run(["nft", "-j", "list", "set", "bridge", sw.table, set])) as unknown));
+        contents.set(set, parseSetElements(JSON.parse(await this.#listTable(sw, ["set", "bridge", sw.table, set])) as unknown));
       }),
     );
     return buildFlows(sw, contents, Date.now());

@@ -259,6 +259,7 @@ test("repair: re-creates what a crash or a reboot lost and removes strays", asyn
   await switches.create({ name: "rep", type: "internal", subnet: { address: 0x0a4b0000, prefixLength: 24 }, dhcp: true });
   const sw = switches.get("rep");
   await must(HOST, ["nft", "delete", "table", "bridge", sw.table]);
+  await assert.rejects(switches.flows("rep"), /table of switch "rep" is missing; run "palisade switch repair"/);
   await must(HOST, ["ip", "link", "add", "palbdeadbeef", "type", "bridge"]);
   await must(HOST, ["nft", "add", "table", "bridge", "palisade_deadbeef"]);
   await must(HOST, ["nft", "add", "table", "bridge", "someone_else"]);
