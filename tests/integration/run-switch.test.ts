@@ -34,9 +34,9 @@ test("run: two VMs on a private switch ping each other and move data intact", as
     await a.exec("ip addr add 10.77.0.1/24 dev eth0 && ip link set eth0 up");
     await b.exec("ip addr add 10.77.0.2/24 dev eth0 && ip link set eth0 up");
     const ping = await a.exec("ping -c 3 -W 5 10.77.0.2", 60_000);
-    // 1 MiB of random bytes over TCP; both sides print its checksum.
+    // 20 MiB of random bytes over TCP; both sides print its checksum.
     await b.exec("(nc -l -p 5000 | md5sum > /tmp/got) & true");
-    const sent = await a.exec("dd if=/dev/urandom of=/tmp/data bs=64k count=16 2>/dev/null; md5sum < /tmp/data; sleep 1; nc 10.77.0.2 5000 < /tmp/data", 120_000);
+    const sent = await a.exec("dd if=/dev/urandom of=/tmp/data bs=1M count=20 2>/dev/null; md5sum < /tmp/data; sleep 1; nc 10.77.0.2 5000 < /tmp/data", 120_000);
     const got = await b.exec("sleep 2; cat /tmp/got", 60_000);
 
     assert.equal(ping.status, 0, ping.stdout);
