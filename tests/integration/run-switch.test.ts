@@ -37,7 +37,7 @@ test("run: two VMs on a private switch ping each other and move data intact", as
     // 20 MiB of random bytes over TCP; both sides print its checksum.
     await b.exec("(nc -l -p 5000 | md5sum > /tmp/got) & true");
     const sent = await a.exec("dd if=/dev/urandom of=/tmp/data bs=1M count=20 2>/dev/null; md5sum < /tmp/data; sleep 1; nc 10.77.0.2 5000 < /tmp/data", 120_000);
-    const got = await b.exec("sleep 2; cat /tmp/got", 60_000);
+    const got = await b.exec("while [ ! -s /tmp/got ]; do sleep 0.2; done; cat /tmp/got", 60_000);
 
     assert.equal(ping.status, 0, ping.stdout);
     assert.match(ping.stdout, /3 packets received/);
