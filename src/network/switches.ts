@@ -399,7 +399,15 @@ export class VirtualSwitches {
       const updated: Switch = { ...sw, ports: [...sw.ports.filter((candidate) => !isPort(candidate, ref)), port] };
       try {
         await create(ifname, mac);
-        await this.#plugPort(updated, port);
+        try {
+          await this.#plugPort(updated, port);
+        } catch (error: unknown) {
+          // After a host restart the switch's bridge is gone until someone re-applies it:
+          // do it here, so that starting a VM is enough.
+          if (await this.#linkExists(sw.bridge)) throw error;
+          await this.#applySwitch(sw);
+          await this.#plugPort(updated, port);
+        }
         // The usual case costs one small nft transaction, whatever the number of rules; a
         // port with rules of its own, a stale record or a table out of step gets a full apply.
         const script = stale === undefined ? portAddScript(sw, port) : undefined;

@@ -278,6 +278,21 @@ test("repair: re-creates what a crash or a reboot lost and removes strays", asyn
   assert.deepEqual([again.removedInterfaces, again.removedTables, again.restartedDhcp, again.failed], [[], [], [], []], "repair is idempotent");
 });
 
+test("after a host restart (bridge and table gone), attaching a port re-applies the switch", async () => {
+  await switches.create({ name: "reboot", type: "private" });
+  const sw = switches.get("reboot");
+  await must(HOST, ["ip", "link", "del", sw.bridge]);
+  await must(HOST, ["nft", "delete", "table", "bridge", sw.table]);
+
+  const a = await tap("reboot", "ra", "52:54:00:76:00:01");
+  const b = await tap("reboot", "rb", "52:54:00:76:00:02");
+
+  writeSync(a.fd, markerFrame("ff:ff:ff:ff:ff:ff", "52:54:00:99:99:98", "spoofed-after-restart"));
+  assert.ok(!(await receives(b.fd, "spoofed-after-restart")), "the guards are back");
+  writeSync(a.fd, markerFrame("ff:ff:ff:ff:ff:ff", a.mac, "frame-after-restart"));
+  assert.ok(await receives(b.fd, "frame-after-restart"), "and the bridge forwards");
+});
+
 test("repair: a switch that cannot be re-applied is reported and does not stop the others", async () => {
   await must(HOST, ["ip", "link", "add", "upr0", "type", "veth", "peer", "name", "upr0p"]);
   await switches.create({ name: "unplugged", type: "external", uplink: "upr0" });
