@@ -32,7 +32,12 @@ export function statusOfOutcome(outcome: Outcome): RuntimeStatus {
     outcome.kind === "reset-loop" ||
     outcome.kind === "internal-error" ||
     (outcome.kind === "worker-exit" && (outcome.signal !== null || outcome.exitCode !== 0));
-  return { state: crashed ? "crashed" : "stopped", exitReason: describeOutcome(outcome) };
+  // A detached worker's exit status goes to no one who reports it: say what is known.
+  const reason =
+    outcome.kind === "worker-exit" && outcome.exitCode === null && outcome.signal === null
+      ? `worker (QEMU) ended without a shutdown event: killed or crashed${outcome.stderr === "" ? "" : `: ${outcome.stderr}`}`
+      : describeOutcome(outcome);
+  return { state: crashed ? "crashed" : "stopped", exitReason: reason };
 }
 
 interface Held {

@@ -314,8 +314,9 @@ test(
     assert.equal(showWeb.status, 200);
     assert.deepEqual([showDb.status, errorOf(showDb).operation], [403, "vm.view-config"]);
     assert.deepEqual([del.status, errorOf(del).operation], [403, "vm.delete"]);
-    // Authorized; the lifecycle itself is not wired yet, so the service answers 501 after the check.
-    assert.deepEqual([start.status, errorOf(start).code], [501, "service.no-runtime"]);
+    // Authorized; the engine then refuses the definition's kernel (it does not exist): a 400, not a 403.
+    assert.equal(start.status, 400, JSON.stringify(start.body));
+    assert.match(errorOf(start).message, /vmlinuz/);
     assert.deepEqual([audit.status, errorOf(audit).operation], [403, "audit.read"]);
     assert.deepEqual([changePolicy.status, errorOf(changePolicy).operation], [403, "authz.change"]);
     assert.equal(check.status, 0, check.stderr);
