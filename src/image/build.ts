@@ -242,10 +242,6 @@ function addEntryToTree(tree: GuestTree, entry: AddedEntry): void {
   }
 }
 
-async function replaceFile(temporary: string, final: string): Promise<void> {
-  await rename(temporary, final);
-}
-
 /**
  * Builds an image into `outDir`, or returns the one there when its inputs are the same
  * (kernel package version or file digest, modules, busybox, added files and binaries,
@@ -342,7 +338,16 @@ export async function buildImage(options: BuildImageOptions = {}): Promise<Built
   for (const binary of binaries) addBinaryToTree(tree, binary);
   for (const entries of added) for (const entry of entries) addEntryToTree(tree, entry);
 
-  await mkdir(outDir, { recursive: true });
+  await mkdir(outDir, { recursive: true }).catch((error: unknown) => {
+    const code = (error as NodeJS.ErrnoException).code ?? "?";
+    throw new ConfigError(
+      `Image directory ${outDir} cannot be created (${code}); choose another --out`,
+      "image.out-dir",
+      {
+        cause: error,
+      },
+    );
+  });
   const suffix = `.tmp-${process.pid}`;
   const initrdTemp = join(outDir, `${IMAGE_FILES.initrd}${suffix}`);
   const kernelTemp = join(outDir, `${IMAGE_FILES.kernel}${suffix}`);
@@ -396,9 +401,9 @@ export async function buildImage(options: BuildImageOptions = {}): Promise<Built
     await writeFile(manifestTemp, `${JSON.stringify(manifest, null, 2)}\n`);
     // Each rename is atomic: a reader sees the old file or the new one, never half of
     // one; the manifest goes last and is checked against the outputs when read.
-    await replaceFile(kernelTemp, join(outDir, IMAGE_FILES.kernel));
-    await replaceFile(initrdTemp, join(outDir, IMAGE_FILES.initrd));
-    await replaceFile(manifestTemp, join(outDir, IMAGE_FILES.manifest));
+    await rename(kernelTemp, join(outDir, IMAGE_FILES.kernel));
+    await rename(initrdTemp, join(outDir, IMAGE_FILES.initrd));
+    await rename(manifestTemp, join(outDir, IMAGE_FILES.manifest));
     onStatus(
       `Built ${join(outDir, IMAGE_FILES.initrd)} (${(initrdStat.size / 1e6).toFixed(1)} MB, ${packed.entries} entries)`,
     );
