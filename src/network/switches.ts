@@ -615,7 +615,7 @@ export class VirtualSwitches {
     }
   }
 
-  /** tc: a clsact qdisc on each mirrored port, a match-all u32 filter per direction and target. */
+  /** tc: a clsact qdisc on each mirrored port, a match-all u32 filter per direction. */
   async #applyMirrors(sw: Switch): Promise<void> {
     const links = new Set((await this.#links()).map((link) => link.ifname));
     const bySource = new Map<string, string[]>();
@@ -628,10 +628,11 @@ export class VirtualSwitches {
     for (const [from, targets] of bySource) {
       await this.host.tryRun(["tc", "qdisc", "del", "dev", from, "clsact"]);
       await this.host.run(["tc", "qdisc", "add", "dev", from, "clsact"]);
-      for (const [index, target] of targets.entries()) {
-        for (const direction of ["ingress", "egress"]) {
-          await this.host.run(["tc", "filter", "add", "dev", from, direction, "pref", String(10 + index), "protocol", "all", "u32", "match", "u32", "0", "0", "action", "mirred", "egress", "mirror", "dev", target]);
-        }
+      // One filter per direction with every target as a chained action: a matching u32
+      // filter ends classification, so a second filter would never see the packet.
+      const actions = targets.flatMap((target) => ["action", "mirred", "egress", "mirror", "dev", target]);
+      for (const direction of ["ingress", "egress"]) {
+        await this.host.run(["tc", "filter", "add", "dev", from, direction, "pref", "10", "protocol", "all", "u32", "match", "u32", "0", "0", ...actions]);
       }
     }
   }

@@ -223,8 +223,15 @@ test("mirroring: an appliance port sees the ICMP between two other VMs; a captur
   await vmNamespace("mir", "mb", "10.73.0.2/24", "52:54:00:73:00:02");
   const appliance = await vmNamespace("mir", "mc", "10.73.0.3/24", "52:54:00:73:00:03");
   await switches.addMirror("mir", { from: { vmName: "ma", nic: "net0" }, to: { port: { vmName: "mc", nic: "net0" } } });
+  // A host interface as a second target: a veth pair whose far end a monitor reads.
+  await must(HOST, ["ip", "link", "add", "mon0", "type", "veth", "peer", "name", "mon0p"]);
+  await must(HOST, ["ip", "link", "set", "mon0", "up"]);
+  await must(HOST, ["ip", "link", "set", "mon0p", "up"]);
+  await switches.addMirror("mir", { from: { vmName: "ma", nic: "net0" }, to: { ifname: "mon0" } });
+  await assert.rejects(switches.addMirror("mir", { from: { vmName: "ma", nic: "net0" }, to: { ifname: "nosuch0" } }), /Mirror target interface "nosuch0" does not exist/);
 
   const sniffer = run(appliance, ["timeout", "8", "tcpdump", "-l", "-n", "-i", "eth0", "-c", "2", "icmp and host 10.73.0.1 and host 10.73.0.2"], 10_000);
+  const monitor = run(HOST, ["timeout", "8", "tcpdump", "-l", "-n", "-i", "mon0p", "-c", "2", "icmp and host 10.73.0.1 and host 10.73.0.2"], 10_000);
   const pcap = join(stateDir, "mir.pcap");
   let captureReady: () => void = () => undefined;
   const ready = new Promise<void>((resolve) => (captureReady = resolve));
@@ -235,6 +242,7 @@ test("mirroring: an appliance port sees the ICMP between two other VMs; a captur
 
   const seen = await sniffer;
   assert.match(seen.stdout, /10\.73\.0\.1 > 10\.73\.0\.2: ICMP echo request/);
+  assert.match((await monitor).stdout, /10\.73\.0\.1 > 10\.73\.0\.2: ICMP echo request/, "the host interface gets the copies too");
   await capture;
   const read = await must(undefined, ["tcpdump", "-n", "-r", pcap]);
   assert.match(read, /ICMP echo (request|reply)/);
