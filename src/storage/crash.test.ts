@@ -120,3 +120,47 @@ test("crash: a dynamic VHD cut at every write opens with every flushed write", a
 
   assert.ok(points > 10, `only ${points} cut points`);
 });
+
+test("crash: a merge cut at every write leaves the child reading the same disk over its parent", async () => {
+  const size = 8 * MiB;
+  const parentSeed = new MemoryFile();
+  const parent = await VhdxImage.create(parentSeed, { sizeBytes: size, type: "dynamic", blockSizeBytes: MiB });
+  await parent.write(0, new Uint8Array(3 * MiB).fill(1));
+  await parent.close();
+  const parentBytes = parentSeed.bytes();
+  const childFile = new MemoryFile();
+  const child = await VhdxImage.create(childFile, {
+    sizeBytes: 0,
+    type: "differencing",
+    blockSizeBytes: MiB,
+    parent: { image: await VhdxImage.open(new MemoryFile(parentBytes, { writable: false }), { readonly: true }), relativePath: "p.vhdx", absolutePath: "/p.vhdx" },
+  });
+  await child.write(MiB + 512, new Uint8Array(4096).fill(2));
+  await child.write(5 * MiB, new Uint8Array(MiB).fill(3));
+  await child.discard(2 * MiB, MiB);
+  await child.close();
+  const childBytes = childFile.bytes();
+  const openChild = async (parentImage: Uint8Array): Promise<VhdxImage> =>
+    VhdxImage.open(new MemoryFile(childBytes, { writable: false }), { readonly: true, openParent: () => VhdxImage.open(new MemoryFile(parentImage, { writable: false }), { readonly: true }) });
+  const before = await (await openChild(parentBytes)).read(0, size);
+
+  let cut = 0;
+  for (;;) {
+    const file = new FaultFile(parentBytes, { cutAfter: cut });
+    try {
+      const target = await VhdxImage.open(file, { readonly: false, keepDataWriteGuid: true });
+      const { copyImage } = await import("./operations.js");
+      await copyImage(await openChild(parentBytes), target, { onlyThisLayer: true });
+      await target.close();
+    } catch (error: unknown) {
+      if (!(error instanceof PowerCut)) throw error;
+    }
+    if (!file.wasCut) break;
+    for (const keepUnflushed of [true, false]) {
+      const after = await openChild(file.crashImage(keepUnflushed));
+      assert.deepEqual(await after.read(0, size), before, `cut after write ${cut}: the child reads differently`);
+    }
+    cut++;
+  }
+  assert.ok(cut > 10, `only ${cut} cut points`);
+});
