@@ -15,6 +15,7 @@ import {
   TABLE_PREFIX,
   checkName,
   cidrsOverlap,
+  parseIpv4,
   formatCidr,
   formatIpv4,
   formatPortRef,
@@ -220,6 +221,11 @@ export class VirtualSwitches {
       throw new ConfigError("--dhcp needs an internal switch with --subnet (the DHCP server runs on the host's address)", "network.bad-request");
     }
     if (request.subnet !== undefined && request.type === "internal") {
+      const subnet = request.subnet;
+      const used = hostSubnets(await this.host.ipJson(["-4", "addr", "show"])).find((entry) => !entry.ifname.startsWith(BRIDGE_PREFIX) && cidrsOverlap(entry.subnet, subnet));
+      if (used !== undefined) {
+        throw new ConfigError(`--subnet ${formatCidr(subnet)} overlaps ${formatCidr(used.subnet)} on the host's ${used.ifname}`, "network.bad-cidr");
+      }
       const clash = this.list().find((sw) => sw.type === "internal" && sw.subnet !== undefined && request.subnet !== undefined && cidrsOverlap(sw.subnet, request.subnet));
       if (clash !== undefined) {
         throw new ConfigError(`--subnet ${formatCidr(request.subnet)} overlaps switch "${clash.name}" (${formatCidr(clash.subnet ?? request.subnet)})`, "network.bad-cidr");
@@ -739,6 +745,26 @@ export class VirtualSwitches {
       return { state: { ...state, switches }, result: report };
     });
   }
+}
+
+/** The IPv4 subnets configured on the host's interfaces, from `ip -j -4 addr show`; pure. */
+function hostSubnets(json: unknown): { ifname: string; subnet: Ipv4Cidr }[] {
+  if (!Array.isArray(json)) return [];
+  const result: { ifname: string; subnet: Ipv4Cidr }[] = [];
+  for (const entry of json as { ifname?: unknown; addr_info?: unknown }[]) {
+    if (typeof entry.ifname !== "string" || !Array.isArray(entry.addr_info)) continue;
+    for (const info of entry.addr_info as { local?: unknown; prefixlen?: unknown }[]) {
+      if (typeof info.local !== "string" || typeof info.prefixlen !== "number" || info.prefixlen === 32) continue;
+      try {
+        const address = parseIpv4(info.local, "address");
+        const mask = info.prefixlen === 0 ? 0 : (0xffffffff << (32 - info.prefixlen)) >>> 0;
+        result.push({ ifname: entry.ifname, subnet: { address: (address & mask) >>> 0, prefixLength: info.prefixlen } });
+      } catch {
+        // Not an address this check understands: ignore it.
+      }
+    }
+  }
+  return result;
 }
 
 /** An interface name safe to put in an nft script or a command line. */

@@ -133,6 +133,7 @@ test("switch CLI: every bad input gets a clear one-line error", async () => {
   await refused(["create", "i", "--type", "internal", "--subnet", "10.1.2.3/24"], "network.bad-cidr", /has host bits set \(did you mean 10\.1\.2\.0\/24\?\)/);
   await rejected(["create", "i", "--type", "internal", "--subnet", "10.1.2.0/40"], "network.bad-cidr", /above 32/);
   await rejected(["create", "i", "--type", "internal", "--subnet", "banana"], "network.bad-cidr", /not an IPv4 CIDR/);
+  await rejected(["create", "i", "--type", "internal", "--subnet", "192.0.2.0/25"], "network.bad-cidr", /overlaps 192\.0\.2\.0\/24 on the host's mgmt0/);
   await rejected(["create", "p", "--type", "private", "--dhcp"], "network.bad-request", /--dhcp needs an internal switch/);
   await refused(["show", "nosuch"], "network.unknown-switch", /Switch "nosuch" does not exist/);
   await rejected(["delete", "nosuch"], "network.unknown-switch", /Switch "nosuch" does not exist/);
