@@ -21,6 +21,7 @@ import {
   type WorkerEvent,
 } from "../engine/index.js";
 import type { VirtualSwitches } from "../network/index.js";
+import { describeSandbox, formatSandboxDescription } from "../sandbox/index.js";
 import { EXIT, EXIT_CODES_HELP } from "./exit-codes.js";
 import { switchesFor } from "./network-options.js";
 import {
@@ -60,6 +61,8 @@ export interface RunFlags {
   runDir?: string;
   networkDir?: string;
   netns?: string;
+  sandbox: boolean;
+  printSandbox?: boolean;
 }
 
 /** `--policy NAME|FILE.json`: a preset name, or a JSON file (a preset plus overrides). */
@@ -173,7 +176,14 @@ function relayConsole(worker: Worker): () => void {
  */
 export async function runInForeground(
   spec: VmSpec,
-  options: { events: EventsFlag | null; runRoot: string; quiet?: boolean; switches?: VirtualSwitches },
+  options: {
+    events: EventsFlag | null;
+    runRoot: string;
+    quiet?: boolean;
+    switches?: VirtualSwitches;
+    noSandbox?: boolean;
+    printSandbox?: boolean;
+  },
 ): Promise<number> {
   const host = probeHost();
   const say = (line: string): void => {
@@ -183,10 +193,16 @@ export async function runInForeground(
     runRoot: options.runRoot,
     detached: false,
     ...(options.switches === undefined ? {} : { switches: options.switches }),
+    noSandbox: options.noSandbox === true,
     onAccel: (choice) => {
       say(choice.reason);
     },
+    onSandbox: say,
   });
+  if (options.printSandbox === true) {
+    const pid = worker.record.qemuPid ?? worker.record.pid;
+    process.stderr.write(formatSandboxDescription(describeSandbox(pid)) + "\n");
+  }
   const writeEvent = eventWriter(options.events);
   worker.on("event", writeEvent);
   writeEvent({ timeMs: worker.record.startedAtMs, vm: worker.name, event: "started", detail: `pid ${worker.record.pid}` });
@@ -235,6 +251,8 @@ export function registerRunCommands(program: Command): void {
     .option("--policy <name|file>", `partition policy: a preset (${PRESET_NAMES.join(", ")}) or a JSON file (a "preset" plus overrides)`, "default")
     .option("--print-cmdline", "print the QEMU command line Palisade would run, and exit")
     .option("--print-policy", "print the effective partition policy (JSON) and what it compiles to, and exit")
+    .option("--print-sandbox", "once the worker runs, print its effective sandbox (uid, capabilities, namespaces, seccomp, limits)")
+    .option("--no-sandbox", "run the worker without its jail (comparisons only; the policy's sandbox.enabled is the real switch)")
     .option("--run-dir <dir>", "root of per-VM run directories (default /run/palisade/vms as root)")
     .option("--network-dir <dir>", "virtual switches' state directory, as for `palisade switch` (env PALISADE_NETWORK_DIR)")
     .option("--netns <name>", "the network namespace the switches live in, as for `palisade switch` (tests, labs)")
@@ -257,7 +275,13 @@ export function registerRunCommands(program: Command): void {
       const switches = spec.nics.some((nic) => nic.kind === "switch")
         ? switchesFor({ stateDir: flags.networkDir, netns: flags.netns })
         : undefined;
-      process.exitCode = await runInForeground(spec, { events, runRoot, ...(switches === undefined ? {} : { switches }) });
+      process.exitCode = await runInForeground(spec, {
+        events,
+        runRoot,
+        noSandbox: !flags.sandbox,
+        printSandbox: flags.printSandbox === true,
+        ...(switches === undefined ? {} : { switches }),
+      });
     });
 }
 

@@ -13,6 +13,7 @@ import { qemuArgv, type ArgvInputs } from "./qemu-argv.js";
 import { workerPaths } from "./run-dir.js";
 import type { VmSpec } from "./vm-spec.js";
 import { Worker } from "./worker.js";
+import { planWorkerJail, sandboxStateDir } from "./worker-jail.js";
 
 /** QEMU's own seccomp filter: everything it lets us deny, denied. */
 export const QEMU_SANDBOX_ARGS = ["-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"];
@@ -80,6 +81,10 @@ export interface StartOptions {
   readonly runDir?: string;
   /** Called with the accelerator line before QEMU starts. */
   readonly onAccel?: (choice: AccelChoice) => void;
+  /** Called with one line on the worker's sandbox (what it is, or what the host lacks). */
+  readonly onSandbox?: (line: string) => void;
+  /** Run the worker without its jail even where the policy and host allow one (benchmarks). */
+  readonly noSandbox?: boolean;
 }
 
 /**
@@ -95,7 +100,13 @@ export async function startVm(requested: VmSpec, host: HostFacts, options: Start
   try {
     const plan = planVm(spec, host, options.runRoot, ports.map((_, index) => FIRST_PASSED_FD + index), options.runDir);
     options.onAccel?.(plan.accel);
+    const { jail, gaps } =
+      options.noSandbox === true
+        ? { jail: null, gaps: ["disabled for this run"] }
+        : await planWorkerJail(spec, plan.argvInputs.paths, plan.policy, plan.accel.accel, plan.qemuBinary, options.detached, sandboxStateDir(options.runRoot));
+    options.onSandbox?.(jail === null ? `worker not sandboxed: ${gaps.join("; ")}` : `worker sandbox: ${jail.description}`);
     const worker = await Worker.launch({
+      jail,
       spec,
       accel: plan.accel.accel,
       qemuBinary: plan.qemuBinary,
@@ -116,8 +127,8 @@ export async function startVm(requested: VmSpec, host: HostFacts, options: Start
   }
 }
 
-/** File descriptors handed to a worker start at 3, after stdin, stdout and stderr. */
-const FIRST_PASSED_FD = 3;
+/** File descriptors handed to a worker start at 5: 0–2 are stdio, 3–4 the jail's (Worker.launch). */
+const FIRST_PASSED_FD = 5;
 
 /**
  * Opens a TAP port on its switch for each `switch` NIC; the spec that comes back names

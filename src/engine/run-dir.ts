@@ -21,14 +21,20 @@ export function workerPaths(root: string, spec: VmSpec, runDir: string = join(ro
   return {
     runDir,
     qmpSocket: join(runDir, "qmp.sock"),
-    consoleSocket: spec.console.kind === "socket" ? spec.console.path : join(runDir, "console.sock"),
+    // Always inside the run directory (the jail binds only that); `--console socket:PATH`
+    // gets a symbolic link at PATH.
+    consoleSocket: join(runDir, "console.sock"),
   };
 }
 
 const WorkerRecordSchema = z.object({
   name: z.string(),
   uuid: z.string(),
+  /** The process Palisade spawned: QEMU, or the jail (bwrap) around it. */
   pid: z.number().int().positive(),
+  /** QEMU's own host pid when it runs in a jail. */
+  qemuPid: z.number().int().positive().optional(),
+  jailed: z.boolean().default(false),
   startedAtMs: z.number(),
   accel: z.enum(["kvm", "tcg"]),
   detached: z.boolean(),

@@ -5,9 +5,10 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { EventEmitter } from "node:events";
-import { existsSync, openSync, closeSync, readFileSync } from "node:fs";
+import { existsSync, openSync, closeSync, readFileSync, symlinkSync } from "node:fs";
 import { createConnection, type Socket } from "node:net";
 import { join } from "node:path";
+import { constants } from "node:os";
 import { setTimeout as sleep } from "node:timers/promises";
 import { PalisadeError, errorMessage } from "../util/errors.js";
 import { QmpClient, type QmpEvent } from "./qmp/client.js";
@@ -32,6 +33,7 @@ import {
   type WorkerRecord,
 } from "./run-dir.js";
 import type { Accel } from "./accel.js";
+import type { LaunchJail } from "./worker-jail.js";
 import type { VmSpec } from "./vm-spec.js";
 
 /** QEMU failed before its QMP socket answered: its stderr says why. */
@@ -69,8 +71,8 @@ export interface LaunchRequest {
   readonly detached: boolean;
   /** Host file descriptors handed to the worker as fds 3, 4, … (TAPs). */
   readonly passFds?: readonly number[];
-  /** Wraps the full command (binary first) in the worker's jail; identity when absent. */
-  readonly wrap?: (command: readonly string[]) => string[];
+  /** The worker's jail; without one QEMU runs as Palisade's user (the host could not jail it). */
+  readonly jail?: LaunchJail | null;
   /** Disks the worker holds, as real paths, for the one-VM-per-disk check. */
   readonly diskRealPaths: readonly { path: string; readonly: boolean }[];
 }
@@ -105,6 +107,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   #resolveOutcome!: (outcome: Outcome) => void;
   #stderrTail: () => string;
   #exitPoll: NodeJS.Timeout | null = null;
+  #jail: LaunchJail | null = null;
 
   private constructor(record: WorkerRecord, qmp: QmpClient, child: ChildProcess | null, stderrTail: () => string) {
     super();
@@ -141,14 +144,23 @@ export class Worker extends EventEmitter<WorkerEvents> {
     const { spec, paths } = request;
     createRunDir(paths.runDir);
     const command = [request.qemuBinary, ...request.qemuArgv];
-    const full = request.wrap ? request.wrap(command) : attachedToParent(command, request.detached);
+    const jail = request.jail ?? null;
+    try {
+      await jail?.prepare();
+    } catch (error: unknown) {
+      await jail?.cleanup().catch(() => undefined);
+      removeRunDir(paths.runDir);
+      throw error;
+    }
+    const full = jail !== null ? jail.wrap(command) : attachedToParent(command, request.detached);
     const logFd = openSync(join(paths.runDir, "worker.log"), "a", 0o600);
     const passFds = request.passFds ?? [];
     let child: ChildProcess;
     try {
       child = spawn(full[0] ?? request.qemuBinary, full.slice(1), {
         detached: request.detached,
-        stdio: ["ignore", logFd, request.detached ? logFd : "pipe", ...passFds],
+        // fds 3 and 4 belong to the jail (bwrap's status and seccomp program); passed fds start at 5.
+        stdio: ["ignore", logFd, request.detached ? logFd : "pipe", "ignore", "ignore", ...passFds],
         env: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin", LANG: "C" },
       });
     } finally {
@@ -174,6 +186,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     } catch (error: unknown) {
       child.kill("SIGKILL");
       await Promise.race([exited, sleep(2000)]);
+      await jail?.cleanup().catch(() => undefined);
       removeRunDir(paths.runDir);
       const why = summarizeStderr(stderrTail());
       throw new WorkerStartError(`Worker of VM ${spec.name} failed to start: ${why === "" ? errorMessage(error) : why}`, {
@@ -181,10 +194,13 @@ export class Worker extends EventEmitter<WorkerEvents> {
       });
     }
     if (child.pid === undefined) throw new WorkerStartError(`Worker of VM ${spec.name} has no pid`);
+    const qemuPid = (await jail?.qemuPid()) ?? null;
     const record: WorkerRecord = {
       name: spec.name,
       uuid: spec.uuid,
       pid: child.pid,
+      ...(qemuPid === null ? {} : { qemuPid }),
+      jailed: jail !== null,
       startedAtMs: Date.now(),
       accel: request.accel,
       detached: request.detached,
@@ -193,8 +209,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
       paths,
     };
     writeWorkerRecord(record);
+    if (spec.console.kind === "socket") symlinkSync(paths.consoleSocket, spec.console.path);
     if (request.detached) child.unref();
     const worker = new Worker(record, qmp, request.detached ? null : child, stderrTail);
+    worker.#jail = jail;
     worker.#emit("started", `pid ${child.pid}, accelerator ${request.accel}`);
     if (request.detached) worker.#pollExit();
     else
@@ -288,10 +306,13 @@ export class Worker extends EventEmitter<WorkerEvents> {
   /** SIGKILL of the worker; resolves with the outcome once it is gone. */
   async kill(): Promise<Outcome> {
     if (this.#lifecycle.stopRequested === null) this.#apply({ kind: "stop-requested", how: "killed" });
-    try {
-      process.kill(this.record.pid, "SIGKILL");
-    } catch {
-      // Already gone.
+    // In a jail, QEMU is the jail's pid 1 under bwrap: kill both, QEMU first.
+    for (const pid of [this.record.qemuPid, this.record.pid]) {
+      try {
+        if (pid !== undefined) process.kill(pid, "SIGKILL");
+      } catch {
+        // Already gone.
+      }
     }
     if (this.#child === null) this.#checkExitSoon();
     return this.outcome;
@@ -384,7 +405,14 @@ export class Worker extends EventEmitter<WorkerEvents> {
   #onExit(code: number | null, signal: string | null): void {
     if (this.state === "stopped") return;
     if (this.#exitPoll !== null) clearInterval(this.#exitPoll);
-    this.#apply({ kind: "worker-exit", exitCode: code, signal, stderr: summarizeStderr(this.#stderrTail()) });
+    // bwrap exits with 128 + N when the jailed QEMU dies of signal N.
+    const jailSignal = this.record.jailed && code !== null && code > 128 ? signalName(code - 128) : null;
+    this.#apply({
+      kind: "worker-exit",
+      exitCode: jailSignal === null ? code : null,
+      signal: jailSignal ?? signal,
+      stderr: summarizeStderr(this.#stderrTail()),
+    });
     const outcome = this.#lifecycle.outcome;
     if (outcome !== null) this.#finish(outcome);
   }
@@ -396,10 +424,15 @@ export class Worker extends EventEmitter<WorkerEvents> {
     if (this.#bootTimer !== null) clearTimeout(this.#bootTimer);
     this.#console?.destroy();
     this.#qmp.close();
-    removeRunDir(this.record.paths.runDir);
-    if (this.record.spec.console.kind === "socket") removeRunDir(this.record.paths.consoleSocket);
-    this.#emit("exited", describeOutcome(outcome));
-    this.#resolveOutcome(outcome);
+    const jail = this.#jail;
+    const done = (): void => {
+      removeRunDir(this.record.paths.runDir);
+      if (this.record.spec.console.kind === "socket") removeRunDir(this.record.spec.console.path);
+      this.#emit("exited", describeOutcome(outcome));
+      this.#resolveOutcome(outcome);
+    };
+    if (jail === null) done();
+    else void jail.cleanup().catch(() => undefined).finally(done);
   }
 
   /** Without a child handle (detached or attached-to), exit is noticed by polling /proc. */
@@ -429,6 +462,11 @@ export class Worker extends EventEmitter<WorkerEvents> {
 /** Attached workers die with their parent: setpriv sets PR_SET_PDEATHSIG before exec. */
 function attachedToParent(command: readonly string[], detached: boolean): string[] {
   return detached || !existsSync("/usr/bin/setpriv") ? [...command] : ["/usr/bin/setpriv", "--pdeathsig", "SIGKILL", "--", ...command];
+}
+
+function signalName(number: number): string {
+  const entry = Object.entries(constants.signals).find(([, value]) => value === number);
+  return entry?.[0] ?? `signal ${number}`;
 }
 
 function readLogTail(runDir: string): string {

@@ -1,0 +1,112 @@
+/**
+ * The worker's jail, from the VM's spec and policy: which files it may see, its uid, its
+ * devices and limits. Joins the sandbox layer to the worker launch.
+ */
+import { join } from "node:path";
+import { workerResourceLimits, type CompiledPolicy } from "../policy/index.js";
+import {
+  allocateUid,
+  jailCommandArgv,
+  prepareJail,
+  probeSandboxHost,
+  readWorkerStatus,
+  releaseUid,
+  sandboxGaps,
+  type JailSpec,
+  type PreparedJail,
+  type SandboxHostFacts,
+} from "../sandbox/index.js";
+import type { Accel } from "./accel.js";
+import type { WorkerPaths } from "./qemu-argv.js";
+import type { VmSpec } from "./vm-spec.js";
+
+/** What Worker.launch needs from a jail. */
+export interface LaunchJail {
+  /** Creates the jail's cgroups, control files and device nodes (after the run directory exists). */
+  prepare(): Promise<void>;
+  /** The command that runs `command` inside the jail. */
+  wrap(command: readonly string[]): string[];
+  /** QEMU's host pid, once the jail reported it. */
+  qemuPid(): Promise<number | null>;
+  /** Removes the cgroups and gives the uid back; idempotent. */
+  cleanup(): Promise<void>;
+  readonly description: string;
+}
+
+/** The jail's pure part: what the worker of `spec` may see and use. */
+export function jailSpecFor(
+  spec: VmSpec,
+  paths: WorkerPaths,
+  policy: CompiledPolicy,
+  accel: Accel,
+  uid: number,
+  qemuBinary: string,
+  detached: boolean,
+): JailSpec {
+  return {
+    vmId: spec.name,
+    uid,
+    gid: uid,
+    runDir: paths.runDir,
+    binds: [
+      { hostPath: spec.kernel, readonly: true },
+      ...(spec.initrd === undefined ? [] : [{ hostPath: spec.initrd, readonly: true }]),
+      ...spec.disks.map((disk) => ({ hostPath: disk.path, readonly: disk.readonly })),
+    ],
+    devices: accel === "kvm" ? ["kvm"] : [],
+    // QEMU's user-mode network opens host sockets itself: the one case the worker keeps
+    // the host's network namespace (the policy says whether it is allowed).
+    shareHostNetwork: spec.nics.some((nic) => nic.kind === "user"),
+    limits: workerResourceLimits(policy, spec),
+    qemuBinary,
+    dieWithParent: !detached,
+  };
+}
+
+/**
+ * The jail for a worker, or null with the reason when the policy turns the sandbox off
+ * or the host cannot build one (not root, bubblewrap missing).
+ */
+export async function planWorkerJail(
+  spec: VmSpec,
+  paths: WorkerPaths,
+  policy: CompiledPolicy,
+  accel: Accel,
+  qemuBinary: string,
+  detached: boolean,
+  stateDir: string,
+): Promise<{ jail: LaunchJail | null; gaps: string[] }> {
+  if (!policy.sandboxEnabled) return { jail: null, gaps: ["the partition policy turns the sandbox off (sandbox.enabled)"] };
+  const host: SandboxHostFacts = probeSandboxHost(qemuBinary);
+  const gaps = sandboxGaps(host);
+  if (!host.root || host.bwrap === null || host.setpriv === null) return { jail: null, gaps };
+  const uid = await allocateUid(spec.name, stateDir);
+  const jailSpec = jailSpecFor(spec, paths, policy, accel, uid, qemuBinary, detached);
+  let prepared: PreparedJail | null = null;
+  let released = false;
+  return {
+    gaps,
+    jail: {
+      description: `uid ${uid}, own mount/pid/ipc/uts${jailSpec.shareHostNetwork ? "" : "/net"}/cgroup namespaces, seccomp, ${jailSpec.limits.pids} tasks, ${jailSpec.limits.memoryBytes >> 20n} MiB`,
+      async prepare() {
+        prepared = await prepareJail(jailSpec, host);
+      },
+      wrap: (command) => jailCommandArgv(jailSpec, command, host),
+      async qemuPid() {
+        return (await readWorkerStatus(paths.runDir)).childPid ?? null;
+      },
+      async cleanup() {
+        await prepared?.cleanup();
+        if (!released) {
+          released = true;
+          await releaseUid(spec.name, stateDir);
+        }
+      },
+    },
+  };
+}
+
+/** Where the sandbox keeps its uid claims: beside the run directories. */
+export function sandboxStateDir(runRoot: string): string {
+  return join(runRoot, "..", "sandbox");
+}
