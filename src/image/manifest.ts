@@ -11,7 +11,7 @@ import { z } from "zod";
  * Version of the builder's output: bump it when the image layout or `/init` contract
  * changes in a way a digest of the generated files would not show.
  */
-export const BUILDER_VERSION = 1;
+export const BUILDER_VERSION = 2;
 
 const sha256 = z.string().regex(/^[0-9a-f]{64}$/);
 

@@ -28,6 +28,8 @@ export const DEFAULT_MODULES: readonly string[] = [
   "button",
   "pvpanic_mmio",
   "pvpanic_pci",
+  // /sys/firmware/qemu_fw_cfg: how the guest reads Palisade's version and its VM id (docs/guest-interface.md).
+  "qemu_fw_cfg",
 ];
 
 /** Where the kernel comes from. */
