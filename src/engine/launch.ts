@@ -14,6 +14,7 @@ import { workerPaths } from "./run-dir.js";
 import type { VmSpec } from "./vm-spec.js";
 import { Worker } from "./worker.js";
 import { planWorkerJail, sandboxStateDir } from "./worker-jail.js";
+import { checkPlacement, recordPlacement } from "./placement.js";
 
 /** QEMU's own seccomp filter: everything it lets us deny, denied. */
 export const QEMU_SANDBOX_ARGS = ["-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"];
@@ -94,6 +95,7 @@ export interface StartOptions {
  */
 export async function startVm(requested: VmSpec, host: HostFacts, options: StartOptions): Promise<Worker> {
   const disks = await preflight(requested, host, options.runRoot);
+  checkPlacement(requested);
   // Decide everything (policy, accelerator) before a switch port is opened.
   planVm(requested, host, options.runRoot, requested.nics.map((_, index) => FIRST_PASSED_FD + index), options.runDir);
   const { spec, ports, switches } = await attachSwitchPorts(requested, options.switches);
@@ -116,8 +118,12 @@ export async function startVm(requested: VmSpec, host: HostFacts, options: Start
       passFds: ports.map((port) => port.fd),
       diskRealPaths: disks,
     });
+    const unplace = recordPlacement(spec, plan.argvInputs.paths.runDir);
     // The TAPs die with the worker (their only open file is in QEMU); the records go with the VM.
-    void worker.outcome.then(() => detachSwitchPorts(switches, ports));
+    void worker.outcome.then(async () => {
+      unplace();
+      await detachSwitchPorts(switches, ports);
+    });
     return worker;
   } catch (error: unknown) {
     await detachSwitchPorts(switches, ports);

@@ -1,0 +1,92 @@
+/**
+ * Host-wide placement: which VMs run on this host and at which trust level, whatever
+ * started them (`palisade run`, the service) and wherever their run directories are. The
+ * seed's rule: VMs of different trust levels do not share a host unless the host's
+ * configuration allows the pair.
+ */
+import { mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync, renameSync } from "node:fs";
+import { join } from "node:path";
+import { z } from "zod";
+import { ConfigError } from "../util/errors.js";
+import { checkTrustPlacement } from "../policy/index.js";
+import { isWorkerAlive, readWorkerRecord } from "./run-dir.js";
+import type { VmSpec } from "./vm-spec.js";
+
+/** PALISADE_PLACEMENT_DIR, else /run/palisade/placement as root, else the user's runtime dir. */
+export function placementDir(): string {
+  const override = process.env.PALISADE_PLACEMENT_DIR;
+  if (override !== undefined && override !== "") return override;
+  if (process.getuid?.() === 0) return "/run/palisade/placement";
+  return join(process.env.XDG_RUNTIME_DIR ?? `/tmp/palisade-${process.getuid?.() ?? 0}`, "palisade", "placement");
+}
+
+const EntrySchema = z.object({ name: z.string(), uuid: z.string(), trustLevel: z.string(), runDir: z.string() });
+type Entry = z.infer<typeof EntrySchema>;
+
+const HostConfigSchema = z.strictObject({
+  /** Unordered pairs of trust levels that may share this host. */
+  trustPairs: z.array(z.tuple([z.string(), z.string()])).default([]),
+});
+
+/** The host's configuration: PALISADE_HOST_CONFIG or /etc/palisade/host.json; absent means defaults. */
+export function readHostConfig(): z.infer<typeof HostConfigSchema> {
+  const path = process.env.PALISADE_HOST_CONFIG ?? "/etc/palisade/host.json";
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch {
+    return { trustPairs: [] };
+  }
+  try {
+    return HostConfigSchema.parse(JSON.parse(text));
+  } catch (error: unknown) {
+    throw new ConfigError(`Host configuration ${path} is invalid: ${(error as Error).message.slice(0, 200)}`, "config.host-config");
+  }
+}
+
+/** VMs placed on this host whose workers are alive; stale entries are removed. */
+export function placedVms(dir = placementDir()): Entry[] {
+  let files: string[];
+  try {
+    files = readdirSync(dir).filter((file) => file.endsWith(".json"));
+  } catch {
+    return [];
+  }
+  const live: Entry[] = [];
+  for (const file of files) {
+    try {
+      const entry = EntrySchema.parse(JSON.parse(readFileSync(join(dir, file), "utf8")));
+      const record = readWorkerRecord(entry.runDir);
+      if (record !== null && record.uuid === entry.uuid && isWorkerAlive(record.pid, record.uuid)) live.push(entry);
+      else rmSync(join(dir, file), { force: true });
+    } catch {
+      rmSync(join(dir, file), { force: true });
+    }
+  }
+  return live;
+}
+
+/**
+ * Refuses a VM whose trust level differs from a running VM's, unless allowed.
+ * @throws {ConfigError} `config.trust-placement` with the policy's reason.
+ */
+export function checkPlacement(spec: VmSpec, dir = placementDir()): void {
+  const decision = checkTrustPlacement(
+    { name: spec.name, trustLevel: spec.policy.trustLevel },
+    placedVms(dir).filter((entry) => entry.uuid !== spec.uuid),
+    readHostConfig().trustPairs,
+  );
+  if (!decision.ok) throw new ConfigError(decision.reason, "config.trust-placement");
+}
+
+/** Records a started VM on this host; returns the function that removes the record. */
+export function recordPlacement(spec: VmSpec, runDir: string, dir = placementDir()): () => void {
+  mkdirSync(dir, { recursive: true, mode: 0o755 });
+  const file = join(dir, `${spec.uuid}.json`);
+  const entry: Entry = { name: spec.name, uuid: spec.uuid, trustLevel: spec.policy.trustLevel, runDir };
+  writeFileSync(`${file}.tmp`, JSON.stringify(entry) + "\n", { mode: 0o644 });
+  renameSync(`${file}.tmp`, file);
+  return () => {
+    rmSync(file, { force: true });
+  };
+}
