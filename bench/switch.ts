@@ -17,8 +17,14 @@ import { VirtualSwitches, closeFd, type AclRuleInput } from "../src/network/inde
 
 const tag = `pb${process.pid % 100000}`;
 const HOST = `${tag}h`;
-const VM1 = `${tag}a`;
-const VM2 = `${tag}b`;
+/** Two pairs of stand-in VMs: one pair on a plain bridge, one on the Palisade switch. */
+const PLAIN: Pair = { client: `${tag}pa`, server: `${tag}pb` };
+const SWITCHED: Pair = { client: `${tag}sa`, server: `${tag}sb` };
+
+interface Pair {
+  readonly client: string;
+  readonly server: string;
+}
 
 async function sh(argv: string[], timeoutMs = 60_000): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -57,27 +63,33 @@ interface Measure {
   rttMs: number;
 }
 
-/** Best of `rounds` runs: on a shared 2-core host the noise is other people's work, never a faster switch. */
-async function measureBest(seconds: number, rounds: number): Promise<Measure> {
-  let best: Measure = { gbitPerS: 0, rttMs: Infinity };
+/**
+ * Plain bridge and Palisade switch measured alternately, best of `rounds` each: on a
+ * shared 2-core host the noise is other people's work, and interleaving exposes both sides
+ * to the same load.
+ */
+async function measurePair(seconds: number, rounds: number): Promise<{ plain: Measure; palisade: Measure }> {
+  let plain: Measure = { gbitPerS: 0, rttMs: Infinity };
+  let palisade: Measure = { gbitPerS: 0, rttMs: Infinity };
+  const best = (a: Measure, b: Measure): Measure => ({ gbitPerS: Math.max(a.gbitPerS, b.gbitPerS), rttMs: Math.min(a.rttMs, b.rttMs) });
   for (let round = 0; round < rounds; round++) {
-    const result = await measure(seconds);
-    best = { gbitPerS: Math.max(best.gbitPerS, result.gbitPerS), rttMs: Math.min(best.rttMs, result.rttMs) };
+    plain = best(plain, await measure(PLAIN, seconds));
+    palisade = best(palisade, await measure(SWITCHED, seconds));
   }
-  return best;
+  return { plain, palisade };
 }
 
-async function measure(seconds: number): Promise<Measure> {
-  const [file = "ip", ...args] = inNs(VM2, ["iperf3", "-s", "-1", "-p", "5201"]);
+async function measure(pair: Pair, seconds: number): Promise<Measure> {
+  const [file = "ip", ...args] = inNs(pair.server, ["iperf3", "-s", "-1", "-p", "5201"]);
   const server = spawn(file, args, { stdio: "ignore" });
   try {
     await new Promise((resolve) => setTimeout(resolve, 300));
-    const report = JSON.parse(await sh(inNs(VM1, ["iperf3", "-c", "10.99.0.2", "-p", "5201", "-t", String(seconds), "-J"]), (seconds + 20) * 1000)) as {
+    const report = JSON.parse(await sh(inNs(pair.client, ["iperf3", "-c", "10.99.0.2", "-p", "5201", "-t", String(seconds), "-J"]), (seconds + 20) * 1000)) as {
       end: { sum_received?: { bits_per_second: number } };
       error?: string;
     };
     if (report.end.sum_received === undefined) throw new Error(`iperf3: ${report.error ?? "no result"}`);
-    const ping = await sh(inNs(VM1, ["busybox", "ping", "-c", "20", "-i", "0.05", "10.99.0.2"]));
+    const ping = await sh(inNs(pair.client, ["busybox", "ping", "-c", "20", "-i", "0.05", "10.99.0.2"]));
     const rtt = /= [\d.]+\/([\d.]+)\//.exec(ping)?.[1];
     return { gbitPerS: report.end.sum_received.bits_per_second / 1e9, rttMs: Number(rtt) };
   } finally {
@@ -126,7 +138,8 @@ export async function main(args: string[]): Promise<void> {
   const rounds = args.includes("--rounds") ? Number(args[args.indexOf("--rounds") + 1]) || 2 : 2;
   const ruleCounts = (args.includes("--rules") ? (args[args.indexOf("--rules") + 1] ?? "") : "0,100,10000").split(",").map(Number);
   const stateDir = mkdtempSync(join(tmpdir(), "palisade-bench-"));
-  for (const ns of [HOST, VM1, VM2]) await sh(["ip", "netns", "add", ns]);
+  const namespaces = [HOST, PLAIN.client, PLAIN.server, SWITCHED.client, SWITCHED.server];
+  for (const ns of namespaces) await sh(["ip", "netns", "add", ns]);
   try {
     const costs = JSON.parse(await sh(inNs(HOST, [process.execPath, fileURLToPath(import.meta.url), "--child"]), 300_000)) as Record<string, number>;
     const fmt = (ms: number | undefined): string => `${(ms ?? NaN).toFixed(1)} ms`;
@@ -134,26 +147,20 @@ export async function main(args: string[]): Promise<void> {
     console.log(`attach a TAP port: ${fmt(costs.attachMs)} median, ${fmt(costs.attachMaxMs)} max (20 ports); with 10,000 rules: ${fmt(costs.attach10kMs)} median of 5`);
     console.log(`apply 10,000 ACL rules: ${fmt(costs.rules10kMs)}`);
 
-    // Plain Linux bridge, no nftables: the peer.
+    // The peer: a plain Linux bridge without nftables, in the same host namespace.
     await sh(inNs(HOST, ["ip", "link", "add", "plainbr", "type", "bridge", "stp_state", "0", "forward_delay", "0"]));
     await sh(inNs(HOST, ["ip", "link", "set", "plainbr", "up"]));
-    for (const [ns, address] of [[VM1, "10.99.0.1/24"], [VM2, "10.99.0.2/24"]] as const) {
-      await sh(inNs(HOST, ["ip", "link", "add", `pl${ns}`, "type", "veth", "peer", "name", "eth0", "netns", ns]));
-      await sh(inNs(HOST, ["ip", "link", "set", `pl${ns}`, "master", "plainbr", "up"]));
+    for (const [ns, address] of [[PLAIN.client, "10.99.0.1/24"], [PLAIN.server, "10.99.0.2/24"]] as const) {
+      await sh(inNs(HOST, ["ip", "link", "add", `v${ns}`, "type", "veth", "peer", "name", "eth0", "netns", ns]));
+      await sh(inNs(HOST, ["ip", "link", "set", `v${ns}`, "master", "plainbr", "up"]));
       await sh(inNs(ns, ["ip", "addr", "add", address, "dev", "eth0"]));
       await sh(inNs(ns, ["ip", "link", "set", "eth0", "up"]));
-      await sh(inNs(ns, ["ip", "link", "set", "lo", "up"]));
     }
-    const plain = await measureBest(seconds, rounds);
-    for (const ns of [VM1, VM2]) await sh(inNs(HOST, ["ip", "link", "del", `pl${ns}`]));
-    await sh(inNs(HOST, ["ip", "link", "del", "plainbr"]));
-
     const switches = new VirtualSwitches({ stateDir, netns: HOST });
-    console.log(`\nthroughput, iperf3 TCP ${seconds}s best of ${rounds}, two namespaces on veth ports (2-core host, shared):`);
-    console.log(`  plain bridge:                         ${plain.gbitPerS.toFixed(2)} Gbit/s, ping ${plain.rttMs.toFixed(3)} ms`);
+    console.log(`\nthroughput, iperf3 TCP ${seconds}s, best of ${rounds} runs interleaved with a plain bridge, two namespaces on veth ports (2-core host, shared):`);
     for (const flowLog of [true, false]) {
       await switches.create({ name: "bench", type: "private", flowLog });
-      for (const [ns, address, mac] of [[VM1, "10.99.0.1/24", "52:54:00:99:00:01"], [VM2, "10.99.0.2/24", "52:54:00:99:00:02"]] as const) {
+      for (const [ns, address, mac] of [[SWITCHED.client, "10.99.0.1/24", "52:54:00:99:00:01"], [SWITCHED.server, "10.99.0.2/24", "52:54:00:99:00:02"]] as const) {
         await switches.attachVethPort({ switchName: "bench", vmName: ns, nic: "net0", peerNetns: ns, mac });
         await sh(inNs(ns, ["ip", "addr", "add", address, "dev", "eth0"]));
       }
@@ -161,14 +168,16 @@ export async function main(args: string[]): Promise<void> {
       for (const count of ruleCounts) {
         if (count > loaded) await switches.addAcls("bench", rules(count).slice(loaded));
         loaded = Math.max(loaded, count);
-        const result = await measureBest(seconds, rounds);
-        const label = `palisade, ${count} rules, flow log ${flowLog ? "on" : "off"}:`.padEnd(37);
-        console.log(`  ${label}${result.gbitPerS.toFixed(2)} Gbit/s (${(result.gbitPerS / plain.gbitPerS).toFixed(2)}x), ping ${result.rttMs.toFixed(3)} ms`);
+        const { plain, palisade } = await measurePair(seconds, rounds);
+        const label = `${count} rules, flow log ${flowLog ? "on" : "off"}:`.padEnd(28);
+        console.log(
+          `  ${label}palisade ${palisade.gbitPerS.toFixed(2)} Gbit/s vs plain ${plain.gbitPerS.toFixed(2)} (${(palisade.gbitPerS / plain.gbitPerS).toFixed(2)}x); ping ${palisade.rttMs.toFixed(3)} vs ${plain.rttMs.toFixed(3)} ms`,
+        );
       }
       await switches.delete("bench");
     }
   } finally {
-    for (const ns of [HOST, VM1, VM2]) await sh(["ip", "netns", "del", ns]).catch(() => undefined);
+    for (const ns of namespaces) await sh(["ip", "netns", "del", ns]).catch(() => undefined);
     rmSync(stateDir, { recursive: true, force: true });
   }
 }
