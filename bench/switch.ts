@@ -35,6 +35,20 @@ async function sh(argv: string[], timeoutMs = 60_000): Promise<string> {
   });
 }
 
+/** A command's stdout whatever its exit status (iperf3 -J reports its errors there). */
+async function stdoutOf(argv: string[], timeoutMs: number): Promise<string> {
+  return new Promise((resolve) => {
+    execFile(argv[0] ?? "false", argv.slice(1), { timeout: timeoutMs, encoding: "utf8", maxBuffer: 64 << 20 }, (_error, stdout) => {
+      resolve(stdout);
+    });
+  });
+}
+
+interface IperfReport {
+  end?: { sum_received?: { bits_per_second: number } };
+  error?: string;
+}
+
 function inNs(netns: string, argv: string[]): string[] {
   return ["ip", "netns", "exec", netns, ...argv];
 }
@@ -83,15 +97,18 @@ async function measure(pair: Pair, seconds: number): Promise<Measure> {
   const [file = "ip", ...args] = inNs(pair.server, ["iperf3", "-s", "-1", "-p", "5201"]);
   const server = spawn(file, args, { stdio: "ignore" });
   try {
-    await new Promise((resolve) => setTimeout(resolve, 300));
-    const report = JSON.parse(await sh(inNs(pair.client, ["iperf3", "-c", "10.99.0.2", "-p", "5201", "-t", String(seconds), "-J"]), (seconds + 20) * 1000)) as {
-      end: { sum_received?: { bits_per_second: number } };
-      error?: string;
-    };
-    if (report.end.sum_received === undefined) throw new Error(`iperf3: ${report.error ?? "no result"}`);
+    let report: IperfReport = {};
+    // The server may take a while to listen on a loaded host: retry the connection.
+    for (let attempt = 0; attempt < 20 && report.end?.sum_received === undefined; attempt++) {
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const output = await stdoutOf(inNs(pair.client, ["iperf3", "-c", "10.99.0.2", "-p", "5201", "-t", String(seconds), "-J"]), (seconds + 20) * 1000);
+      report = JSON.parse(output.trim() === "" ? "{}" : output) as IperfReport;
+    }
+    const received = report.end?.sum_received;
+    if (received === undefined) throw new Error(`iperf3: ${report.error ?? "no result"}`);
     const ping = await sh(inNs(pair.client, ["busybox", "ping", "-c", "20", "-i", "0.05", "10.99.0.2"]));
     const rtt = /= [\d.]+\/([\d.]+)\//.exec(ping)?.[1];
-    return { gbitPerS: report.end.sum_received.bits_per_second / 1e9, rttMs: Number(rtt) };
+    return { gbitPerS: received.bits_per_second / 1e9, rttMs: Number(rtt) };
   } finally {
     server.kill();
   }
