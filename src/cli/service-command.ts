@@ -87,13 +87,15 @@ export function registerServiceCommands(program: Command): void {
       "unix:PATH, or tcp://HOST:PORT (not yet supported)",
       `unix:${DEFAULT_SOCKET_PATH}`,
     )
-    .action(async (flags: { dataDir?: string; listen: string }) => {
+    .option("--stop-timeout <seconds>", "graceful stop (ACPI power button) before a forced stop", "30")
+    .action(async (flags: { dataDir?: string; listen: string; stopTimeout: string }) => {
       const listen = parseListenAddress(flags.listen);
       const dataDir = flags.dataDir ?? defaultDataDir();
       // The engine behind the lifecycle: detached workers under <data-dir>/vms/<id>/.
       const { EngineRuntime } = await import("../service/engine-runtime.js");
       const runtime = new EngineRuntime({ runRoot: dataDirPaths(dataDir).vmsDir });
-      const running = await startService({ dataDir, listen, runtime });
+      const stopTimeoutMs = parseSecondsFlag(flags.stopTimeout, "--stop-timeout");
+      const running = await startService({ dataDir, listen, runtime, stopTimeoutMs });
       process.stderr.write(
         `palisade service listening on unix:${running.socketPath} (data dir ${dataDir}, pid ${process.pid})\n`,
       );

@@ -44,6 +44,8 @@ export interface ServiceOptions {
   /** `false` skips `decide()` on every request: for the API benchmark only. */
   readonly authorize?: boolean;
   readonly hostUsers?: HostUsers;
+  /** Graceful stop timeout (ACPI power button) before a forced stop; default 30 s. */
+  readonly stopTimeoutMs?: number;
 }
 
 /** A running service. */
@@ -152,6 +154,7 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
       runtime: options.runtime ?? unavailableRuntime,
       authorize: options.authorize ?? true,
       ...(options.hostUsers === undefined ? {} : { hostUsers: options.hostUsers }),
+      ...(options.stopTimeoutMs === undefined ? {} : { stopTimeoutMs: options.stopTimeoutMs }),
     });
     await core.reconcile();
     const app = buildApp(core);
