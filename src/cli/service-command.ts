@@ -4,6 +4,9 @@
  */
 import type { Command } from "commander";
 import { parseCpusFlag, parseDiskFlag, parseMemoryFlag, parseSecondsFlag, type DiskFlag } from "./run-flags.js";
+import { readFileSync } from "node:fs";
+import { parseVmSpec } from "../engine/vm-spec.js";
+import { ConfigError } from "../util/errors.js";
 import {
   DEFAULT_SOCKET_PATH,
   dataDirPaths,
@@ -50,6 +53,25 @@ function collect(value: string, previous: string[]): string[] {
 export function parseServiceDiskFlag(value: string): DiskFlag {
   const first = value.split(",")[0] ?? "";
   return parseDiskFlag(first.includes("=") ? value : `path=${value}`);
+}
+
+/**
+ * A VM spec file (the engine's format) as a create body: validated by the engine's
+ * `parseVmSpec`, its UUID kept as the VM's id; console and name are the service's.
+ *
+ * @throws {ConfigError} for an unreadable file or a spec the engine refuses
+ */
+export function specBody(file: string): Record<string, unknown> {
+  let input: unknown;
+  try {
+    input = JSON.parse(readFileSync(file, "utf8"));
+  } catch (error: unknown) {
+    throw new ConfigError(`--spec ${file}: ${error instanceof Error ? error.message : String(error)}`, "config.bad-spec");
+  }
+  const body: Record<string, unknown> = { ...parseVmSpec(input) };
+  delete body.console;
+  delete body.name;
+  return body;
 }
 
 function printVm(vm: VmView): void {
@@ -116,11 +138,12 @@ export function registerServiceCommands(program: Command): void {
   vm.command("create")
     .description("Store a new VM definition")
     .argument("<name>", "VM name (at most 64 characters, no / or control characters)")
-    .requiredOption("--kernel <file>", "kernel to boot (absolute path on the service's host)")
+    .option("--kernel <file>", "kernel to boot (absolute path on the service's host)")
+    .option("--spec <file>", "register a VM spec (JSON, the engine's format, as `palisade run` takes it) as is; flags override")
     .option("--initrd <file>", "initial ramdisk")
     .option("--append <cmdline>", "kernel command line")
-    .option("--memory <size>", "guest RAM, e.g. 512M", "512M")
-    .option("--cpus <n>", "virtual CPUs", "1")
+    .option("--memory <size>", "guest RAM, e.g. 512M (default 512M)")
+    .option("--cpus <n>", "virtual CPUs (default 1)")
     .option("--disk <spec>", "PATH[,format=raw|qcow2|vpc|vhdx][,readonly] (repeatable)", collect, [])
     .option("--scope <scope>", "authorization scope the VM belongs to")
     .option("--trust-level <level>", "trust level, for placement")
@@ -134,11 +157,12 @@ export function registerServiceCommands(program: Command): void {
       async (
         name: string,
         flags: ConnectFlags & {
-          kernel: string;
+          kernel?: string;
+          spec?: string;
           initrd?: string;
           append?: string;
-          memory: string;
-          cpus: string;
+          memory?: string;
+          cpus?: string;
           disk: string[];
           scope?: string;
           trustLevel?: string;
@@ -148,12 +172,16 @@ export function registerServiceCommands(program: Command): void {
           accel?: string;
         },
       ) => {
+        const fromSpec = flags.spec === undefined ? {} : specBody(flags.spec);
+        const kernel = flags.kernel ?? (fromSpec.kernel as string | undefined);
+        if (kernel === undefined) throw new ConfigError("vm create: --kernel or --spec is required", "config.bad-flag");
         const body = {
+          ...fromSpec,
           name,
-          kernel: flags.kernel,
-          memoryMiB: parseMemoryFlag(flags.memory),
-          vcpus: parseCpusFlag(flags.cpus),
-          disks: flags.disk.map(parseServiceDiskFlag),
+          kernel,
+          ...(flags.memory === undefined && flags.spec !== undefined ? {} : { memoryMiB: parseMemoryFlag(flags.memory ?? "512M") }),
+          ...(flags.cpus === undefined && flags.spec !== undefined ? {} : { vcpus: parseCpusFlag(flags.cpus ?? "1") }),
+          ...(flags.disk.length === 0 && flags.spec !== undefined ? {} : { disks: flags.disk.map(parseServiceDiskFlag) }),
           ...(flags.initrd === undefined ? {} : { initrd: flags.initrd }),
           ...(flags.append === undefined ? {} : { append: flags.append }),
           ...(flags.scope === undefined ? {} : { scope: flags.scope }),

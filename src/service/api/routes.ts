@@ -199,7 +199,7 @@ export function buildRoutes(core: ServiceCore): Route[] {
         const caller = { uid: ctx.principal.uid, gids: core.hostUsers.gidsOf(ctx.principal.uid) };
         assertCallerMayUseFiles(asked, caller);
         const spec: VmSpec = { ...asked, pathsCheckedFor: caller.uid };
-        return vmView(core.vms.create(spec, ctx.time));
+        return vmView(core.vms.create(spec, ctx.time, body.uuid));
       },
     }),
     route({

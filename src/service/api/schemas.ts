@@ -67,6 +67,8 @@ const engineOptional = {
 /** POST /v1/vms: a VM definition. Unknown keys are refused (a typo is an error, not ignored). */
 export const vmCreateSchema = z.strictObject({
   name: nameSchema,
+  /** The VM's id (the engine spec's UUID), to register a VM defined elsewhere as is; default: a new one. */
+  uuid: z.uuid().optional(),
   memoryMiB: specFields.memoryMiB.optional(),
   vcpus: specFields.vcpus.optional(),
   kernel: specFields.kernel,

@@ -124,13 +124,16 @@ export class VmStore {
    *
    * @throws {ConflictError} `vm.exists` when the name is taken
    */
-  create(spec: VmSpec, now: string): VmRecord {
+  create(spec: VmSpec, now: string, id: string = randomUUID()): VmRecord {
+    if (this.list().some((vm) => vm.id === id)) {
+      throw new ConflictError(`A VM with id ${id} already exists`, "vm.exists");
+    }
     this.invalidate();
     if (this.#byName.get(spec.name) !== undefined) {
       throw new ConflictError(`VM ${spec.name} already exists`, "vm.exists");
     }
     this.#insert.run({
-      id: randomUUID(),
+      id,
       name: spec.name,
       scope: spec.scope,
       spec: JSON.stringify(spec),
