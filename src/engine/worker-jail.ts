@@ -2,6 +2,8 @@
  * The worker's jail, from the VM's spec and policy: which files it may see, its uid, its
  * devices and limits. Joins the sandbox layer to the worker launch.
  */
+import { createHash } from "node:crypto";
+import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { workerResourceLimits, type CompiledPolicy } from "../policy/index.js";
 import {
@@ -77,7 +79,7 @@ export async function planWorkerJail(
   stateDir: string,
 ): Promise<{ jail: LaunchJail | null; gaps: string[] }> {
   if (!policy.sandboxEnabled) return { jail: null, gaps: ["the partition policy turns the sandbox off (sandbox.enabled)"] };
-  const host: SandboxHostFacts = probeSandboxHost(qemuBinary);
+  const host = sandboxHostFacts(qemuBinary, stateDir);
   const gaps = sandboxGaps(host);
   if (!host.root || host.bwrap === null || host.setpriv === null) return { jail: null, gaps };
   const uid = await allocateUid(spec.name, stateDir);
@@ -104,6 +106,42 @@ export async function planWorkerJail(
       },
     },
   };
+}
+
+/**
+ * The sandbox's host probe, cached in `stateDir`: the probe runs ldd three times and QEMU
+ * once (~0.3 s), and its answer only changes when QEMU, the tools or the mounts do.
+ */
+export function sandboxHostFacts(qemuBinary: string, stateDir: string): SandboxHostFacts {
+  const key = createHash("sha256")
+    .update(JSON.stringify([qemuBinary, process.getuid?.(), ...[qemuBinary, "/usr/bin/bwrap", "/usr/bin/setpriv"].map(fileStamp)]))
+    .update(readFileSync("/proc/self/mountinfo"))
+    .digest("hex");
+  const file = join(stateDir, "host-facts.json");
+  try {
+    const cached = JSON.parse(readFileSync(file, "utf8")) as { key: string; facts: SandboxHostFacts };
+    if (cached.key === key && (cached.facts.runtimeTree === null || existsSync(cached.facts.runtimeTree.root))) return cached.facts;
+  } catch {
+    // No cache yet, or a broken one: probe.
+  }
+  const facts = probeSandboxHost(qemuBinary);
+  try {
+    mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+    writeFileSync(`${file}.tmp`, JSON.stringify({ key, facts }), { mode: 0o600 });
+    renameSync(`${file}.tmp`, file);
+  } catch {
+    // A cache we cannot write only costs the next start the probe.
+  }
+  return facts;
+}
+
+function fileStamp(path: string): string {
+  try {
+    const stat = statSync(path);
+    return `${path}:${stat.size}:${stat.mtimeMs}:${stat.ino}`;
+  } catch {
+    return `${path}:missing`;
+  }
 }
 
 /** Where the sandbox keeps its uid claims: beside the run directories. */

@@ -280,6 +280,10 @@ export function jailCommandArgv(
           "--inh-caps=-all",
           "--bounding-set=-all",
           "--no-new-privs",
+          // The kernel clears the parent-death signal bwrap set (--die-with-parent) when
+          // the uid changes; setpriv sets it again after the drop, or an attached worker
+          // would outlive a killed `palisade run`.
+          ...(spec.dieWithParent === true ? ["--pdeathsig", "SIGKILL"] : []),
           "--",
         ]
       : [];
@@ -295,7 +299,10 @@ export function jailCommandArgv(
   );
   if (!spec.shareHostNetwork && spec.netnsPath === undefined) argv.push("--unshare-net");
   if (!host.root) argv.push("--unshare-user", "--disable-userns");
-  argv.push("--as-pid-1", "--clearenv", "--hostname", "palisade-worker", "--json-status-fd", "3");
+  // A pid namespace's init ignores the parent-death signal, so a worker that must die with
+  // its parent runs under bwrap's own init (as pid 2); a detached one is the jail's pid 1.
+  if (spec.dieWithParent !== true) argv.push("--as-pid-1");
+  argv.push("--clearenv", "--hostname", "palisade-worker", "--json-status-fd", "3");
   if (seccomp) argv.push("--seccomp", "4");
   if (spec.dieWithParent === true) argv.push("--die-with-parent");
 
