@@ -7,5 +7,5 @@ export { qemuArgv, kernelCommandLine, timingArgs, type ArgvInputs, type WorkerPa
 export { describeOutcome, type Outcome, type VmState } from "./lifecycle.js";
 export { Worker, WorkerStartError, WorkerStateError, type WorkerEvent } from "./worker.js";
 export { defaultRunRoot, listLiveWorkers, readWorkerRecord, type WorkerRecord } from "./run-dir.js";
-export { planVm, startVm, QEMU_SANDBOX_ARGS, type PlannedVm } from "./launch.js";
+export { planVm, startVm, type PlannedVm } from "./launch.js";
 export { QmpClient, QmpError } from "./qmp/client.js";

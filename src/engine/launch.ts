@@ -14,10 +14,9 @@ import { workerPaths } from "./run-dir.js";
 import type { VmSpec } from "./vm-spec.js";
 import { Worker } from "./worker.js";
 import { planWorkerJail, sandboxStateDir } from "./worker-jail.js";
+import { QEMU_SECCOMP_ARGS } from "../sandbox/index.js";
 import { checkPlacement, recordPlacement } from "./placement.js";
 
-/** QEMU's own seccomp filter: everything it lets us deny, denied. */
-export const QEMU_SANDBOX_ARGS = ["-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"];
 
 export interface PlannedVm {
   readonly accel: AccelChoice;
@@ -67,7 +66,8 @@ export function planVm(spec: VmSpec, host: HostFacts, runRoot: string, tapFds: r
     tapFds,
     entropy: policy.allowedDevices.has("entropy"),
     pvpanic: policy.allowedDevices.has("pvpanic"),
-    seccompArgs: QEMU_SANDBOX_ARGS,
+    // QEMU's own seccomp filter, everything it lets us deny denied, jail or not.
+    seccompArgs: QEMU_SECCOMP_ARGS,
     palisadeVersion: VERSION,
   };
   return { accel, policy, argvInputs, qemuBinary: host.qemuBinary, argv: qemuArgv(argvInputs) };
