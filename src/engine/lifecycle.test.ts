@@ -110,3 +110,11 @@ test("lifecycle: a stop Palisade asked for is reported as that stop, not a crash
 
   assert.deepEqual(state.outcome, { kind: "stopped", how: "forced" });
 });
+
+test("lifecycle: a graceful stop the guest honours is graceful; one that needed quit is forced", () => {
+  const honoured = run([{ kind: "ready" }, { kind: "stop-requested", how: "graceful" }, event("SHUTDOWN", { guest: true, reason: "guest-shutdown" }), exit]);
+  const forced = run([{ kind: "ready" }, { kind: "stop-requested", how: "graceful" }, event("SHUTDOWN", { guest: false, reason: "host-qmp-quit" }), exit]);
+
+  assert.deepEqual(honoured.state.outcome, { kind: "stopped", how: "graceful" });
+  assert.deepEqual(forced.state.outcome, { kind: "stopped", how: "forced" });
+});

@@ -69,7 +69,11 @@ function end(state: LifecycleState, outcome: Outcome, actions: readonly Lifecycl
 }
 
 function onShutdown(state: LifecycleState, reason: string): Step {
-  if (state.stopRequested !== null) return end(state, { kind: "stopped", how: state.stopRequested });
+  if (state.stopRequested !== null) {
+    // A graceful stop the guest did not honour in time ended with QEMU's quit: say so.
+    const how = state.stopRequested === "graceful" && reason !== "guest-shutdown" ? "forced" : state.stopRequested;
+    return end(state, { kind: "stopped", how });
+  }
   switch (reason) {
     case "guest-shutdown":
       return end(state, { kind: "poweroff" });

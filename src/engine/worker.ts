@@ -108,6 +108,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   #stderrTail: () => string;
   #exitPoll: NodeJS.Timeout | null = null;
   #jail: LaunchJail | null = null;
+  #released = false;
 
   private constructor(record: WorkerRecord, qmp: QmpClient, child: ChildProcess | null, stderrTail: () => string) {
     super();
@@ -269,6 +270,19 @@ export class Worker extends EventEmitter<WorkerEvents> {
   armBootWatchdogOnQmpOnly(): void {
     // Without the console Palisade cannot see readiness; the VM counts as ready once running.
     this.#apply({ kind: "ready" });
+  }
+
+  /**
+   * Lets go of a running worker without stopping it: closes QMP and the console (QEMU
+   * serves one client on each), so another process can `Worker.attach()` it. The outcome
+   * of this object then never resolves.
+   */
+  release(): void {
+    if (this.#bootTimer !== null) clearTimeout(this.#bootTimer);
+    if (this.#exitPoll !== null) clearInterval(this.#exitPoll);
+    this.#released = true;
+    this.#console?.destroy();
+    this.#qmp.close();
   }
 
   /** Sends bytes to the guest's serial console. */
@@ -450,7 +464,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   #checkExit(): void {
-    if (isWorkerAlive(this.record.pid, this.record.uuid)) return;
+    if (this.#released || isWorkerAlive(this.record.pid, this.record.uuid)) return;
     this.#onExit(null, null);
   }
 

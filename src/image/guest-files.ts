@@ -61,7 +61,13 @@ if [ -e /sys/class/net/eth0 ] && [ "$net" != none ]; then
 fi
 
 # The ACPI power button (QEMU system_powerdown) runs /etc/acpi/PWRF/00000080.
-[ -e /dev/input/event0 ] && acpid -c /etc/acpi -l /run/palisade/acpid.log -p /run/palisade/acpid.pid
+# acpid writes its pid file once it has opened the input devices: wait for it (at most
+# ~1 s), so a power-button press that follows the ready marker is never lost.
+if [ -e /dev/input/event0 ]; then
+  acpid -c /etc/acpi -l /run/palisade/acpid.log -p /run/palisade/acpid.pid
+  n=0
+  while [ ! -e /run/palisade/acpid.pid ] && [ $n -lt 100 ]; do sleep 0.01; n=$((n + 1)); done
+fi
 
 # busybox poweroff, reboot and halt signal PID 1 (USR2, TERM, USR1); "wait" below is
 # interrupted by a trapped signal, so these act at once.
