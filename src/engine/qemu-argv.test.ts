@@ -31,10 +31,10 @@ test("qemu-argv: memory, vCPUs, accelerator and CPU model come from the spec and
   assert.equal(optionValue(argv, "-cpu"), "host,-vmx");
 });
 
-test("qemu-argv: TCG is multi-threaded so SMP guests use several host cores", () => {
+test("qemu-argv: TCG is multi-threaded, with a translation cache bounded to fit the worker's memory limit", () => {
   const argv = qemuArgv(testArgvInputs(testSpec({ vcpus: 2 })));
 
-  assert.equal(optionValue(argv, "-accel"), "tcg,thread=multi");
+  assert.equal(optionValue(argv, "-accel"), "tcg,thread=multi,tb-size=64");
 });
 
 test("qemu-argv: a read-only disk is opened read-only with locking on", () => {

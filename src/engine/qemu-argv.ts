@@ -34,6 +34,9 @@ export interface ArgvInputs {
   readonly palisadeVersion: string;
 }
 
+/** TCG translation cache, MiB: well inside the smallest worker overhead a policy grants (128 MiB). */
+export const TCG_TB_CACHE_MIB = 64;
+
 /** Debian's kernels are built with HZ=250; `lpj` only skips calibration, so a close value is enough. */
 const GUEST_HZ = 250;
 
@@ -115,7 +118,9 @@ export function qemuArgv(inputs: ArgvInputs): string[] {
     "-uuid", spec.uuid,
     "-nodefaults", "-no-user-config", "-display", "none",
     "-M", spec.machine === "microvm" ? "microvm,x-option-roms=off" : "q35",
-    "-accel", inputs.accel === "tcg" ? "tcg,thread=multi" : "kvm",
+    // TCG's translation cache defaults to 1 GiB and fills as the guest runs new code (a
+    // reboot doubles it): bounded, so the worker stays inside its policy's memory limit.
+    "-accel", inputs.accel === "tcg" ? `tcg,thread=multi,tb-size=${TCG_TB_CACHE_MIB}` : "kvm",
     "-cpu", inputs.cpuArg,
     "-m", `${spec.memoryMiB}M`,
     "-smp", String(spec.vcpus),

@@ -217,7 +217,14 @@ export class Worker extends EventEmitter<WorkerEvents> {
     worker.#emit("started", `pid ${child.pid}, accelerator ${request.accel}`);
     if (request.detached) worker.#pollExit();
     else
-      void exited.then(({ code, signal }) => {
+      void exited.then(async ({ code, signal }) => {
+        // QEMU writes its last events (SHUTDOWN and its reason) just before it exits:
+        // read them all (the QMP socket closes after them) before judging the exit.
+        const drained = new Promise<void>((resolve) => {
+          if (qmp.closed) resolve();
+          else qmp.once("close", resolve);
+        });
+        await Promise.race([drained, sleep(2000)]);
         worker.#onExit(code, signal);
       });
     qmp.on("close", () => {
