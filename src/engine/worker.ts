@@ -224,7 +224,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
           if (qmp.closed) resolve();
           else qmp.once("close", resolve);
         });
-        await Promise.race([drained, sleep(2000)]);
+        // An unref'd timer: waiting must not keep `palisade run` alive once QMP closed.
+        await Promise.race([drained, new Promise<void>((resolve) => setTimeout(resolve, 2000).unref())]);
         worker.#onExit(code, signal);
       });
     qmp.on("close", () => {
