@@ -108,5 +108,5 @@ test("kernel command line: TCG gets the host TSC frequency and lpj (the microvm 
 test("kernel command line: Palisade's arguments first, the user's override them by key", () => {
   const line = kernelCommandLine(testSpec({ append: "quiet console=hvc0" }), "tcg", 2_000_000);
 
-  assert.equal(line, "panic=-1 tsc_early_khz=2000000 lpj=8000000 quiet console=hvc0");
+  assert.equal(line, "panic=-1 reboot=t tsc_early_khz=2000000 lpj=8000000 quiet console=hvc0");
 });
