@@ -6,7 +6,7 @@
  */
 import { mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync, renameSync } from "node:fs";
 import { join } from "node:path";
-import { z } from "zod";
+import * as z from "zod";
 import { ConfigError } from "../util/errors.js";
 import { checkTrustPlacement } from "../policy/index.js";
 import { isWorkerAlive, readWorkerRecord } from "./run-dir.js";

@@ -5,7 +5,7 @@
  */
 import { mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { z } from "zod";
+import * as z from "zod";
 import type { WorkerPaths } from "./qemu-argv.js";
 import { VmSpecSchema, type VmSpec } from "./vm-spec.js";
 

@@ -2,7 +2,7 @@
  * The VM spec: everything a worker needs to run one VM, validated once where it enters
  * (CLI flags, API body, stored row) and a typed, readonly value everywhere after.
  */
-import { z } from "zod";
+import * as z from "zod";
 import { ConfigError } from "../util/errors.js";
 import { PRESETS, PartitionPolicySchema, PolicyError, resolvePolicy } from "../policy/index.js";
 

@@ -5,7 +5,7 @@
  * user-writable cache.
  */
 import { readFile } from "node:fs/promises";
-import { z } from "zod";
+import * as z from "zod";
 
 /**
  * Version of the builder's output: bump it when the image layout or `/init` contract

@@ -2,7 +2,7 @@
  * What a virtual switch is, as stored in the state file: switches, their ports, ACL rules
  * and mirrors. Validated once by zod when the file is read; readonly values afterwards.
  */
-import { z } from "zod";
+import * as z from "zod";
 
 /** Hyper-V's three kinds of virtual switch. */
 export const SWITCH_TYPES = ["private", "internal", "external"] as const;

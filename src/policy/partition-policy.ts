@@ -4,7 +4,7 @@
  * level and whether it runs sandboxed. A value of {@link PartitionPolicy} is always valid
  * and free of contradictions: it only comes out of `resolvePolicy()`.
  */
-import { z } from "zod";
+import * as z from "zod";
 import { PalisadeError } from "../util/errors.js";
 
 /** An invalid or contradictory policy; `field` names the offending field (`limits.pids`). */
