@@ -9,7 +9,7 @@ import { connect, type Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import { dirname } from "node:path";
 import fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
-import { z } from "zod";
+import * as z from "zod";
 import { decide, type AuditEntry, type Principal } from "../authz/index.js";
 import { PalisadeError, errorMessage } from "../util/errors.js";
 import { openApiDocument } from "./api/openapi.js";

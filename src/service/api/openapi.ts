@@ -1,7 +1,7 @@
 /**
  * The OpenAPI 3.1 document, generated from the route table's zod schemas.
  */
-import { z } from "zod";
+import * as z from "zod";
 import type { Route } from "./route.js";
 import { VERSION } from "../../util/version.js";
 

@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { z } from "zod";
+import * as z from "zod";
 import { specAfterUpdate, specFromCreate } from "./routes.js";
 import { vmCreateSchema, vmUpdateSchema } from "./schemas.js";
 import { validationError } from "../server.js";

@@ -2,7 +2,7 @@
  * The API's routes: each authorizes its request with `ctx.require()` before it touches
  * anything, and the server audits every request with what the handler recorded.
  */
-import { z } from "zod";
+import * as z from "zod";
 import { OPERATIONS, OPERATION_NAMES, decide, type Operation, type Principal } from "../../authz/index.js";
 import { VERSION } from "../../util/version.js";
 import type { ServiceCore } from "../core.js";

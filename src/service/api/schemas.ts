@@ -2,7 +2,7 @@
  * The zod schemas of every request the API accepts. They are the one source of truth:
  * fastify routes validate with them and /openapi.json is generated from them.
  */
-import { z } from "zod";
+import * as z from "zod";
 import { nameProblem, OPERATION_NAMES } from "../../authz/index.js";
 
 /** A name of a VM, role, task, scope, user or group (see `nameProblem`). */
