@@ -23,7 +23,6 @@ import {
 import type { VirtualSwitches } from "../network/index.js";
 import { describeSandbox, formatSandboxDescription } from "../sandbox/index.js";
 import { EXIT, EXIT_CODES_HELP } from "./exit-codes.js";
-import { switchesFor } from "./network-options.js";
 import {
   parseConsoleFlag,
   parseCpusFlag,
@@ -273,7 +272,7 @@ export function registerRunCommands(program: Command): void {
         return;
       }
       const switches = spec.nics.some((nic) => nic.kind === "switch")
-        ? switchesFor({ stateDir: flags.networkDir, netns: flags.netns })
+        ? (await import("./network-options.js")).switchesFor({ stateDir: flags.networkDir, netns: flags.netns })
         : undefined;
       process.exitCode = await runInForeground(spec, {
         events,

@@ -3,7 +3,9 @@
  * The one place that joins the pure decisions to the edges.
  */
 import { HostError } from "../util/errors.js";
-import { VirtualSwitches, closeFd, type AttachedPort } from "../network/index.js";
+// The network layer (nft, koffi TAP calls) is loaded only for a VM with switch NICs: it is
+// most of what `palisade run` would otherwise compile before QEMU starts.
+import type { VirtualSwitches, AttachedPort } from "../network/index.js";
 import { VERSION } from "../util/version.js";
 import { PolicyError, assertDeviceAllowed, assertVmFits, compilePolicy, type CompiledPolicy } from "../policy/index.js";
 import { chooseAccel, type AccelChoice } from "./accel.js";
@@ -129,7 +131,7 @@ export async function startVm(requested: VmSpec, host: HostFacts, options: Start
     await detachSwitchPorts(switches, ports);
     throw error;
   } finally {
-    for (const port of ports) closeFd(port.fd);
+    await closePortFds(ports);
   }
 }
 
@@ -145,7 +147,8 @@ async function attachSwitchPorts(
   given: VirtualSwitches | undefined,
 ): Promise<{ spec: VmSpec; ports: AttachedPort[]; switches: VirtualSwitches | null }> {
   if (!spec.nics.some((nic) => nic.kind === "switch")) return { spec, ports: [], switches: null };
-  const switches = given ?? new VirtualSwitches();
+  const network = await import("../network/index.js");
+  const switches = given ?? new network.VirtualSwitches();
   const ports: AttachedPort[] = [];
   try {
     const nics = [];
@@ -161,9 +164,16 @@ async function attachSwitchPorts(
     return { spec: { ...spec, nics }, ports, switches };
   } catch (error: unknown) {
     await detachSwitchPorts(switches, ports);
-    for (const port of ports) closeFd(port.fd);
+    await closePortFds(ports);
     throw error;
   }
+}
+
+/** Palisade's copies of the TAP descriptors; QEMU holds its own once started. */
+async function closePortFds(ports: readonly AttachedPort[]): Promise<void> {
+  if (ports.length === 0) return;
+  const { closeFd } = await import("../network/index.js");
+  for (const port of ports) closeFd(port.fd);
 }
 
 async function detachSwitchPorts(switches: VirtualSwitches | null, ports: readonly AttachedPort[]): Promise<void> {

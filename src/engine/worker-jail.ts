@@ -115,7 +115,8 @@ export async function planWorkerJail(
 export function sandboxHostFacts(qemuBinary: string, stateDir: string): SandboxHostFacts {
   const key = createHash("sha256")
     .update(JSON.stringify([qemuBinary, process.getuid?.(), ...[qemuBinary, "/usr/bin/bwrap", "/usr/bin/setpriv"].map(fileStamp)]))
-    .update(readFileSync("/proc/self/mountinfo"))
+    .update(cgroupMounts())
+    .update(readFileSync("/proc/self/cgroup"))
     .digest("hex");
   const file = join(stateDir, "host-facts.json");
   try {
@@ -133,6 +134,18 @@ export function sandboxHostFacts(qemuBinary: string, stateDir: string): SandboxH
     // A cache we cannot write only costs the next start the probe.
   }
   return facts;
+}
+
+/**
+ * The mount table's cgroup lines: the only mounts the probe's answer depends on. (Keying
+ * on the whole table missed the cache whenever anything on the host mounted anything,
+ * and the probe then cost every start ~0.2 s.)
+ */
+function cgroupMounts(): string {
+  return readFileSync("/proc/self/mountinfo", "utf8")
+    .split("\n")
+    .filter((line) => / - cgroup2? /.test(line))
+    .join("\n");
 }
 
 function fileStamp(path: string): string {
