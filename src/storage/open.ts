@@ -128,7 +128,10 @@ export interface CreateOptions {
   readonly physicalSectorBytes?: number;
   /** Parent image path, for differencing disks (same format). */
   readonly parentPath?: string;
-  /** Skip crash-safety ordering while writing (a temporary file renamed when done). */
+  /**
+   * Skip crash-safety ordering while writing, write metadata once at flush or close, and
+   * write data back as it comes: for a temporary file renamed into place once flushed.
+   */
   readonly bulk?: boolean;
 }
 
@@ -149,7 +152,7 @@ export async function createImage(path: string, o: CreateOptions): Promise<Block
   }
   let file: NodeFile;
   try {
-    file = await NodeFile.open(path, { writable: true, create: true });
+    file = await NodeFile.open(path, { writable: true, create: true, writeBehind: o.bulk === true });
   } catch (error: unknown) {
     await parent?.close();
     if (error instanceof DiskError && error.cause instanceof Error && (error.cause as NodeJS.ErrnoException).code === "EEXIST") {

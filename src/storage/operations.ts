@@ -2,10 +2,11 @@
  * Whole-image operations behind `palisade disk`: info, map, check, convert, compact,
  * merge, resize. Each opens what it needs and closes it, also on failure.
  */
-import { rename, unlink } from "node:fs/promises";
+import { access, rename, unlink } from "node:fs/promises";
 import { dirname, basename, join } from "node:path";
 import { isZero, type AllocationRange, type BlockImage, type DiskFormat, type DiskType } from "./block-image.js";
 import { DiskError, DiskFormatError } from "./errors.js";
+import { syncDirectory } from "./file.js";
 import { createImage, openImage } from "./open.js";
 import { RawImage } from "./raw.js";
 import { VhdImage } from "./vhd/image.js";
@@ -206,14 +207,15 @@ function tempPathFor(path: string): string {
 /**
  * `disk convert`: writes the whole virtual disk of `src` (its parent chain flattened) into
  * a new `dst` of another format; zeros stay holes. Writes a temporary file beside `dst`
- * and renames it into place once flushed, so `dst` is never half-written.
+ * (metadata once at the end, data written back as it comes, one flush) and renames it
+ * into place, then syncs the directory: `dst` is never half-written, and once this
+ * resolves it survives a crash.
  */
 export async function convertImage(srcPath: string, dstPath: string, o: ConvertOptions): Promise<void> {
   if (o.type === "differencing") throw new DiskError(`${dstPath}: convert makes standalone images; use create --parent for differencing`, "disk.unsupported");
   const src = await openImage(srcPath, { readonly: true });
   const temp = tempPathFor(dstPath);
   try {
-    const { access } = await import("node:fs/promises");
     if (await access(dstPath).then(() => true, () => false)) throw new DiskError(`${dstPath}: file exists (remove it first)`, "disk.exists");
     const dst = await createImage(temp, {
       bulk: true,
@@ -229,6 +231,7 @@ export async function convertImage(srcPath: string, dstPath: string, o: ConvertO
       await dst.close();
     }
     await rename(temp, dstPath);
+    await syncDirectory(dirname(dstPath));
   } catch (error: unknown) {
     await unlink(temp).catch(() => undefined);
     throw error;
@@ -268,6 +271,7 @@ export async function compactImage(path: string, o: { onProgress?: ProgressCallb
       await dst.close();
     }
     await rename(temp, path);
+    await syncDirectory(dirname(path));
     const again = await openImage(path, { readonly: true });
     const after = await again.allocatedBytes();
     await again.close();

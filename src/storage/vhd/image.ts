@@ -74,6 +74,8 @@ export class VhdImage implements BlockImage {
   readonly #bitmaps = new Map<number, Uint8Array>();
   readonly #mutex = new Mutex();
   #bulk = false;
+  /** Bulk mode: BAT entries and the footer wait for flush or close. */
+  #bulkDirty = false;
   #dataEnd: number;
   #closed = false;
 
@@ -389,13 +391,17 @@ export class VhdImage implements BlockImage {
       // and QEMU do); a differencing disk's has only the written sectors present.
       const bitmap = new Uint8Array(bitmapSize).fill(this.parent ? 0 : ALL_ONES);
       if (this.parent) setBits(bitmap, within / 512, piece.length / 512);
-      await this.#file.write(newEnd, serializeFooter(this.#footer));
+      if (!this.#bulk) await this.#file.write(newEnd, serializeFooter(this.#footer));
       await this.#file.write(start, bitmap);
       await this.#file.write(start + bitmapSize + within, piece);
-      if (!this.#bulk) await this.#file.flush();
-      const entry = new Uint8Array(4);
-      new DataView(entry.buffer).setUint32(0, start / 512);
-      await this.#file.write((this.#dynamic?.tableOffset ?? 0) + block * 4, entry);
+      if (this.#bulk) {
+        this.#bulkDirty = true;
+      } else {
+        await this.#file.flush();
+        const entry = new Uint8Array(4);
+        new DataView(entry.buffer).setUint32(0, start / 512);
+        await this.#file.write((this.#dynamic?.tableOffset ?? 0) + block * 4, entry);
+      }
       this.#bat[block] = start;
       this.#bitmaps.set(block, bitmap);
       this.#dataEnd = newEnd;
@@ -414,7 +420,23 @@ export class VhdImage implements BlockImage {
   }
 
   async flush(): Promise<void> {
-    if (!this.readonly) await this.#file.flush();
+    if (this.readonly) return;
+    if (this.#bulk) await this.#mutex.run(() => this.#writeBulkMetadata());
+    await this.#file.flush();
+  }
+
+  /** Bulk mode: the whole BAT in one write, then the footer after the last block. */
+  async #writeBulkMetadata(): Promise<void> {
+    if (!this.#bulkDirty || this.#dynamic === undefined) return;
+    const bytes = new Uint8Array(Math.ceil((this.#dynamic.maxTableEntries * 4) / 512) * 512).fill(0xff);
+    const view = new DataView(bytes.buffer);
+    for (let block = 0; block < this.#bat.length; block++) {
+      const start = this.#bat[block] ?? -1;
+      if (start >= 0) view.setUint32(block * 4, start / 512);
+    }
+    await this.#file.write(this.#dynamic.tableOffset, bytes);
+    await this.#file.write(this.#dataEnd, serializeFooter(this.#footer));
+    this.#bulkDirty = false;
   }
 
   async discard(offset: number, length: number): Promise<void> {
@@ -537,6 +559,7 @@ export class VhdImage implements BlockImage {
     this.#closed = true;
     try {
       if (!this.readonly) {
+        await this.#mutex.run(() => this.#writeBulkMetadata());
         if (this.usedFooterCopy) {
           // The end of the file was not a footer: put one right after the last block.
           await this.#file.write(this.#dataEnd, serializeFooter(this.#footer));

@@ -123,6 +123,9 @@ export class VhdxImage implements BlockImage {
   #sequence: bigint;
   readonly #keepDataWriteGuid: boolean;
   readonly #bulk: boolean;
+  /** Bulk mode: BAT entries and sector bitmap chunks changed since the last flush. */
+  #bulkDirty = false;
+  readonly #bulkBitmaps = new Set<number>();
   #closed = false;
 
   private constructor(o: {
@@ -479,7 +482,7 @@ export class VhdxImage implements BlockImage {
       await this.#file.write((this.#bat.offsets[index] ?? 0) + within, piece);
     } else {
       const at = this.#allocate(blockSize);
-      await this.#file.truncate(this.#fileEnd);
+      if (!this.#bulk) await this.#file.truncate(this.#fileEnd);
       await this.#file.write(at + within, piece);
       this.#bat.offsets[index] = at;
       // Over a parent, a block never written reads the parent: only the sectors written
@@ -498,7 +501,7 @@ export class VhdxImage implements BlockImage {
     let bitmap = await this.#bitmap(chunk);
     if (bitmap === undefined) {
       const at = this.#allocate(SECTOR_BITMAP_BLOCK_SIZE);
-      await this.#file.truncate(this.#fileEnd);
+      if (!this.#bulk) await this.#file.truncate(this.#fileEnd);
       this.#bat.states[sbIndex] = SB_BLOCK_PRESENT;
       this.#bat.offsets[sbIndex] = at;
       changes.add(sbIndex);
@@ -526,7 +529,9 @@ export class VhdxImage implements BlockImage {
   }
 
   async flush(): Promise<void> {
-    if (!this.readonly) await this.#file.flush();
+    if (this.readonly) return;
+    if (this.#bulk) await this.#mutex.run(() => this.#writeBulkMetadata());
+    await this.#file.flush();
   }
 
   async discard(offset: number, length: number): Promise<void> {
@@ -678,9 +683,15 @@ export class VhdxImage implements BlockImage {
     try {
       if (!this.readonly && this.#sessionStarted) {
         await this.#mutex.run(async () => {
+          if (this.#bulk) {
+            // A file nobody sees yet: metadata once, headers, then the one flush.
+            await this.#writeBulkMetadata();
+            await this.#writeHeaders({ ...this.#header, logGuid: new Uint8Array(16) });
+          } else {
+            await this.#file.flush();
+            await this.#writeHeaders({ ...this.#header, logGuid: new Uint8Array(16) });
+          }
           await this.#file.flush();
-          await this.#writeHeaders({ ...this.#header, logGuid: new Uint8Array(16) });
-          if (this.#bulk) await this.#file.flush();
         });
       }
       await this.#file.close();
@@ -712,8 +723,40 @@ export class VhdxImage implements BlockImage {
     this.#header = { ...header, sequenceNumber: this.#header.sequenceNumber + 2n };
   }
 
+  /**
+   * Bulk mode: the whole BAT in one write, each changed sector bitmap block in one write,
+   * and the file grown to cover the last allocated block.
+   */
+  async #writeBulkMetadata(): Promise<void> {
+    if (!this.#bulkDirty) return;
+    const count = this.#bat.states.length;
+    const bytes = new Uint8Array(roundUp(count * 8, LOG_SECTOR_SIZE));
+    const view = new DataView(bytes.buffer);
+    for (let i = 0; i < count; i++) encodeBatEntry(this.#bat.states[i] ?? 0, this.#bat.offsets[i] ?? 0, view, i * 8);
+    await this.#file.write(this.#regions.bat.fileOffset, bytes);
+    for (const chunk of this.#bulkBitmaps) {
+      const bitmap = this.#bitmaps.get(chunk);
+      const at = this.#bat.offsets[bitmapEntryIndex(chunk, this.#geometry.chunkRatio)];
+      if (bitmap !== undefined && at !== undefined) await this.#file.write(at, bitmap);
+    }
+    this.#bulkBitmaps.clear();
+    if ((await this.#file.size()) < this.#fileEnd) await this.#file.truncate(this.#fileEnd);
+    this.#bulkDirty = false;
+  }
+
   /** Writes the BAT sectors holding `entries` and the given bitmap sectors through the log. */
   async #commit(entries: Set<number>, bitmapSectors: Set<number>): Promise<void> {
+    if (this.#bulk) {
+      // Written once, by flush or close (#writeBulkMetadata).
+      this.#bulkDirty = true;
+      for (const at of bitmapSectors) {
+        for (const [chunk] of this.#bitmaps) {
+          const sb = this.#bat.offsets[bitmapEntryIndex(chunk, this.#geometry.chunkRatio)] ?? -1;
+          if (at >= sb && at < sb + SECTOR_BITMAP_BLOCK_SIZE) this.#bulkBitmaps.add(chunk);
+        }
+      }
+      return;
+    }
     const sectors = new Map<number, Uint8Array>();
     const perSector = LOG_SECTOR_SIZE / 8;
     for (const index of entries) {
