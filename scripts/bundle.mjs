@@ -13,7 +13,7 @@
  * (whose start-up time does not matter) loads it.
  */
 import { build } from "esbuild";
-import { rmSync } from "node:fs";
+import { chmodSync, rmSync } from "node:fs";
 
 const outdir = "dist/bin";
 rmSync(outdir, { recursive: true, force: true });
@@ -33,3 +33,4 @@ await build({
   minifySyntax: true,
   logLevel: "warning",
 });
+chmodSync(`${outdir}/palisade.js`, 0o755);

@@ -11,7 +11,8 @@ import { ensureDefaultImage } from "../../src/image/index.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 /** The compiled CLI next to this compiled harness. */
-export const CLI = resolve(here, "..", "..", "src", "cli", "main.js");
+/** The shipped CLI: the bundle `npm run build` makes (scripts/bundle.mjs). */
+export const CLI = resolve(here, "..", "..", "bin", "palisade.js");
 export const READY = "PALISADE-READY";
 /** The guest shell's prompt (root, busybox ash). */
 export const PROMPT = "# ";
