@@ -3,20 +3,14 @@
  * sector bitmaps. An input is a fixture selector byte followed by the bytes of the
  * fixture's structure windows; an input shorter than the windows truncates the file.
  *
- * Oracle: only DiskFormatError or DiskError escape; a read-only open never writes.
+ * Oracle (storage/fuzz-harness.ts): only DiskFormatError or DiskError escape; a
+ * read-only open never writes.
  */
-import { DiskError, DiskFormatError, MemoryFile, VhdImage, type BlockImage } from "../../src/storage/index.js";
+import { imageFuzzTarget, MemoryFile, VhdImage, type FuzzFixtures } from "../../src/storage/index.js";
 
 const MiB = 1024 * 1024;
 
-interface Fixture {
-  readonly bytes: Uint8Array;
-  readonly windows: readonly (readonly [number, number])[];
-}
-
-let cache: Promise<{ fixtures: Fixture[]; parent: Uint8Array }> | undefined;
-
-async function build(): Promise<{ fixtures: Fixture[]; parent: Uint8Array }> {
+async function build(): Promise<FuzzFixtures> {
   const size = 8 * MiB;
   const dynamicFile = new MemoryFile(undefined, { path: "fuzz.vhd" });
   const dynamic = await VhdImage.create(dynamicFile, { sizeBytes: size, type: "dynamic", blockSizeBytes: MiB });
@@ -50,55 +44,6 @@ async function build(): Promise<{ fixtures: Fixture[]; parent: Uint8Array }> {
   };
 }
 
-function load(): Promise<{ fixtures: Fixture[]; parent: Uint8Array }> {
-  cache ??= build();
-  return cache;
-}
-
-function compose(f: Fixture, data: Uint8Array): Uint8Array {
-  const out = new Uint8Array(f.bytes);
-  let cursor = 0;
-  for (const [at, length] of f.windows) {
-    const take = Math.min(length, data.length - cursor);
-    out.set(data.subarray(cursor, cursor + take), at);
-    cursor += take;
-    if (take < length) return out.subarray(0, at + take);
-  }
-  return out;
-}
-
-export async function seeds(): Promise<Uint8Array[]> {
-  const { fixtures } = await load();
-  return fixtures.map((f, i) => {
-    const parts = f.windows.map(([at, length]) => f.bytes.subarray(at, at + length));
-    const out = new Uint8Array(1 + parts.reduce((sum, p) => sum + p.length, 0));
-    out[0] = i;
-    let cursor = 1;
-    for (const p of parts) {
-      out.set(p, cursor);
-      cursor += p.length;
-    }
-    return out;
-  });
-}
-
-export async function fuzz(data: Uint8Array): Promise<void> {
-  const { fixtures, parent } = await load();
-  const fixture = fixtures[(data[0] ?? 0) % fixtures.length];
-  if (fixture === undefined) return;
-  const file = new MemoryFile(compose(fixture, data.subarray(1)), { writable: false, path: "fuzz.vhd" });
-  const parentFile = new MemoryFile(parent, { writable: false, path: "parent.vhd" });
-  let image: BlockImage | undefined;
-  try {
-    image = await VhdImage.open(file, { readonly: true, openParent: () => VhdImage.open(parentFile, { readonly: true }) });
-    const probe = Math.min(image.sizeBytes, 16 * MiB);
-    await image.allocation(0, probe);
-    await image.read(0, Math.min(probe, MiB));
-    await image.read(image.sizeBytes - 512, 512);
-  } catch (error: unknown) {
-    if (!(error instanceof DiskFormatError || error instanceof DiskError)) throw error;
-  } finally {
-    await image?.close();
-  }
-  if (file.writes.length > 0 || parentFile.writes.length > 0) throw new Error(`a read-only open wrote: ${JSON.stringify(file.writes.slice(0, 3))}`);
-}
+export const { seeds, fuzz } = imageFuzzTarget("fuzz.vhd", build, (file, parent) =>
+  VhdImage.open(file, { readonly: true, openParent: () => VhdImage.open(parent, { readonly: true }) }),
+);

@@ -25,3 +25,4 @@ export {
   type ProgressCallback,
 } from "./operations.js";
 export { crc32c } from "./crc32c.js";
+export { composeWindows, extractWindows, imageFuzzTarget, type FuzzFixture, type FuzzFixtures, type FuzzOpener } from "./fuzz-harness.js";

@@ -4,7 +4,8 @@
  */
 import { access, rename, unlink } from "node:fs/promises";
 import { dirname, basename, join } from "node:path";
-import { isZero, type AllocationRange, type BlockImage, type DiskFormat, type DiskType } from "./block-image.js";
+import type { AllocationRange, BlockImage, DiskFormat, DiskType } from "./block-image.js";
+import { isZero } from "./blocks.js";
 import { DiskError, DiskFormatError } from "./errors.js";
 import { syncDirectory } from "./file.js";
 import { createImage, openImage } from "./open.js";

@@ -1,4 +1,5 @@
-import { checkRange, pushRange, type AllocationRange, type BlockImage } from "./block-image.js";
+import type { AllocationRange, BlockImage } from "./block-image.js";
+import { assertNoDataPast, checkRange, pushDataRun } from "./blocks.js";
 import { DiskError } from "./errors.js";
 import { readonlyError, type StorageFile } from "./file.js";
 
@@ -70,16 +71,8 @@ export class RawImage implements BlockImage {
 
   allocation(offset: number, length: number): Promise<AllocationRange[]> {
     checkRange(this, offset, length);
-    const data = this.#file.dataRanges?.(offset, length);
-    if (data === undefined) return Promise.resolve(length === 0 ? [] : [{ offset, length, state: "data", fileOffset: offset }]);
     const ranges: AllocationRange[] = [];
-    let at = offset;
-    for (const d of data) {
-      pushRange(ranges, { offset: at, length: d.offset - at, state: "zero" });
-      pushRange(ranges, { offset: d.offset, length: d.length, state: "data", fileOffset: d.offset });
-      at = d.offset + d.length;
-    }
-    pushRange(ranges, { offset: at, length: offset + length - at, state: "zero" });
+    pushDataRun(ranges, { offset, length, fileOffset: offset }, this.#file.dataRanges?.bind(this.#file));
     return Promise.resolve(ranges);
   }
 
@@ -87,9 +80,17 @@ export class RawImage implements BlockImage {
     return this.#file.size();
   }
 
-  /** Grows or shrinks the disk (raw images have no metadata: any size works). */
+  /**
+   * Grows the disk, or shrinks it when the cut-off tail reads as zeros (holes are skipped
+   * unread). Raw images have no metadata: any multiple of 512 bytes works.
+   * @throws {DiskError} `disk.bad-size`, `disk.readonly`.
+   */
   async resize(sizeBytes: number): Promise<void> {
     if (this.readonly) throw readonlyError(this.path);
+    if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0 || sizeBytes % 512 !== 0) {
+      throw new DiskError(`${this.path}: size ${sizeBytes} must be a positive multiple of 512 bytes`, "disk.bad-size");
+    }
+    await assertNoDataPast(this, sizeBytes);
     await this.#file.truncate(sizeBytes);
     this.#sizeBytes = sizeBytes;
   }

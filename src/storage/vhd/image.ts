@@ -8,7 +8,8 @@
  * A crash before 3 leaves an unreferenced block (space, not data, is lost); the opener
  * falls back to the footer copy at offset 0 when the last sector is not a footer.
  */
-import { alignWrite, checkRange, Mutex, pushDataRun, pushRange, isZero, type AllocationRange, type BlockImage, type DiskType } from "../block-image.js";
+import type { AllocationRange, BlockImage, DiskType } from "../block-image.js";
+import { alignWrite, assertNoDataPast, bitmapRuns, blockSpans, checkRange, Mutex, namingFile, pushDataRun, pushRange, type SectorRun } from "../blocks.js";
 import { DiskError, DiskFormatError } from "../errors.js";
 import { readonlyError, type StorageFile } from "../file.js";
 import { guidToString, newGuid } from "../guid.js";
@@ -116,13 +117,8 @@ export class VhdImage implements BlockImage {
    * for a differencing disk its parent (whose unique id must match).
    * @throws {DiskFormatError} `vhd.*`. @throws {DiskError} `disk.parent-*`.
    */
-  static async open(file: StorageFile, options: { readonly: boolean; openParent?: VhdParentOpener }): Promise<VhdImage> {
-    try {
-      return await VhdImage.#open(file, options);
-    } catch (error: unknown) {
-      if (error instanceof DiskFormatError) throw error.withPath(file.path);
-      throw error;
-    }
+  static open(file: StorageFile, options: { readonly: boolean; openParent?: VhdParentOpener }): Promise<VhdImage> {
+    return namingFile(file.path, () => VhdImage.#open(file, options));
   }
 
   static async #open(file: StorageFile, options: { readonly: boolean; openParent?: VhdParentOpener }): Promise<VhdImage> {
@@ -285,23 +281,8 @@ export class VhdImage implements BlockImage {
   }
 
   /** Runs within an allocated block: present sectors (bit set, MSB first) or not. */
-  async #runs(block: number, within: number, length: number): Promise<{ start: number; length: number; present: boolean }[]> {
-    const bitmap = await this.#bitmap(block);
-    const runs: { start: number; length: number; present: boolean }[] = [];
-    let at = within;
-    const end = within + length;
-    while (at < end) {
-      const s = Math.floor(at / 512);
-      const byte = bitmap[s >> 3] ?? 0;
-      const next = Math.min(end, (s + 1) * 512);
-      // Whole bytes of the bitmap at once when they agree.
-      const present = ((byte >> (7 - (s & 7))) & 1) === 1;
-      const last = runs[runs.length - 1];
-      if (last?.present === present) last.length += next - at;
-      else runs.push({ start: at, length: next - at, present });
-      at = next;
-    }
-    return runs;
+  async #runs(block: number, within: number, length: number): Promise<SectorRun[]> {
+    return bitmapRuns(await this.#bitmap(block), { firstSector: 0, within, length, sectorBytes: 512, bitOrder: "msb-first" });
   }
 
   async #fullyPresent(block: number, within: number, length: number): Promise<boolean> {
@@ -331,12 +312,7 @@ export class VhdImage implements BlockImage {
       return this.#file.read(start + this.#bitmapSize() + within, length);
     }
     const out = new Uint8Array(length);
-    let done = 0;
-    while (done < length) {
-      const pos = offset + done;
-      const block = Math.floor(pos / blockSize);
-      const within = pos - block * blockSize;
-      const take = Math.min(blockSize - within, length - done);
+    for (const { pos, block, within, take, done } of blockSpans(offset, length, blockSize)) {
       const start = this.#bat[block] ?? -1;
       if (start < 0) {
         if (this.parent) out.set(await this.parent.read(pos, take), done);
@@ -349,7 +325,6 @@ export class VhdImage implements BlockImage {
           else if (this.parent) out.set(await this.parent.read(at, run.length), done + run.start - within);
         }
       }
-      done += take;
     }
     return out;
   }
@@ -362,13 +337,7 @@ export class VhdImage implements BlockImage {
       await this.#file.write(aligned.offset, aligned.data);
       return;
     }
-    const blockSize = this.#dynamic.blockSizeBytes;
-    let done = 0;
-    while (done < aligned.data.length) {
-      const pos = aligned.offset + done;
-      const block = Math.floor(pos / blockSize);
-      const within = pos - block * blockSize;
-      const take = Math.min(blockSize - within, aligned.data.length - done);
+    for (const { block, within, take, done } of blockSpans(aligned.offset, aligned.data.length, this.#dynamic.blockSizeBytes)) {
       const piece = aligned.data.subarray(done, done + take);
       const start = this.#bat[block] ?? -1;
       if (start >= 0 && (await this.#fullyPresent(block, within, take))) {
@@ -376,7 +345,6 @@ export class VhdImage implements BlockImage {
       } else {
         await this.#mutex.run(() => this.#writeSlow(block, within, piece));
       }
-      done += take;
     }
   }
 
@@ -448,12 +416,7 @@ export class VhdImage implements BlockImage {
       return;
     }
     const blockSize = this.#dynamic.blockSizeBytes;
-    let done = 0;
-    while (done < length) {
-      const pos = offset + done;
-      const block = Math.floor(pos / blockSize);
-      const within = pos - block * blockSize;
-      const take = Math.min(blockSize - within, length - done);
+    for (const { pos, block, within, take } of blockSpans(offset, length, blockSize)) {
       if ((this.#bat[block] ?? -1) >= 0) {
         if (within === 0 && (take === blockSize || pos + take === this.sizeBytes)) {
           await this.#mutex.run(async () => {
@@ -466,7 +429,6 @@ export class VhdImage implements BlockImage {
           await this.write(pos, new Uint8Array(take));
         }
       }
-      done += take;
     }
   }
 
@@ -477,26 +439,25 @@ export class VhdImage implements BlockImage {
 
   async allocation(offset: number, length: number): Promise<AllocationRange[]> {
     checkRange(this, offset, length);
-    if (this.#dynamic === undefined) return length === 0 ? [] : [{ offset, length, state: "data", fileOffset: offset }];
     const ranges: AllocationRange[] = [];
+    const dataRanges = this.#file.dataRanges?.bind(this.#file);
+    if (this.#dynamic === undefined) {
+      // A fixed disk is the file's first bytes: its holes are zero runs, not data.
+      pushDataRun(ranges, { offset, length, fileOffset: offset }, dataRanges);
+      return ranges;
+    }
     const blockSize = this.#dynamic.blockSizeBytes;
-    let done = 0;
-    while (done < length) {
-      const pos = offset + done;
-      const block = Math.floor(pos / blockSize);
-      const within = pos - block * blockSize;
-      const take = Math.min(blockSize - within, length - done);
+    for (const { pos, block, within, take } of blockSpans(offset, length, blockSize)) {
       const start = this.#bat[block] ?? -1;
       if (start < 0) {
         pushRange(ranges, { offset: pos, length: take, state: this.parent ? "parent" : "zero" });
       } else {
         for (const run of await this.#runs(block, within, take)) {
           const at = block * blockSize + run.start;
-          if (run.present) pushDataRun(ranges, { offset: at, length: run.length, fileOffset: start + this.#bitmapSize() + run.start }, this.#file.dataRanges?.bind(this.#file));
+          if (run.present) pushDataRun(ranges, { offset: at, length: run.length, fileOffset: start + this.#bitmapSize() + run.start }, dataRanges);
           else pushRange(ranges, { offset: at, length: run.length, state: this.parent ? "parent" : "zero" });
         }
       }
-      done += take;
     }
     return ranges;
   }
@@ -517,15 +478,7 @@ export class VhdImage implements BlockImage {
     }
     if (this.parent) throw new DiskError(`${this.path}: a differencing disk has its parent's size`, "disk.unsupported");
     await this.#mutex.run(async () => {
-      if (sizeBytes < this.sizeBytes) {
-        for (let at = sizeBytes; at < this.sizeBytes; at += 1 << 20) {
-          const length = Math.min(1 << 20, this.sizeBytes - at);
-          const runs = this.#dynamic ? (await this.allocation(at, length)).filter((r) => r.state === "data") : [{ offset: at, length }];
-          for (const run of runs) {
-            if (!isZero(await this.read(run.offset, run.length))) throw new DiskError(`${this.path}: cannot shrink to ${sizeBytes} bytes: data at 0x${run.offset.toString(16)} past the new end`, "disk.bad-size");
-          }
-        }
-      }
+      await assertNoDataPast(this, sizeBytes);
       const footer: VhdFooter = { ...this.#footer, currentSizeBytes: sizeBytes, ...chsGeometry(sizeBytes) };
       const bytes = serializeFooter(footer);
       if (this.#dynamic === undefined) {

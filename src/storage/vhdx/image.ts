@@ -14,7 +14,8 @@
  * which is right because its change was never applied. On close, the header's LogGuid is
  * cleared, which other tools require (an image is always closed with an empty log).
  */
-import { alignWrite, checkRange, isZero, Mutex, pushDataRun, pushRange, type AllocationRange, type BlockImage, type DiskType } from "../block-image.js";
+import type { AllocationRange, BlockImage, DiskType } from "../block-image.js";
+import { alignWrite, assertNoDataPast, bitmapRuns, blockSpans, checkRange, Mutex, namingFile, pushDataRun, pushRange, type SectorRun } from "../blocks.js";
 import { DiskError, DiskFormatError } from "../errors.js";
 import { OverlayFile, readonlyError, type StorageFile } from "../file.js";
 import { guidIsZero, guidToString, newGuid } from "../guid.js";
@@ -193,13 +194,8 @@ export class VhdxImage implements BlockImage {
    * @throws {DiskFormatError} `vhdx.*` naming the structure, field, offset and value.
    * @throws {DiskError} `disk.parent-*` when the parent is missing or does not match.
    */
-  static async open(file: StorageFile, options: VhdxOpenOptions): Promise<VhdxImage> {
-    try {
-      return await VhdxImage.#open(file, options);
-    } catch (error: unknown) {
-      if (error instanceof DiskFormatError) throw error.withPath(file.path);
-      throw error;
-    }
+  static open(file: StorageFile, options: VhdxOpenOptions): Promise<VhdxImage> {
+    return namingFile(file.path, () => VhdxImage.#open(file, options));
   }
 
   static async #open(baseFile: StorageFile, options: VhdxOpenOptions): Promise<VhdxImage> {
@@ -383,24 +379,11 @@ export class VhdxImage implements BlockImage {
   }
 
   /** Runs of sectors of a partially present block: [start, length, present] in bytes within the block. */
-  async #sectorRuns(block: number, within: number, length: number): Promise<{ start: number; length: number; present: boolean }[]> {
-    const sector = this.#meta.logicalSectorBytes;
-    const chunk = Math.floor(block / this.#geometry.chunkRatio);
-    const bitmap = await this.#bitmap(chunk);
-    const runs: { start: number; length: number; present: boolean }[] = [];
-    const firstSectorInChunk = (block % this.#geometry.chunkRatio) * (this.#meta.blockSizeBytes / sector);
-    let at = within;
-    const end = within + length;
-    while (at < end) {
-      const s = firstSectorInChunk + Math.floor(at / sector);
-      const present = bitmap !== undefined && (((bitmap[s >> 3] ?? 0) >> (s & 7)) & 1) === 1;
-      const next = Math.min(end, (Math.floor(at / sector) + 1) * sector);
-      const last = runs[runs.length - 1];
-      if (last?.present === present) last.length += next - at;
-      else runs.push({ start: at, length: next - at, present });
-      at = next;
-    }
-    return runs;
+  async #sectorRuns(block: number, within: number, length: number): Promise<SectorRun[]> {
+    const sectorBytes = this.#meta.logicalSectorBytes;
+    const bitmap = await this.#bitmap(Math.floor(block / this.#geometry.chunkRatio));
+    const firstSector = (block % this.#geometry.chunkRatio) * (this.#meta.blockSizeBytes / sectorBytes);
+    return bitmapRuns(bitmap, { firstSector, within, length, sectorBytes, bitOrder: "lsb-first" });
   }
 
   // ------------------------------------------------------------ BlockImage
@@ -415,12 +398,7 @@ export class VhdxImage implements BlockImage {
       if (this.#bat.states[index] === PAYLOAD_BLOCK_FULLY_PRESENT) return this.#file.read((this.#bat.offsets[index] ?? 0) + offset - firstBlock * blockSize, length);
     }
     const out = new Uint8Array(length);
-    let done = 0;
-    while (done < length) {
-      const pos = offset + done;
-      const block = Math.floor(pos / blockSize);
-      const within = pos - block * blockSize;
-      const take = Math.min(blockSize - within, length - done);
+    for (const { pos, block, within, take, done } of blockSpans(offset, length, blockSize)) {
       const index = this.#entry(block);
       const state = this.#bat.states[index] ?? PAYLOAD_BLOCK_NOT_PRESENT;
       const fileOffset = this.#bat.offsets[index] ?? 0;
@@ -434,7 +412,6 @@ export class VhdxImage implements BlockImage {
       } else if (state === PAYLOAD_BLOCK_NOT_PRESENT && this.parent !== undefined) {
         out.set(await this.parent.read(pos, take), done);
       }
-      done += take;
     }
     return out;
   }
@@ -448,13 +425,7 @@ export class VhdxImage implements BlockImage {
     checkRange(this, offset, data.length);
     const aligned = await alignWrite(offset, data, this.#meta.logicalSectorBytes, (o, l) => this.read(o, l));
     await this.#beginSession();
-    const blockSize = this.#meta.blockSizeBytes;
-    let done = 0;
-    while (done < aligned.data.length) {
-      const pos = aligned.offset + done;
-      const block = Math.floor(pos / blockSize);
-      const within = pos - block * blockSize;
-      const take = Math.min(blockSize - within, aligned.data.length - done);
+    for (const { block, within, take, done } of blockSpans(aligned.offset, aligned.data.length, this.#meta.blockSizeBytes)) {
       const piece = aligned.data.subarray(done, done + take);
       const index = this.#entry(block);
       if (this.#bat.states[index] === PAYLOAD_BLOCK_FULLY_PRESENT) {
@@ -462,7 +433,6 @@ export class VhdxImage implements BlockImage {
       } else {
         await this.#mutex.run(() => this.#writeSlow(block, within, piece));
       }
-      done += take;
     }
   }
 
@@ -538,12 +508,7 @@ export class VhdxImage implements BlockImage {
     if (this.readonly) throw readonlyError(this.path);
     checkRange(this, offset, length);
     const blockSize = this.#meta.blockSizeBytes;
-    let done = 0;
-    while (done < length) {
-      const pos = offset + done;
-      const block = Math.floor(pos / blockSize);
-      const within = pos - block * blockSize;
-      const take = Math.min(blockSize - within, length - done);
+    for (const { pos, block, within, take } of blockSpans(offset, length, blockSize)) {
       const index = this.#entry(block);
       const state = this.#bat.states[index] ?? PAYLOAD_BLOCK_NOT_PRESENT;
       const blockEnd = Math.min(blockSize, this.sizeBytes - block * blockSize);
@@ -558,7 +523,6 @@ export class VhdxImage implements BlockImage {
       } else if (state !== PAYLOAD_BLOCK_ZERO && !(state === PAYLOAD_BLOCK_NOT_PRESENT && this.parent === undefined)) {
         await this.write(pos, new Uint8Array(take));
       }
-      done += take;
     }
   }
 
@@ -566,12 +530,7 @@ export class VhdxImage implements BlockImage {
     checkRange(this, offset, length);
     const ranges: AllocationRange[] = [];
     const blockSize = this.#meta.blockSizeBytes;
-    let done = 0;
-    while (done < length) {
-      const pos = offset + done;
-      const block = Math.floor(pos / blockSize);
-      const within = pos - block * blockSize;
-      const take = Math.min(blockSize - within, length - done);
+    for (const { pos, block, within, take } of blockSpans(offset, length, blockSize)) {
       const index = this.#entry(block);
       const state = this.#bat.states[index] ?? PAYLOAD_BLOCK_NOT_PRESENT;
       const fileOffset = this.#bat.offsets[index] ?? 0;
@@ -585,7 +544,6 @@ export class VhdxImage implements BlockImage {
       } else {
         pushRange(ranges, { offset: pos, length: take, state: state === PAYLOAD_BLOCK_NOT_PRESENT && this.parent !== undefined ? "parent" : "zero" });
       }
-      done += take;
     }
     return ranges;
   }
@@ -616,25 +574,10 @@ export class VhdxImage implements BlockImage {
       }
       const changes = new Set<number>();
       if (sizeBytes < this.sizeBytes) {
+        // The last kept block may hold data past the new end, and later blocks may be
+        // present: all of it must read as zeros.
+        await assertNoDataPast(this, sizeBytes);
         const keep = Math.ceil(sizeBytes / blockSize);
-        // The last kept block may hold data past the new end: it must read as zeros.
-        const tailEnd = Math.min(this.sizeBytes, keep * blockSize);
-        for (let at = sizeBytes; at < tailEnd; at += MiB) {
-          const length = Math.min(MiB, tailEnd - at);
-          if (!isZero(await this.read(at, length))) {
-            throw new DiskError(`${this.path}: cannot shrink to ${sizeBytes} bytes: data at 0x${at.toString(16)} past the new end`, "disk.bad-size");
-          }
-        }
-        for (let block = keep; block < old.payloadBlocks; block++) {
-          const index = this.#entry(block);
-          const state = this.#bat.states[index];
-          if (state !== PAYLOAD_BLOCK_FULLY_PRESENT && state !== PAYLOAD_BLOCK_PARTIALLY_PRESENT) continue;
-          for (let at = block * blockSize; at < Math.min(this.sizeBytes, (block + 1) * blockSize); at += MiB) {
-            if (!isZero(await this.read(at, Math.min(MiB, this.sizeBytes - at)))) {
-              throw new DiskError(`${this.path}: cannot shrink to ${sizeBytes} bytes: block ${block} past the new end holds data`, "disk.bad-size");
-            }
-          }
-        }
         for (let block = keep; block < old.payloadBlocks; block++) {
           const index = this.#entry(block);
           this.#bat.states[index] = PAYLOAD_BLOCK_NOT_PRESENT;
