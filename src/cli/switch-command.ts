@@ -74,6 +74,7 @@ function switchView(sw: Switch): Record<string, unknown> {
     subnet: sw.subnet === undefined ? undefined : formatCidr(sw.subnet),
     dhcp: sw.dhcp,
     defaultDeny: sw.defaultDeny,
+    stateful: sw.stateful,
     flowLog: sw.flowLog,
     createdAt: sw.createdAt,
     ports: sw.ports.map((port) => ({ port: formatPortRef(port), ifname: port.ifname, kind: port.kind, mac: port.mac, vlan: port.vlan, peerNetns: port.peerNetns, macGuard: port.macGuard, dhcpGuard: port.dhcpGuard, routerGuard: port.routerGuard })),
@@ -140,9 +141,10 @@ export function registerSwitchCommands(program: Command, output: SwitchCommandOu
     .option("--subnet <cidr>", "IPv4 subnet, e.g. 10.20.0.0/24 (internal: the host takes the first address)")
     .option("--dhcp", "serve DHCP on an internal switch (dnsmasq)")
     .option("--default-deny", "deny IPv4 traffic no ACL rule allows (ARP and IPv6 neighbour discovery pass)")
+    .option("--stateful", "stateful ACLs: replies of allowed connections pass (conntrack)")
     .option("--no-flow-log", "do not log flows (saves one set update per packet)")
     .option("--json", "print the switch as JSON")
-    .action(async (name: string, options: { type: string; uplink?: string; subnet?: string; dhcp?: boolean; defaultDeny?: boolean; flowLog: boolean; json?: boolean }, command: Command) => {
+    .action(async (name: string, options: { type: string; uplink?: string; subnet?: string; dhcp?: boolean; defaultDeny?: boolean; stateful?: boolean; flowLog: boolean; json?: boolean }, command: Command) => {
       const sw = await switches(command).create({
         name,
         type: oneOf<SwitchType>(options.type, SWITCH_TYPES, "--type"),
@@ -150,6 +152,7 @@ export function registerSwitchCommands(program: Command, output: SwitchCommandOu
         subnet: options.subnet === undefined ? undefined : parseCidr(options.subnet, "--subnet"),
         dhcp: options.dhcp,
         defaultDeny: options.defaultDeny,
+        stateful: options.stateful,
         flowLog: options.flowLog,
       });
       print(options.json === true, switchView(sw), () => `Created ${sw.type} switch ${sw.name} (bridge ${sw.bridge})\n`);
@@ -186,7 +189,7 @@ export function registerSwitchCommands(program: Command, output: SwitchCommandOu
       print(options.json === true, view, () => {
         const lines = [
           `Switch ${sw.name}: ${sw.type}, bridge ${sw.bridge}, nft table bridge ${sw.table}`,
-          `  subnet ${sw.subnet === undefined ? "-" : formatCidr(sw.subnet)}, uplink ${sw.uplink ?? "-"}, dhcp ${sw.dhcp ? "on" : "off"}, default ${sw.defaultDeny ? "deny" : "allow"}, flow log ${sw.flowLog ? "on" : "off"}`,
+          `  subnet ${sw.subnet === undefined ? "-" : formatCidr(sw.subnet)}, uplink ${sw.uplink ?? "-"}, dhcp ${sw.dhcp ? "on" : "off"}, default ${sw.defaultDeny ? "deny" : "allow"}, acls ${sw.stateful ? "stateful" : "stateless"}, flow log ${sw.flowLog ? "on" : "off"}`,
           `  ports (${sw.ports.length}):`,
           ...sw.ports.map((port) => {
             const guards = counters.guards.get(formatPortRef(port));

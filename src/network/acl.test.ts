@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import fc from "fast-check";
 import { ConfigError } from "../util/errors.js";
-import { checkAclRule, compileStage, evaluateStage, mapDeclaration, mapRule, ruleMatches, stageRules, type AclPacket } from "./acl.js";
+import { canonicalKeyOfJson, checkAclRule, compileStage, evaluateStage, mapDeclaration, mapRule, ruleMatches, stageRules, type AclPacket } from "./acl.js";
 import { parseCidr, parseIpv4 } from "./addresses.js";
 import type { AclRule } from "./model.js";
 
@@ -82,9 +82,30 @@ test("acl: rules compile to one map per run and shape, in evaluation order", () 
       ["m_3", "addr-proto-port", "deny", [4]],
     ],
   );
-  assert.equal(mapDeclaration(maps[0] ?? assert.fail()), 'map m_0 { type ipv4_addr . inet_proto . inet_service : counter; flags interval; elements = { 0.0.0.0/0 . 6 . 22 : "acl_1" } }');
-  assert.equal(mapRule(maps[0] ?? assert.fail(), "in", "deny_in"), "counter name ip saddr . meta l4proto . th dport map @m_0 goto deny_in");
-  assert.equal(mapRule(maps[2] ?? assert.fail(), "out", "deny_out"), "counter name ip daddr map @m_2 return");
+  assert.equal(mapDeclaration(maps[0] ?? assert.fail(), "deny_in"), "map m_0 { type ipv4_addr . inet_proto . inet_service : verdict; flags interval; counter; elements = { 0.0.0.0/0 . 6 . 22 : goto deny_in } }");
+  assert.equal(mapDeclaration(maps[2] ?? assert.fail(), "deny_in"), "map m_2 { type ipv4_addr . inet_proto : verdict; flags interval; counter; elements = { 10.0.0.0/8 . 0-255 : return } }");
+  assert.equal(mapRule(maps[0] ?? assert.fail(), "in"), "ip saddr . meta l4proto . th dport vmap @m_0");
+  assert.equal(mapRule(maps[2] ?? assert.fail(), "out"), "ip daddr . meta l4proto vmap @m_2");
+});
+
+test("acl: a re-apply carries a rule's count into its map element", () => {
+  const maps = compileStage([rule({ id: 7, protocol: "udp", portRange: { first: 53, last: 53 } })], "m");
+
+  const text = mapDeclaration(maps[0] ?? assert.fail(), "deny_out", new Map([[7, { packets: 3, bytes: 180 }]]));
+
+  assert.match(text, /elements = \{ 0\.0\.0\.0\/0 \. 17 \. 53 counter packets 3 bytes 180 : goto deny_out \}/);
+});
+
+test("acl: an element listed by nft -j has the same canonical key as the compiled one", () => {
+  const maps = compileStage(
+    [rule({ id: 1, protocol: "udp", remote: parseCidr("10.1.0.1/32", "x"), portRange: { first: 53, last: 53 } }), rule({ id: 2, protocol: "any", remote: parseCidr("10.0.0.0/24", "x"), priority: 1 })],
+    "m",
+  );
+
+  assert.equal(canonicalKeyOfJson({ concat: ["10.1.0.1", "udp", 53] }), maps[0]?.keys[0]);
+  assert.equal(canonicalKeyOfJson({ concat: [{ prefix: { addr: "10.0.0.0", len: 24 } }, { range: [0, 255] }] }), maps[1]?.keys[0]);
+  assert.equal(canonicalKeyOfJson({ concat: [{ prefix: { addr: "10.0.0.0", len: 24 } }, "tcp", { range: [80, 90] }] }), "10.0.0.0/24|6|80-90");
+  assert.equal(canonicalKeyOfJson("10.0.0.1"), undefined);
 });
 
 test("acl: overlapping elements of one run go to separate maps (nftables refuses overlaps)", () => {

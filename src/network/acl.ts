@@ -2,9 +2,13 @@
  * Port ACLs, decided in pure functions: which rules apply to a port, in which order, what
  * verdict a packet gets (used to name the rule behind a logged flow), and how an ordered
  * rule list becomes nftables verdict maps so that 10,000 rules cost a few set lookups,
- * not 10,000 rule evaluations.
+ * not 10,000 rule evaluations. Each map element carries its own counter (the rule's), so
+ * the table holds no named object per rule: nft 1.0.6 fetches every named object of the
+ * namespace before any `add rule` or `add element`, which made attaching a port cost
+ * ~150 ms with 10,000 rules.
  *
- * Semantics (stateless, like Hyper-V's port ACLs): rules match IPv4 packets only. For a
+ * Semantics (stateless by default, like Hyper-V's port ACLs; a `stateful` switch lets
+ * replies of allowed connections through before the stages, see ruleset.ts): rules match IPv4 packets only. For a
  * port, the rules of one direction (its own and the switch-wide ones) are taken in
  * order — higher priority first; at equal priority port rules before switch-wide ones,
  * deny before allow, older before newer — and the first match decides. No match: the
@@ -156,26 +160,71 @@ export interface CompiledMap {
   readonly action: AclAction;
   /** Rule ids in element order. */
   readonly ruleIds: readonly number[];
-  /** Element text, e.g. `10.0.0.0/24 . 6 . 80-90 : "acl_7"`. */
+  /** Element keys as nft text, e.g. `10.0.0.0/24 . 6 . 80-90`, in the order of `ruleIds`. */
   readonly elements: readonly string[];
+  /** The same keys in canonical form (see {@link canonicalKey}), to find an element's rule in a listing. */
+  readonly keys: readonly string[];
 }
 
+/**
+ * Every shape is a concatenation: nft 1.0.6 loads the elements of every non-concatenated
+ * interval set of the namespace before an `add element`, so an `addr` map is
+ * `addr . 0-255` (any protocol) rather than a plain `ipv4_addr` interval map.
+ */
 const MAP_TYPE: Readonly<Record<Shape, string>> = {
-  addr: "ipv4_addr",
+  addr: "ipv4_addr . inet_proto",
   "addr-proto": "ipv4_addr . inet_proto",
   "addr-proto-port": "ipv4_addr . inet_proto . inet_service",
 };
 
-/** Name of the nftables counter object that counts one rule's matches. */
-export function ruleCounterName(ruleId: number): string {
-  return `acl_${ruleId}`;
+function elementText(shape: Shape, element: Element): string {
+  const parts = [formatCidr(element.remote), shape === "addr" ? "0-255" : String(element.protocol)];
+  if (shape === "addr-proto-port" && element.portRange !== undefined) parts.push(formatPortRange(element.portRange));
+  return parts.join(" . ");
 }
 
-function elementText(shape: Shape, element: Element): string {
-  const parts = [formatCidr(element.remote)];
-  if (shape !== "addr") parts.push(String(element.protocol));
-  if (shape === "addr-proto-port" && element.portRange !== undefined) parts.push(formatPortRange(element.portRange));
-  return `${parts.join(" . ")} : "${ruleCounterName(element.ruleId)}"`;
+/**
+ * One canonical text for an element key, whichever way it was written: `a.b.c.d/len|proto|first-last`,
+ * with `*` for a field the shape does not match on.
+ */
+export function canonicalKey(key: { remote: Ipv4Cidr; protocol: number | undefined; portRange: PortRange | undefined }): string {
+  return `${formatCidr(key.remote)}|${key.protocol ?? "*"}|${key.portRange === undefined ? "*" : `${key.portRange.first}-${key.portRange.last}`}`;
+}
+
+const PROTOCOL_BY_NAME: Readonly<Record<string, number>> = { tcp: 6, udp: 17, icmp: 1 };
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null;
+}
+
+function jsonRange(value: unknown): [unknown, unknown] | undefined {
+  return isRecord(value) && Array.isArray(value.range) && value.range.length === 2 ? [value.range[0], value.range[1]] : undefined;
+}
+
+/**
+ * The canonical key ({@link canonicalKey}) of an ACL map element as `nft -j list` prints
+ * it (`{"concat": ["10.1.0.1", "udp", 53]}`, prefixes as `{"prefix": …}`, ranges as
+ * `{"range": [a, b]}`); undefined for anything else. Pure.
+ */
+export function canonicalKeyOfJson(value: unknown): string | undefined {
+  if (!isRecord(value) || !Array.isArray(value.concat)) return undefined;
+  const [address, protocol, port] = value.concat as unknown[];
+  let cidr: string | undefined;
+  if (typeof address === "string") cidr = `${address}/32`;
+  else if (isRecord(address) && isRecord(address.prefix) && typeof address.prefix.addr === "string" && typeof address.prefix.len === "number") {
+    cidr = `${address.prefix.addr}/${address.prefix.len}`;
+  }
+  let proto: string | undefined;
+  const protoRange = jsonRange(protocol);
+  if (typeof protocol === "number") proto = String(protocol);
+  else if (typeof protocol === "string") proto = PROTOCOL_BY_NAME[protocol] === undefined ? protocol : String(PROTOCOL_BY_NAME[protocol]);
+  else if (protoRange?.[0] === 0 && protoRange[1] === 255) proto = "*";
+  let ports: string | undefined = "*";
+  const portRange = jsonRange(port);
+  if (typeof port === "number") ports = `${port}-${port}`;
+  else if (portRange !== undefined && typeof portRange[0] === "number" && typeof portRange[1] === "number") ports = `${portRange[0]}-${portRange[1]}`;
+  else if (port !== undefined) ports = undefined;
+  return cidr === undefined || proto === undefined || ports === undefined ? undefined : `${cidr}|${proto}|${ports}`;
 }
 
 /**
@@ -196,7 +245,7 @@ export function compileStage(ordered: readonly AclRule[], mapPrefix: string): Co
       const rule = ordered[index];
       if (rule === undefined) break;
       const { shape, element } = elementOf(rule);
-      const identity = `${shape} ${elementText(shape, { ...element, ruleId: 0 })}`;
+      const identity = `${shape} ${elementText(shape, element)}`;
       if (seen.has(identity)) continue;
       seen.add(identity);
       const list = builders.get(shape) ?? [];
@@ -216,6 +265,7 @@ export function compileStage(ordered: readonly AclRule[], mapPrefix: string): Co
           action: action ?? "allow",
           ruleIds: builder.elements.map((element) => element.ruleId),
           elements: builder.elements.map((element) => elementText(shape, element)),
+          keys: builder.elements.map((element) => canonicalKey(element)),
         });
       }
     }
@@ -223,18 +273,39 @@ export function compileStage(ordered: readonly AclRule[], mapPrefix: string): Co
   return maps;
 }
 
-/** The nft declaration of a compiled map. */
-export function mapDeclaration(map: CompiledMap): string {
-  const elements = map.elements.length === 0 ? "" : ` elements = { ${map.elements.join(", ")} }`;
-  return `map ${map.name} { type ${MAP_TYPE[map.shape]} : counter; flags interval;${elements} }`;
+/** Packets and bytes counted by a rule. */
+export interface RuleCount {
+  readonly packets: number;
+  readonly bytes: number;
 }
 
 /**
- * The nft rule that applies a compiled map in a stage chain: count the matching rule,
- * then `return` (allow: on to the next stage) or `goto` the deny chain.
+ * The nft declaration of a compiled map: a verdict map with a counter per element —
+ * `return` (allow: on to the next stage) or `goto` the deny chain. `initial` carries
+ * rule counts over a re-apply.
  */
-export function mapRule(map: CompiledMap, direction: AclDirection, denyChain: string): string {
+export function mapDeclaration(map: CompiledMap, denyChain: string, initial?: ReadonlyMap<number, RuleCount>): string {
+  const elements = mapElements(map, denyChain, initial);
+  return `map ${map.name} { ${mapSpec(map)}${elements.length === 0 ? "" : ` elements = { ${elements.join(", ")} }`} }`;
+}
+
+/** The type, flags and counter statement of a compiled map's declaration. */
+export function mapSpec(map: CompiledMap): string {
+  return `type ${MAP_TYPE[map.shape]} : verdict; flags interval; counter;`;
+}
+
+/** A compiled map's elements as nft text, `key [counter packets P bytes B] : verdict`. */
+export function mapElements(map: CompiledMap, denyChain: string, initial?: ReadonlyMap<number, RuleCount>): string[] {
+  const verdict = map.action === "allow" ? "return" : `goto ${denyChain}`;
+  return map.elements.map((key, index) => {
+    const count = initial?.get(map.ruleIds[index] ?? 0);
+    return `${key}${count === undefined || count.packets === 0 ? "" : ` counter packets ${count.packets} bytes ${count.bytes}`} : ${verdict}`;
+  });
+}
+
+/** The nft rule that applies a compiled map in a stage chain (the verdicts are in the map). */
+export function mapRule(map: CompiledMap, direction: AclDirection): string {
   const remote = direction === "out" ? "ip daddr" : "ip saddr";
-  const key = map.shape === "addr" ? remote : map.shape === "addr-proto" ? `${remote} . meta l4proto` : `${remote} . meta l4proto . th dport`;
-  return `counter name ${key} map @${map.name} ${map.action === "allow" ? "return" : `goto ${denyChain}`}`;
+  const key = map.shape === "addr-proto-port" ? `${remote} . meta l4proto . th dport` : `${remote} . meta l4proto`;
+  return `${key} vmap @${map.name}`;
 }

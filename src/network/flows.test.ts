@@ -12,6 +12,7 @@ const sw: Switch = {
   type: "private",
   dhcp: false,
   defaultDeny: false,
+  stateful: false,
   flowLog: true,
   createdAt: "2026-01-01T00:00:00Z",
   ports: [

@@ -79,6 +79,11 @@ export const switchSchema = z.object({
   subnet: cidrSchema.optional(),
   dhcp: z.boolean(),
   defaultDeny: z.boolean(),
+  /**
+   * Stateful ACLs: packets of connections conntrack has seen allowed (replies, ICMP errors)
+   * pass without the ACL stages. Turns conntrack on in the switch's network namespace.
+   */
+  stateful: z.boolean().default(false),
   /** Log flows (one set update per packet); off trades the log for throughput. */
   flowLog: z.boolean().default(true),
   createdAt: z.string(),

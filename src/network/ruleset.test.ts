@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { switchNames } from "./addresses.js";
 import type { Port, Switch } from "./model.js";
-import { nftScript, nftTable, parseTableObjects, portAddScript, portRemoveScript } from "./ruleset.js";
+import { conntrackScript, nftScript, nftTable, parseTableObjects, portAddScript, portRemoveScript, ruleCounts, totalRuleCounts } from "./ruleset.js";
 
 function port(vmName: string, ifname: string, mac: string): Port {
   return { vmName, nic: "net0", ifname, kind: "tap", mac, macGuard: true, dhcpGuard: true, routerGuard: true, createdAt: "2026-01-01T00:00:00Z" };
@@ -15,6 +15,7 @@ function lab(fields: Partial<Switch> = {}): Switch {
     type: "private",
     dhcp: false,
     defaultDeny: false,
+    stateful: false,
     flowLog: true,
     createdAt: "2026-01-01T00:00:00Z",
     ports: [port("web", "palp00000001", "52:54:00:00:00:01"), port("db", "palp00000002", "52:54:00:00:00:02")],
@@ -56,8 +57,8 @@ test("ruleset: ports without rules of their own share the switch-wide stage", ()
   const text = nftTable(lab({ acls: [{ id: 1, direction: "in", action: "deny", protocol: "tcp", priority: 10 }, { id: 2, direction: "in", action: "deny", protocol: "udp", priority: 10, port: { vmName: "db", nic: "net0" } }], nextAclId: 3 }));
 
   assert.match(text, /map port_in \{ type ifname : verdict; elements = \{ "palp00000001" : jump in_all, "palp00000002" : jump in_palp00000002 \} \}/);
-  assert.match(text, /counter acl_1 \{\}/);
-  assert.match(text, /chain in_palp00000002 \{\n {4}counter name ip saddr \. meta l4proto map @m_in_palp00000002_0 goto deny_in\n/);
+  assert.doesNotMatch(text, /counter acl_/, "no named object per rule: element counters");
+  assert.match(text, /chain in_palp00000002 \{\n {4}ip saddr \. meta l4proto vmap @m_in_palp00000002_0\n/);
 });
 
 test("ruleset: default deny lets ARP and neighbour discovery through, counts and logs the rest", () => {
@@ -83,8 +84,8 @@ test("ruleset: re-applying keeps flow sets and live counters, drops obsolete obj
 
   const script = nftScript(sw, existing);
 
-  assert.ok(script.startsWith(`flush table bridge ${sw.table}\ndelete map bridge ${sw.table} m_in_all_0\ndelete chain bridge ${sw.table} in_all\ndelete counter bridge ${sw.table} acl_1\ntable bridge ${sw.table} {\n`));
-  assert.doesNotMatch(script, /delete counter bridge \S+ acl_2/);
+  // acl_N: named counters of an older Palisade, removed on the next apply.
+  assert.ok(script.startsWith(`flush table bridge ${sw.table}\ndelete map bridge ${sw.table} m_in_all_0\ndelete chain bridge ${sw.table} in_all\ndelete counter bridge ${sw.table} acl_1\ndelete counter bridge ${sw.table} acl_2\ntable bridge ${sw.table} {\n`));
   assert.doesNotMatch(script, /flush set/);
   assert.match(nftScript(sw, existing, { resetFlows: true }), /flush set bridge \S+ flows_tcp\n/);
   assert.equal(nftScript(sw, undefined), nftTable(sw));
@@ -114,14 +115,51 @@ test("ruleset: attaching a port without rules of its own is a few element insert
       "",
     ].join("\n"),
   );
-  assert.match(portRemoveScript(sw, web) ?? "", /^delete element bridge \S+ port_guards \{ "palp00000001" \}\n/);
+  assert.match(portRemoveScript(sw, web), /^delete element bridge \S+ port_guards \{ "palp00000001" \}\n/);
 });
 
-test("ruleset: a port with rules of its own needs a full apply", () => {
-  const sw = lab({ acls: [{ id: 1, direction: "out", action: "deny", protocol: "udp", priority: 10, port: { vmName: "web", nic: "net0" } }], nextAclId: 2 });
+test("ruleset: a port with rules of its own brings only its own chains and maps", () => {
+  const sw = lab({
+    ports: [],
+    acls: [
+      { id: 1, direction: "out", action: "deny", protocol: "udp", priority: 10, port: { vmName: "web", nic: "net0" } },
+      { id: 2, direction: "in", action: "deny", protocol: "tcp", priority: 10, port: { vmName: "db", nic: "net0" } },
+    ],
+    nextAclId: 3,
+  });
+  const web = port("web", "palp00000001", "52:54:00:00:00:01");
 
-  assert.equal(portAddScript(sw, port("web", "palp00000001", "52:54:00:00:00:01")), undefined);
-  assert.equal(portRemoveScript(sw, port("web", "palp00000001", "52:54:00:00:00:01")), undefined);
+  const script = portAddScript(sw, web);
+
+  assert.match(script, /add map bridge \S+ m_out_palp00000001_0 \{ type ipv4_addr \. inet_proto : verdict; flags interval; counter; \}\n/);
+  assert.match(script, /add element bridge \S+ m_out_palp00000001_0 \{ 0\.0\.0\.0\/0 \. 17 : goto deny_out \}\n/);
+  assert.match(script, /add rule bridge \S+ out_palp00000001 ip daddr \. meta l4proto vmap @m_out_palp00000001_0\n/);
+  assert.match(script, /add element bridge \S+ port_out \{ "palp00000001" : jump out_palp00000001 \}\n/);
+  assert.doesNotMatch(script, /in_palp00000002|port_in/, "another port's rules are not touched");
+  assert.match(portRemoveScript(sw, web), /delete chain bridge \S+ out_palp00000001\ndelete map bridge \S+ m_out_palp00000001_0\n/);
+});
+
+test("ruleset: per-rule counts are read back from map elements by key", () => {
+  const sw = lab({ acls: [{ id: 4, direction: "in", action: "deny", protocol: "tcp", priority: 10, portRange: { first: 5001, last: 5001 } }], nextAclId: 5 });
+  const listing = {
+    nftables: [{ map: { name: "m_in_all_0", elem: [[{ elem: { val: { concat: [{ prefix: { addr: "0.0.0.0", len: 0 } }, "tcp", 5001] }, counter: { packets: 2, bytes: 120 } } }, { goto: { target: "deny_in" } }]] } }],
+  };
+
+  const counts = ruleCounts(sw, listing);
+
+  assert.deepEqual(counts.get("in_all")?.get(4), { packets: 2, bytes: 120 });
+  assert.deepEqual(totalRuleCounts(sw, counts).get(4), { packets: 2, bytes: 120 });
+});
+
+test("ruleset: a stateful switch lets known connections skip the ACL stages, marked in the ip family", () => {
+  const sw = lab({ stateful: true });
+
+  const text = nftTable(sw);
+  const conntrack = conntrackScript(sw) ?? assert.fail();
+
+  assert.match(text, /iifname != @members return\n {4}meta mark & 0x00100000 == 0x00100000 goto flowlog\n {4}iifname vmap @port_out/);
+  assert.match(conntrack, new RegExp(`iifname "${sw.bridge}" ct state established,related meta mark set meta mark \\| 0x00100000`));
+  assert.equal(conntrackScript(lab()), undefined);
 });
 
 test("ruleset: a switch without flow log updates no flow set", () => {

@@ -2,10 +2,16 @@
  * The nftables ruleset of one switch, as a pure function of its state: port guards
  * (MAC spoofing, DHCP server, router advertisement), the ACL stages compiled by `acl.ts`,
  * the switch default, and the flow log sets. Each switch owns one table,
- * `table bridge palisade_<id>`; the script replaces that table atomically and touches
- * nothing else.
+ * `table bridge palisade_<id>` (and, when its ACLs are stateful, `table ip palisade_<id>`);
+ * the script replaces that table atomically and touches nothing else.
+ *
+ * Attaching or detaching a port is a delta ({@link portAddScript}): its guard chain, its
+ * entries in the dispatch maps and, if it has ACL rules of its own, its own stage chains
+ * and maps. The table holds no named object per ACL rule and no non-concatenated interval
+ * map, because nft 1.0.6 reads all of those (in every table of the namespace) before any
+ * `add rule` or `add element`.
  */
-import { compileStage, mapDeclaration, mapRule, ruleCounterName, stageRules } from "./acl.js";
+import { canonicalKeyOfJson, compileStage, mapDeclaration, mapElements, mapRule, mapSpec, stageRules, type CompiledMap, type RuleCount } from "./acl.js";
 import type { AclDirection, Port, Switch } from "./model.js";
 
 /** Seconds a flow stays in the flow log after its last packet. */
@@ -88,17 +94,25 @@ function quote(ifname: string): string {
   return `"${ifname}"`;
 }
 
+/** Rule counts by stage chain and rule id, carried over a re-apply (see {@link ruleCounts}). */
+export type StageCounts = ReadonlyMap<string, ReadonlyMap<number, RuleCount>>;
+
 interface Stage {
   readonly chain: string;
   readonly lines: readonly string[];
+  readonly compiled: readonly CompiledMap[];
   readonly maps: readonly string[];
 }
 
-function stage(sw: Switch, direction: AclDirection, port: Port | undefined): Stage {
+function denyChainOf(direction: AclDirection): string {
+  return direction === "out" ? "deny_out" : "deny_in";
+}
+
+function stage(sw: Switch, direction: AclDirection, port: Port | undefined, counts?: StageCounts): Stage {
   const chain = port === undefined ? `${direction}_all` : `${direction}_${port.ifname}`;
-  const maps = compileStage(stageRules(sw.acls, direction, port), `m_${chain}`);
-  const denyChain = direction === "out" ? "deny_out" : "deny_in";
-  const lines = maps.map((map) => mapRule(map, direction, denyChain));
+  const compiled = compileStage(stageRules(sw.acls, direction, port), `m_${chain}`);
+  const denyChain = denyChainOf(direction);
+  const lines = compiled.map((map) => mapRule(map, direction));
   if (sw.defaultDeny) {
     lines.push(
       "ether type arp return",
@@ -106,7 +120,61 @@ function stage(sw: Switch, direction: AclDirection, port: Port | undefined): Sta
       `counter name "${DEFAULT_DENY_COUNTER}" goto ${denyChain}`,
     );
   }
-  return { chain, lines, maps: maps.map(mapDeclaration) };
+  return { chain, lines, compiled, maps: compiled.map((map) => mapDeclaration(map, denyChain, counts?.get(chain))) };
+}
+
+/** The ACL stages of a switch: the shared one of each direction, and those of ports with rules of their own. */
+function stages(sw: Switch, counts?: StageCounts): Stage[] {
+  const result: Stage[] = [];
+  for (const direction of ["out", "in"] as const) {
+    result.push(stage(sw, direction, undefined, counts));
+    for (const port of sw.ports) {
+      if (hasOwnRules(sw, port, direction)) result.push(stage(sw, direction, port, counts));
+    }
+  }
+  return result;
+}
+
+/**
+ * Per-rule packet and byte counts from `nft -j list table bridge <table>` output, by stage
+ * chain: each ACL map element has its own counter, found again by its key. Pure.
+ */
+export function ruleCounts(sw: Switch, json: unknown): Map<string, Map<number, RuleCount>> {
+  const entries = isRecord(json) && Array.isArray(json.nftables) ? (json.nftables as unknown[]) : [];
+  const mapsByName = new Map<string, unknown[]>();
+  for (const entry of entries) {
+    const map = isRecord(entry) ? entry.map : undefined;
+    if (isRecord(map) && typeof map.name === "string") mapsByName.set(map.name, Array.isArray(map.elem) ? (map.elem as unknown[]) : []);
+  }
+  const result = new Map<string, Map<number, RuleCount>>();
+  for (const { chain, compiled } of stages(sw)) {
+    const counts = new Map<number, RuleCount>();
+    for (const map of compiled) {
+      const ruleByKey = new Map(map.keys.map((key, index) => [key, map.ruleIds[index] ?? 0]));
+      for (const pair of mapsByName.get(map.name) ?? []) {
+        const key: unknown = Array.isArray(pair) ? pair[0] : undefined;
+        const element = isRecord(key) && isRecord(key.elem) ? key.elem : { val: key };
+        const ruleId = ruleByKey.get(canonicalKeyOfJson(element.val) ?? "");
+        const counter = isRecord(element.counter) ? element.counter : undefined;
+        if (ruleId === undefined || counter === undefined) continue;
+        counts.set(ruleId, { packets: typeof counter.packets === "number" ? counter.packets : 0, bytes: typeof counter.bytes === "number" ? counter.bytes : 0 });
+      }
+    }
+    result.set(chain, counts);
+  }
+  return result;
+}
+
+/** Totals of {@link ruleCounts} by rule (a switch-wide rule counts in every stage it is part of). */
+export function totalRuleCounts(sw: Switch, counts: StageCounts): Map<number, RuleCount> {
+  const totals = new Map<number, RuleCount>(sw.acls.map((rule) => [rule.id, { packets: 0, bytes: 0 }]));
+  for (const byRule of counts.values()) {
+    for (const [id, count] of byRule) {
+      const total = totals.get(id) ?? { packets: 0, bytes: 0 };
+      totals.set(id, { packets: total.packets + count.packets, bytes: total.bytes + count.bytes });
+    }
+  }
+  return totals;
 }
 
 /** The named verdict maps that send a port's packets to its guard and ACL chains. */
@@ -136,12 +204,12 @@ function hasOwnRules(sw: Switch, port: Port, direction: AclDirection): boolean {
 }
 
 /**
- * The nft commands that add one port to a switch whose table matches `sw` without it, or
- * undefined when the port needs a full re-apply (it has ACL rules of its own). Its cost
- * does not grow with the number of rules: the port joins the shared ACL chains.
+ * The nft commands that add one port to a switch whose table matches `sw` without it:
+ * the port's guard chain and counters, its dispatch entries and, when it has ACL rules of
+ * its own, its own stage chains and maps. Their cost grows with the port's own stage, not
+ * with the switch's rule count (a port without rules joins the shared chains).
  */
-export function portAddScript(sw: Switch, port: Port): string | undefined {
-  if (hasOwnRules(sw, port, "in") || hasOwnRules(sw, port, "out")) return undefined;
+export function portAddScript(sw: Switch, port: Port): string {
   const table = `bridge ${sw.table}`;
   const names = guardCounterNames(port);
   const guard = `guard_${port.ifname}`;
@@ -154,24 +222,41 @@ export function portAddScript(sw: Switch, port: Port): string | undefined {
     `add element ${table} ${DISPATCH_MAPS.guards} { ${quote(port.ifname)} : jump ${guard} }`,
   ];
   for (const direction of ["out", "in"] as const) {
-    if (sharedStageUsed(sw, direction)) lines.push(`add element ${table} ${DISPATCH_MAPS[direction]} { ${quote(port.ifname)} : jump ${direction}_all }`);
+    if (hasOwnRules(sw, port, direction)) {
+      const own = stage(sw, direction, port);
+      lines.push(`add chain ${table} ${own.chain}`, `flush chain ${table} ${own.chain}`);
+      for (const map of own.compiled) {
+        // Declared, emptied, then filled: idempotent over a stale map of the same name.
+        const elements = mapElements(map, denyChainOf(direction));
+        lines.push(`add map ${table} ${map.name} { ${mapSpec(map)} }`, `flush map ${table} ${map.name}`);
+        if (elements.length > 0) lines.push(`add element ${table} ${map.name} { ${elements.join(", ")} }`);
+      }
+      lines.push(...own.lines.map((line) => `add rule ${table} ${own.chain} ${line}`));
+      lines.push(`add element ${table} ${DISPATCH_MAPS[direction]} { ${quote(port.ifname)} : jump ${own.chain} }`);
+    } else if (sharedStageUsed(sw, direction)) {
+      lines.push(`add element ${table} ${DISPATCH_MAPS[direction]} { ${quote(port.ifname)} : jump ${direction}_all }`);
+    }
   }
   return `${lines.join("\n")}\n`;
 }
 
-/**
- * The nft commands that remove one port (attached by {@link portAddScript}) from a switch's
- * table, or undefined when a full re-apply is needed.
- */
-export function portRemoveScript(sw: Switch, port: Port): string | undefined {
-  if (hasOwnRules(sw, port, "in") || hasOwnRules(sw, port, "out")) return undefined;
+/** The nft commands that remove one port (attached by {@link portAddScript}) from a switch's table. */
+export function portRemoveScript(sw: Switch, port: Port): string {
   const table = `bridge ${sw.table}`;
   const names = guardCounterNames(port);
   const lines = [`delete element ${table} ${DISPATCH_MAPS.guards} { ${quote(port.ifname)} }`, `delete element ${table} members { ${quote(port.ifname)} }`];
+  const owned: string[] = [];
   for (const direction of ["out", "in"] as const) {
-    if (sharedStageUsed(sw, direction)) lines.push(`delete element ${table} ${DISPATCH_MAPS[direction]} { ${quote(port.ifname)} }`);
+    if (hasOwnRules(sw, port, direction)) {
+      const own = stage(sw, direction, port);
+      lines.push(`delete element ${table} ${DISPATCH_MAPS[direction]} { ${quote(port.ifname)} }`);
+      // The chain goes first: it references the maps.
+      owned.push(`delete chain ${table} ${own.chain}`, ...own.compiled.map((map) => `delete map ${table} ${map.name}`));
+    } else if (sharedStageUsed(sw, direction)) {
+      lines.push(`delete element ${table} ${DISPATCH_MAPS[direction]} { ${quote(port.ifname)} }`);
+    }
   }
-  lines.push(`delete chain ${table} guard_${port.ifname}`, ...[names.mac, names.dhcp, names.routerAdvert].map((name) => `delete counter ${table} ${name}`));
+  lines.push(`delete chain ${table} guard_${port.ifname}`, ...owned, ...[names.mac, names.dhcp, names.routerAdvert].map((name) => `delete counter ${table} ${name}`));
   return `${lines.join("\n")}\n`;
 }
 
@@ -214,8 +299,8 @@ const BASE_CHAINS = new Set(["prerouting", "forward", "input", "output"]);
  * the flow log (when the ACL rules change).
  * @example nftScript(sw, undefined) // "table bridge palisade_1a2b3c4d {\n…"
  */
-export function nftScript(sw: Switch, existing: TableObjects | undefined, options: { resetFlows?: boolean } = {}): string {
-  const desired = nftTable(sw);
+export function nftScript(sw: Switch, existing: TableObjects | undefined, options: { resetFlows?: boolean; counts?: StageCounts } = {}): string {
+  const desired = nftTable(sw, options.counts);
   if (existing === undefined) return desired;
   const keepCounters = new Set(counterNames(sw));
   const flowSets = Object.values(FLOW_SETS).flatMap((set) => FLOW_CLASSES.flatMap((flowClass) => [flowSetName(set, flowClass), firstSeenSet(flowSetName(set, flowClass))]));
@@ -234,13 +319,12 @@ export function nftScript(sw: Switch, existing: TableObjects | undefined, option
 function counterNames(sw: Switch): string[] {
   return [
     DEFAULT_DENY_COUNTER,
-    ...sw.acls.map((rule) => ruleCounterName(rule.id)),
     ...sw.ports.flatMap((port) => Object.values(guardCounterNames(port))),
   ];
 }
 
 /** The declaration of the switch's table alone. */
-export function nftTable(sw: Switch): string {
+export function nftTable(sw: Switch, counts?: StageCounts): string {
   const counters = counterNames(sw);
   const sets: string[] = [];
   for (const set of Object.values(FLOW_SETS)) {
@@ -272,14 +356,14 @@ export function nftTable(sw: Switch): string {
   // ACL stages: one shared chain per direction for ports without rules of their own.
   const dispatch: Record<AclDirection, (readonly [string, string])[]> = { out: [], in: [] };
   for (const direction of ["out", "in"] as const) {
-    const shared = stage(sw, direction, undefined);
+    const shared = stage(sw, direction, undefined, counts);
     if (shared.lines.length > 0) {
       chains.push(chainBlock(shared.chain, shared.lines));
       maps.push(...shared.maps);
     }
     for (const port of sw.ports) {
       if (hasOwnRules(sw, port, direction)) {
-        const specific = stage(sw, direction, port);
+        const specific = stage(sw, direction, port, counts);
         chains.push(chainBlock(specific.chain, specific.lines));
         maps.push(...specific.maps);
         dispatch[direction].push([port.ifname, specific.chain]);
@@ -288,6 +372,9 @@ export function nftTable(sw: Switch): string {
       }
     }
   }
+  // Stateful switches: a packet of a connection conntrack has seen both ways (or a related
+  // one, an ICMP error) skips the ACL stages; conntrack runs in the ip family, see conntrackScript.
+  const established = sw.stateful ? [`meta mark & ${STATEFUL_MARK} == ${STATEFUL_MARK} goto flowlog`] : [];
   // Named verdict maps, so that attaching a port is a few element insertions (see portAddScript).
   maps.push(verdictMap(DISPATCH_MAPS.guards, guards), verdictMap(DISPATCH_MAPS.out, dispatch.out), verdictMap(DISPATCH_MAPS.in, dispatch.in));
   chains.push(
@@ -295,9 +382,9 @@ export function nftTable(sw: Switch): string {
     chainBlock("deny_in", [...flowLogRules(sw, FLOW_SETS.deniedIn, "oifname", false), "drop"]),
     ...allowedFlowLogChains(sw),
     chainBlock("prerouting", [`iifname vmap @${DISPATCH_MAPS.guards}`], "type filter hook prerouting priority -200; policy accept;"),
-    chainBlock("forward", ["iifname != @members return", `iifname vmap @${DISPATCH_MAPS.out}`, `oifname vmap @${DISPATCH_MAPS.in}`, "jump flowlog"], "type filter hook forward priority 0; policy accept;"),
-    chainBlock("input", ["iifname != @members return", `iifname vmap @${DISPATCH_MAPS.out}`, "jump flowlog"], "type filter hook input priority 0; policy accept;"),
-    chainBlock("output", ["oifname != @members return", `oifname vmap @${DISPATCH_MAPS.in}`, "jump flowlog"], "type filter hook output priority 0; policy accept;"),
+    chainBlock("forward", ["iifname != @members return", ...established, `iifname vmap @${DISPATCH_MAPS.out}`, `oifname vmap @${DISPATCH_MAPS.in}`, "jump flowlog"], "type filter hook forward priority 0; policy accept;"),
+    chainBlock("input", ["iifname != @members return", ...established, `iifname vmap @${DISPATCH_MAPS.out}`, "jump flowlog"], "type filter hook input priority 0; policy accept;"),
+    chainBlock("output", ["oifname != @members return", ...established, `oifname vmap @${DISPATCH_MAPS.in}`, "jump flowlog"], "type filter hook output priority 0; policy accept;"),
   );
   return [
     `table bridge ${sw.table} {\n`,
@@ -307,4 +394,34 @@ export function nftTable(sw: Switch): string {
     ...chains,
     "}\n",
   ].join("");
+}
+
+/**
+ * The skb mark bit that says "conntrack knows this packet's connection as established or
+ * related", set in the ip family (where conntrack works) and read in the bridge family
+ * (where this kernel has no conntrack: CONFIG_NF_CONNTRACK_BRIDGE is off, `ct state` in a
+ * bridge chain fails with "Protocol error"). Palisade owns this one bit.
+ */
+export const STATEFUL_MARK = "0x00100000";
+
+/**
+ * The ip-family companion table of a stateful switch, `table ip palisade_<id>`. Bridged
+ * IPv4 frames reach the ip hooks through br_netfilter (the bridge's `nf_call_iptables`,
+ * which Palisade sets on stateful switches only), conntrack tracks them there, and this
+ * table marks those of known connections on the switch's bridge. Replaces the table
+ * atomically; undefined when the switch is stateless.
+ */
+export function conntrackScript(sw: Switch): string | undefined {
+  if (!sw.stateful) return undefined;
+  const mark = `ct state established,related meta mark set meta mark | ${STATEFUL_MARK}`;
+  return [
+    `table ip ${sw.table} {}`,
+    `flush table ip ${sw.table}`,
+    `table ip ${sw.table} {`,
+    // After conntrack (-200), before anything else the host may filter with.
+    `  chain prerouting {\n    type filter hook prerouting priority -150; policy accept;\n    iifname ${quote(sw.bridge)} ${mark}\n  }`,
+    `  chain output {\n    type filter hook output priority -150; policy accept;\n    oifname ${quote(sw.bridge)} ${mark}\n  }`,
+    "}",
+    "",
+  ].join("\n");
 }

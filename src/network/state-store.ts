@@ -3,13 +3,27 @@
  * written by write-then-rename so a crash leaves the old or the new file, never half of
  * one. Changes are serialized within a process by a promise chain and across processes
  * by a lock file holding the owner's pid (a dead owner's lock is taken over).
+ *
+ * Each switch's ACL rules live in a file of their own, `acls/<sha256>.json`, named by its
+ * content and referenced from `switches.json`: attaching a port rewrites a small file, not
+ * 10,000 rules (~1.5 MB). An ACL file is written (and fsynced) before the state that names
+ * it, and deleted once no state names it, so a crash leaves a consistent pair.
  */
-import { mkdirSync, readFileSync, renameSync, writeFileSync, openSync, closeSync, unlinkSync, fsyncSync, statSync, type Stats } from "node:fs";
+import { createHash } from "node:crypto";
+import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, writeFileSync, openSync, closeSync, unlinkSync, fsyncSync, statSync, type Stats } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { ConfigError, HostError, errorMessage } from "../util/errors.js";
-import { networkStateSchema, type NetworkState } from "./model.js";
+import { z } from "zod";
+import { aclRuleSchema, switchSchema, type AclRule, type NetworkState } from "./model.js";
+
+/** `switches.json` as stored: ACL rules inline (older files) or in a file named by `aclFile`. */
+const storedStateSchema = z.object({
+  version: z.literal(1),
+  switches: z.array(switchSchema.extend({ acls: z.array(aclRuleSchema).optional(), aclFile: z.string().regex(/^[0-9a-f]{64}\.json$/).optional() })),
+});
+const aclFileSchema = z.array(aclRuleSchema);
 
 /** Default state directory when running as root. */
 export const DEFAULT_STATE_DIR = "/var/lib/palisade/network";
@@ -34,6 +48,9 @@ export class StateStore {
   #queue: Promise<unknown> = Promise.resolve();
   /** The last state read or written, with the file identity it came from: parsing 10,000 rules costs ~50 ms. */
   #cache: { key: string; state: NetworkState } | undefined;
+  /** ACL lists by content file name and back; the files never change once written. */
+  readonly #aclsByFile = new Map<string, readonly AclRule[]>();
+  readonly #fileByAcls = new WeakMap<readonly AclRule[], string>();
 
   constructor(dir: string) {
     this.dir = dir;
@@ -67,10 +84,48 @@ export class StateStore {
       throw new HostError(`Cannot read ${this.#file}: ${errorMessage(error)}`, "network.state-io", { cause: error });
     }
     try {
-      return networkStateSchema.parse(JSON.parse(text));
+      const stored = storedStateSchema.parse(JSON.parse(text));
+      // Validated above, field by field; the ACL list comes from its own (validated, cached) file.
+      return { version: stored.version, switches: stored.switches.map(({ aclFile, acls, ...sw }) => ({ ...sw, acls: aclFile === undefined ? (acls ?? []) : this.#readAcls(aclFile) })) };
     } catch (error: unknown) {
+      if (error instanceof HostError) throw error;
       throw new ConfigError(`State file ${this.#file} is not valid: ${errorMessage(error).slice(0, 200)}`, "network.bad-state", { cause: error });
     }
+  }
+
+  #readAcls(name: string): AclRule[] {
+    const cached = this.#aclsByFile.get(name);
+    if (cached !== undefined) return cached as AclRule[]; // INVARIANT: states are never mutated (readonly by convention)
+    const path = join(this.dir, "acls", name);
+    let text: string;
+    try {
+      text = readFileSync(path, "utf8");
+    } catch (error: unknown) {
+      throw new HostError(`Cannot read ${path}: ${errorMessage(error)}`, "network.state-io", { cause: error });
+    }
+    const acls = aclFileSchema.parse(JSON.parse(text));
+    this.#remember(name, acls);
+    return acls;
+  }
+
+  #remember(name: string, acls: readonly AclRule[]): void {
+    this.#aclsByFile.set(name, acls);
+    this.#fileByAcls.set(acls, name);
+  }
+
+  /** The content file of an ACL list, written (durably) unless it exists. Unchanged lists cost a lookup. */
+  #aclFileOf(acls: readonly AclRule[]): string {
+    const known = this.#fileByAcls.get(acls);
+    if (known !== undefined) return known;
+    const text = `${JSON.stringify(acls)}\n`;
+    const name = `${createHash("sha256").update(text).digest("hex")}.json`;
+    const path = join(this.dir, "acls", name);
+    if (!existsSync(path)) {
+      mkdirSync(join(this.dir, "acls"), { recursive: true, mode: 0o700 });
+      writeDurably(path, text);
+    }
+    this.#remember(name, acls);
+    return name;
   }
 
   /**
@@ -93,16 +148,29 @@ export class StateStore {
   }
 
   #write(state: NetworkState): void {
-    const temporary = `${this.#file}.${process.pid}.tmp`;
-    const fd = openSync(temporary, "w", 0o600);
-    try {
-      writeFileSync(fd, `${JSON.stringify(state)}\n`);
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    renameSync(temporary, this.#file);
+    const stored = { ...state, switches: state.switches.map(({ acls, ...sw }) => (acls.length === 0 ? { ...sw, acls } : { ...sw, aclFile: this.#aclFileOf(acls) })) };
+    writeDurably(this.#file, `${JSON.stringify(stored)}\n`);
     this.#cache = { key: fileKey(statSync(this.#file)), state };
+    const referenced = new Set(stored.switches.flatMap((sw) => ("aclFile" in sw ? [sw.aclFile] : [])));
+    if (this.#aclsByFile.size > referenced.size) this.#collectAcls(referenced);
+  }
+
+  /** Deletes ACL files no switch names any more (after the state naming them was replaced). */
+  #collectAcls(referenced: ReadonlySet<string>): void {
+    let names: string[];
+    try {
+      names = readdirSync(join(this.dir, "acls"));
+    } catch {
+      return;
+    }
+    for (const name of names.filter((candidate) => candidate.endsWith(".json") && !referenced.has(candidate))) {
+      try {
+        unlinkSync(join(this.dir, "acls", name));
+      } catch {
+        // Gone already.
+      }
+      this.#aclsByFile.delete(name);
+    }
   }
 
   async #acquire(): Promise<void> {
@@ -162,4 +230,17 @@ export class StateStore {
 /** Identity of a file version: a rename gives a new inode, a rewrite a new mtime or size. */
 function fileKey(stats: Stats): string {
   return `${stats.ino}:${stats.size}:${stats.mtimeMs}`;
+}
+
+/** Write-then-rename with an fsync: a crash leaves the old or the new file, never half of one. */
+function writeDurably(path: string, text: string): void {
+  const temporary = `${path}.${process.pid}.tmp`;
+  const fd = openSync(temporary, "w", 0o600);
+  try {
+    writeFileSync(fd, text);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(temporary, path);
 }

@@ -8,7 +8,7 @@
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { ConfigError, HostError, errorMessage } from "../util/errors.js";
-import { checkAclRule, ruleCounterName, type AclRuleInput } from "./acl.js";
+import { checkAclRule, type AclRuleInput } from "./acl.js";
 import {
   BRIDGE_PREFIX,
   PORT_PREFIX,
@@ -31,7 +31,7 @@ import { dhcpPaths, dhcpPid, ensureDhcp, stopDhcp } from "./dhcp.js";
 import { buildFlows, flowSetNames, parseSetElements, type FlowRecord, type SetElement } from "./flows.js";
 import { HostCommands, defaultRouteDevices, parseLinks, type LinkInfo } from "./host-commands.js";
 import { isPort, type AclRule, type Mirror, type NetworkState, type Port, type Switch, type SwitchType } from "./model.js";
-import { DEFAULT_DENY_COUNTER, guardCounterNames, nftScript, parseTableObjects, portAddScript, portRemoveScript } from "./ruleset.js";
+import { DEFAULT_DENY_COUNTER, conntrackScript, guardCounterNames, nftScript, parseTableObjects, portAddScript, portRemoveScript, ruleCounts, totalRuleCounts, type StageCounts } from "./ruleset.js";
 import { StateStore, defaultStateDir } from "./state-store.js";
 import { closeFd, openTap } from "./tap.js";
 
@@ -51,6 +51,8 @@ export interface CreateSwitchRequest {
   readonly subnet?: Ipv4Cidr | undefined;
   readonly dhcp?: boolean | undefined;
   readonly defaultDeny?: boolean | undefined;
+  /** Stateful ACLs: replies of allowed connections pass (conntrack). Default false. */
+  readonly stateful?: boolean | undefined;
   /** Default true; false saves one set update per packet and disables `flows()`. */
   readonly flowLog?: boolean | undefined;
 }
@@ -188,6 +190,7 @@ export class VirtualSwitches {
         ...(request.subnet === undefined ? {} : { subnet: request.subnet }),
         dhcp: request.dhcp === true,
         defaultDeny: request.defaultDeny === true,
+        stateful: request.stateful === true,
         flowLog: request.flowLog ?? true,
         createdAt: new Date().toISOString(),
         ports: [],
@@ -265,6 +268,10 @@ export class VirtualSwitches {
       }
     }
     await this.host.run(["ip", "link", "set", "dev", sw.bridge, "up"]);
+    if (sw.stateful) {
+      // Bridged IPv4 frames of this bridge (only) go through the ip hooks, where conntrack runs.
+      await this.host.run(["ip", "link", "set", "dev", sw.bridge, "type", "bridge", "nf_call_iptables", "1"]);
+    }
     if (sw.type === "internal" && sw.subnet !== undefined) {
       const address = `${formatIpv4(subnetPlan(sw.subnet).hostAddress)}/${sw.subnet.prefixLength}`;
       await this.host.run(["ip", "addr", "replace", address, "dev", sw.bridge]);
@@ -280,10 +287,22 @@ export class VirtualSwitches {
     }
   }
 
-  async #applyRuleset(sw: Switch, options: { resetFlows?: boolean } = {}): Promise<void> {
+  /**
+   * Replaces the switch's tables. `previous`: the state the current table was made from,
+   * whose per-rule counts (kept in the ACL map elements) are carried over.
+   */
+  async #applyRuleset(sw: Switch, options: { resetFlows?: boolean; previous?: Switch } = {}): Promise<void> {
     const listing = await this.host.tryRun(["nft", "-j", "-t", "list", "table", "bridge", sw.table]);
     const existing = listing.ok ? parseTableObjects(JSON.parse(listing.stdout) as unknown) : undefined;
-    await this.host.run(["nft", "-f", "-"], nftScript(sw, existing, options));
+    let counts: StageCounts | undefined;
+    if (existing !== undefined && options.previous !== undefined && options.previous.acls.length > 0) {
+      const full = await this.host.tryRun(["nft", "-j", "list", "table", "bridge", sw.table]);
+      if (full.ok) counts = ruleCounts(options.previous, JSON.parse(full.stdout) as unknown);
+    }
+    await this.host.run(["nft", "-f", "-"], nftScript(sw, existing, { ...(options.resetFlows === undefined ? {} : { resetFlows: options.resetFlows }), ...(counts === undefined ? {} : { counts }) }));
+    const conntrack = conntrackScript(sw);
+    if (conntrack === undefined) await this.host.tryRun(["nft", "delete", "table", "ip", sw.table]);
+    else await this.host.run(["nft", "-f", "-"], conntrack);
   }
 
   /** Removes every kernel object of a switch that exists; never fails on what is already gone. */
@@ -298,6 +317,7 @@ export class VirtualSwitches {
     }
     if (links.some((link) => link.ifname === sw.bridge)) await this.host.run(["ip", "link", "del", "dev", sw.bridge]);
     await this.host.tryRun(["nft", "delete", "table", "bridge", sw.table]);
+    await this.host.tryRun(["nft", "delete", "table", "ip", sw.table]);
   }
 
   /**
@@ -414,10 +434,10 @@ export class VirtualSwitches {
           await this.#applySwitch(sw);
           await this.#plugPort(updated, port);
         }
-        // The usual case costs one small nft transaction, whatever the number of rules; a
-        // port with rules of its own, a stale record or a table out of step gets a full apply.
+        // One small nft transaction (the port's own objects), whatever the switch's rule
+        // count; a stale record or a table out of step gets a full apply.
         const script = stale === undefined ? portAddScript(sw, port) : undefined;
-        if (script === undefined || !(await this.host.tryRun(["nft", "-f", "-"], script)).ok) await this.#applyRuleset(updated);
+        if (script === undefined || !(await this.host.tryRun(["nft", "-f", "-"], script)).ok) await this.#applyRuleset(updated, { previous: sw });
       } catch (error: unknown) {
         undo();
         await this.host.tryRun(["ip", "link", "del", "dev", ifname]);
@@ -457,8 +477,7 @@ export class VirtualSwitches {
       const updated: Switch = { ...sw, ports: sw.ports.filter((candidate) => candidate !== port), mirrors };
       if (sw.mirrors.length > 0) await this.#clearMirrors(sw);
       await this.host.tryRun(["ip", "link", "del", "dev", port.ifname]);
-      const script = portRemoveScript(sw, port);
-      if (script === undefined || !(await this.host.tryRun(["nft", "-f", "-"], script)).ok) await this.#applyRuleset(updated);
+      if (!(await this.host.tryRun(["nft", "-f", "-"], portRemoveScript(sw, port))).ok) await this.#applyRuleset(updated, { previous: sw });
       if (updated.mirrors.length > 0) await this.#applyMirrors(updated);
       return { state: withSwitch(state, updated), result: undefined };
     });
@@ -489,7 +508,7 @@ export class VirtualSwitches {
       const sw = findSwitch(state, switchName);
       const rule: AclRule = { ...input, id: sw.nextAclId };
       const updated: Switch = { ...sw, acls: [...sw.acls, rule], nextAclId: sw.nextAclId + 1 };
-      await this.#applyRuleset(updated, { resetFlows: true });
+      await this.#applyRuleset(updated, { resetFlows: true, previous: sw });
       return { state: withSwitch(state, updated), result: rule };
     });
   }
@@ -504,7 +523,7 @@ export class VirtualSwitches {
       const sw = findSwitch(state, switchName);
       const rules = inputs.map((input, index) => ({ ...input, id: sw.nextAclId + index }));
       const updated: Switch = { ...sw, acls: [...sw.acls, ...rules], nextAclId: sw.nextAclId + rules.length };
-      await this.#applyRuleset(updated, { resetFlows: true });
+      await this.#applyRuleset(updated, { resetFlows: true, previous: sw });
       return { state: withSwitch(state, updated), result: rules };
     });
   }
@@ -520,7 +539,7 @@ export class VirtualSwitches {
         throw new ConfigError(`Switch "${switchName}" has no ACL rule ${id}`, "network.unknown-acl");
       }
       const updated: Switch = { ...sw, acls: id === "all" ? [] : sw.acls.filter((rule) => rule.id !== id) };
-      await this.#applyRuleset(updated, { resetFlows: true });
+      await this.#applyRuleset(updated, { resetFlows: true, previous: sw });
       return { state: withSwitch(state, updated), result: undefined };
     });
   }
@@ -529,7 +548,7 @@ export class VirtualSwitches {
   async #listTable(sw: Switch, what: readonly string[]): Promise<string> {
     const outcome = await this.host.tryRun(["nft", "-j", "list", ...what]);
     if (outcome.ok) return outcome.stdout;
-    const exists = (await this.host.tryRun(["nft", "list", "table", "bridge", sw.table, "-t"])).ok;
+    const exists = (await this.host.tryRun(["nft", "-t", "list", "table", "bridge", sw.table])).ok;
     if (!exists) throw new HostError(`The nftables table of switch "${sw.name}" is missing; run "palisade switch repair"`, "network.needs-repair");
     throw new HostError(`nft list ${what.join(" ")} failed: ${outcome.stderr.trim().split("\n")[0] ?? ""}`, "network.command-failed");
   }
@@ -540,14 +559,17 @@ export class VirtualSwitches {
    */
   async counters(switchName: string): Promise<SwitchCounters> {
     const sw = this.get(switchName);
-    const json = JSON.parse(await this.#listTable(sw, ["counters", "table", "bridge", sw.table])) as { nftables?: { counter?: { name?: string; packets?: number; bytes?: number } }[] };
+    // One listing: the named counters (guards, default deny) and the ACL maps, whose
+    // elements carry the per-rule counters.
+    const parsed = JSON.parse(await this.#listTable(sw, ["table", "bridge", sw.table])) as unknown;
+    const json = parsed as { nftables?: { counter?: { name?: string; packets?: number; bytes?: number } }[] };
     const byName = new Map<string, { packets: number; bytes: number }>();
     for (const entry of json.nftables ?? []) {
       if (entry.counter?.name !== undefined) byName.set(entry.counter.name, { packets: entry.counter.packets ?? 0, bytes: entry.counter.bytes ?? 0 });
     }
     const zero = { packets: 0, bytes: 0 };
     return {
-      rules: new Map(sw.acls.map((rule) => [rule.id, byName.get(ruleCounterName(rule.id)) ?? zero])),
+      rules: totalRuleCounts(sw, ruleCounts(sw, parsed)),
       defaultDeny: byName.get(DEFAULT_DENY_COUNTER) ?? zero,
       guards: new Map(
         sw.ports.map((port) => {
@@ -712,13 +734,16 @@ export class VirtualSwitches {
         await this.host.tryRun(["ip", "link", "del", "dev", link.ifname]);
         report.removedInterfaces.push(link.ifname);
       }
-      const tables = JSON.parse(await this.host.run(["nft", "-j", "list", "tables", "bridge"])) as { nftables?: { table?: { name?: string } }[] };
-      const ownedTables = new Set(state.switches.map((sw) => sw.table));
-      for (const entry of tables.nftables ?? []) {
-        const name = entry.table?.name;
-        if (name?.startsWith(TABLE_PREFIX) === true && !ownedTables.has(name)) {
-          await this.host.tryRun(["nft", "delete", "table", "bridge", name]);
-          report.removedTables.push(name);
+      for (const family of ["bridge", "ip"] as const) {
+        const tables = JSON.parse(await this.host.run(["nft", "-j", "list", "tables", family])) as { nftables?: { table?: { name?: string } }[] };
+        // An ip table belongs to a stateful switch only.
+        const ownedTables = new Set(state.switches.filter((sw) => family === "bridge" || sw.stateful).map((sw) => sw.table));
+        for (const entry of tables.nftables ?? []) {
+          const name = entry.table?.name;
+          if (name?.startsWith(TABLE_PREFIX) === true && !ownedTables.has(name)) {
+            await this.host.tryRun(["nft", "delete", "table", family, name]);
+            report.removedTables.push(family === "bridge" ? name : `ip ${name}`);
+          }
         }
       }
       const present = new Set(links.map((link) => link.ifname));

@@ -5,56 +5,18 @@
  * namespace exactly as it was. Everything happens in network namespaces this test creates.
  */
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
-import { mkdtempSync, readSync, rmSync, writeSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, test } from "node:test";
-import { closeFd, VirtualSwitches, type AttachedPort } from "../../src/network/index.js";
+import { closeFd, type AttachedPort, type VirtualSwitches } from "../../src/network/index.js";
+import { must, NetworkLab, run } from "./network-harness.js";
 
-const tag = `pp${process.pid % 100000}`;
-const HOST = `${tag}h`;
-const created: string[] = [];
-const openFds: number[] = [];
-let stateDir = "";
+let lab: NetworkLab;
 let switches: VirtualSwitches;
-
-interface Outcome {
-  ok: boolean;
-  stdout: string;
-  stderr: string;
-}
-
-async function run(netns: string | undefined, argv: string[], timeoutMs = 10_000): Promise<Outcome> {
-  const full = netns === undefined ? argv : ["ip", "netns", "exec", netns, ...argv];
-  return new Promise((resolve) => {
-    execFile(full[0] ?? "false", full.slice(1), { timeout: timeoutMs, encoding: "utf8" }, (error, stdout, stderr) => {
-      resolve({ ok: error === null, stdout, stderr });
-    });
-  });
-}
-
-async function must(netns: string | undefined, argv: string[]): Promise<string> {
-  const outcome = await run(netns, argv);
-  assert.ok(outcome.ok, `${argv.join(" ")} failed: ${outcome.stderr}`);
-  return outcome.stdout;
-}
-
-async function namespace(suffix: string): Promise<string> {
-  const name = `${tag}${suffix}`;
-  await must(undefined, ["ip", "netns", "add", name]);
-  created.push(name);
-  await must(name, ["ip", "link", "set", "lo", "up"]);
-  return name;
-}
-
-async function vmNamespace(switchName: string, vmName: string, address: string, mac: string): Promise<string> {
-  const ns = await namespace(vmName);
-  await switches.attachVethPort({ switchName, vmName, nic: "net0", peerNetns: ns, mac });
-  await must(ns, ["ip", "addr", "add", address, "dev", "eth0"]);
-  return ns;
-}
+let host = "";
+let stateDir = "";
+const openFds: number[] = [];
 
 async function tap(switchName: string, vmName: string, mac: string): Promise<AttachedPort> {
   // Raw frames without the virtio-net header, non-blocking so the test can poll.
@@ -116,13 +78,13 @@ async function receives(fd: number, marker: string, timeoutMs = 1500): Promise<b
 
 /** What exists in the host namespace: interfaces, nft tables, qdiscs and tc filters, our processes (not live counters). */
 async function hostSnapshot(): Promise<string> {
-  const links = (JSON.parse(await must(HOST, ["ip", "-j", "link", "show"])) as { ifname: string }[]).map((link) => link.ifname).sort();
-  const ruleset = await must(HOST, ["nft", "list", "tables"]);
+  const links = (JSON.parse(await must(host, ["ip", "-j", "link", "show"])) as { ifname: string }[]).map((link) => link.ifname).sort();
+  const ruleset = await must(host, ["nft", "list", "tables"]);
   const filters = await Promise.all(
     links.map(async (link) => {
-      const qdiscs = await must(HOST, ["tc", "qdisc", "show", "dev", link]);
-      const ingress = await run(HOST, ["tc", "filter", "show", "dev", link, "ingress"]);
-      const egress = await run(HOST, ["tc", "filter", "show", "dev", link, "egress"]);
+      const qdiscs = await must(host, ["tc", "qdisc", "show", "dev", link]);
+      const ingress = await run(host, ["tc", "filter", "show", "dev", link, "ingress"]);
+      const egress = await run(host, ["tc", "filter", "show", "dev", link, "egress"]);
       return `${link}: ${qdiscs} ${ingress.stdout} ${egress.stdout}`;
     }),
   );
@@ -131,23 +93,20 @@ async function hostSnapshot(): Promise<string> {
 }
 
 before(async () => {
-  stateDir = mkdtempSync(join(tmpdir(), "palisade-ports-"));
-  await namespace("h");
-  switches = new VirtualSwitches({ stateDir, netns: HOST });
+  lab = await NetworkLab.open("pp");
+  ({ switches, host, stateDir } = lab);
 });
 
 after(async () => {
   for (const fd of openFds) closeFd(fd);
-  for (const sw of switches.list()) await switches.delete(sw.name).catch(() => undefined);
-  for (const ns of created.reverse()) await run(undefined, ["ip", "netns", "del", ns]);
-  rmSync(stateDir, { recursive: true, force: true });
+  await lab.close();
 });
 
 test("TAP ports: a frame written into one VM's fd comes out of the other's; a spoofed source MAC is dropped", async () => {
   await switches.create({ name: "taps", type: "private" });
   const a = await tap("taps", "ta", "52:54:00:71:00:01");
   const b = await tap("taps", "tb", "52:54:00:71:00:02");
-  const links = JSON.parse(await must(HOST, ["ip", "-j", "link", "show", "dev", a.ifname])) as { master?: string }[];
+  const links = JSON.parse(await must(host, ["ip", "-j", "link", "show", "dev", a.ifname])) as { master?: string }[];
   assert.equal(links[0]?.master, switches.get("taps").bridge, "the TAP is a port of the switch's bridge");
 
   writeSync(a.fd, markerFrame("ff:ff:ff:ff:ff:ff", a.mac, "genuine-frame"));
@@ -160,7 +119,7 @@ test("TAP ports: a frame written into one VM's fd comes out of the other's; a sp
 
 /** The structure of a switch's table (no counter values, no flow entries), in a canonical order. */
 async function tableShape(table: string): Promise<string> {
-  const text = await must(HOST, ["nft", "-t", "list", "table", "bridge", table]);
+  const text = await must(host, ["nft", "-t", "list", "table", "bridge", table]);
   return text
     .replace(/^table bridge \S+ \{\n|\n\}\n$/g, "") // the table's own braces
     .replace(/\n\s*packets \d+ bytes \d+/g, "")
@@ -174,10 +133,16 @@ async function tableShape(table: string): Promise<string> {
 test("attaching ports incrementally gives the same ruleset as a full apply", async () => {
   await switches.create({ name: "incr", type: "private" });
   await switches.addAcl("incr", { direction: "in", action: "deny", protocol: "udp", portRange: { first: 9, last: 9 }, priority: 5 });
+  // ib and id have rules of their own: their attach brings their own chains and maps.
+  await switches.addAcl("incr", { port: { vmName: "ib", nic: "net0" }, direction: "out", action: "deny", protocol: "tcp", priority: 7 });
+  await switches.addAcl("incr", { port: { vmName: "id", nic: "net0" }, direction: "in", action: "allow", protocol: "any", remote: { address: 0x0a000000, prefixLength: 8 }, priority: 9 });
   await tap("incr", "ia", "52:54:00:75:00:01");
   await tap("incr", "ib", "52:54:00:75:00:02");
   await switches.detachPort({ switchName: "incr", vmName: "ia", nic: "net0" });
   await tap("incr", "ic", "52:54:00:75:00:03");
+  await tap("incr", "id", "52:54:00:75:00:04");
+  await switches.detachPort({ switchName: "incr", vmName: "id", nic: "net0" });
+  await tap("incr", "id", "52:54:00:75:00:04");
   const table = switches.get("incr").table;
   const incremental = await tableShape(table);
 
@@ -203,11 +168,11 @@ test("detaching a TAP port removes its interface; closing the last fd removes th
   const a = await switches.attachPort({ switchName: "life", vmName: "la", nic: "net0" });
   await switches.detachPort({ switchName: "life", vmName: "la", nic: "net0" });
   closeFd(a.fd);
-  assert.ok(!(await run(HOST, ["ip", "link", "show", "dev", a.ifname])).ok, "detached TAP is gone");
+  assert.ok(!(await run(host, ["ip", "link", "show", "dev", a.ifname])).ok, "detached TAP is gone");
 
   const b = await switches.attachPort({ switchName: "life", vmName: "lb", nic: "net0" });
   closeFd(b.fd); // as if the worker holding it died
-  assert.ok(!(await run(HOST, ["ip", "link", "show", "dev", b.ifname])).ok, "a TAP whose holder is gone disappears");
+  assert.ok(!(await run(host, ["ip", "link", "show", "dev", b.ifname])).ok, "a TAP whose holder is gone disappears");
   const report = await switches.repair();
   assert.deepEqual(report.stalePorts, ["life/lb:net0"], "repair drops the record of the dead port");
   await assert.rejects(switches.detachPort({ switchName: "life", vmName: "lb", nic: "net0" }), /has no port/);
@@ -219,19 +184,19 @@ test("detaching a TAP port removes its interface; closing the last fd removes th
 
 test("mirroring: an appliance port sees the ICMP between two other VMs; a capture file opens with tcpdump -r", async () => {
   await switches.create({ name: "mir", type: "private" });
-  const a = await vmNamespace("mir", "ma", "10.73.0.1/24", "52:54:00:73:00:01");
-  await vmNamespace("mir", "mb", "10.73.0.2/24", "52:54:00:73:00:02");
-  const appliance = await vmNamespace("mir", "mc", "10.73.0.3/24", "52:54:00:73:00:03");
+  const a = await lab.vmNamespace("mir", "ma", "10.73.0.1/24", "52:54:00:73:00:01");
+  await lab.vmNamespace("mir", "mb", "10.73.0.2/24", "52:54:00:73:00:02");
+  const appliance = await lab.vmNamespace("mir", "mc", "10.73.0.3/24", "52:54:00:73:00:03");
   await switches.addMirror("mir", { from: { vmName: "ma", nic: "net0" }, to: { port: { vmName: "mc", nic: "net0" } } });
   // A host interface as a second target: a veth pair whose far end a monitor reads.
-  await must(HOST, ["ip", "link", "add", "mon0", "type", "veth", "peer", "name", "mon0p"]);
-  await must(HOST, ["ip", "link", "set", "mon0", "up"]);
-  await must(HOST, ["ip", "link", "set", "mon0p", "up"]);
+  await must(host, ["ip", "link", "add", "mon0", "type", "veth", "peer", "name", "mon0p"]);
+  await must(host, ["ip", "link", "set", "mon0", "up"]);
+  await must(host, ["ip", "link", "set", "mon0p", "up"]);
   await switches.addMirror("mir", { from: { vmName: "ma", nic: "net0" }, to: { ifname: "mon0" } });
   await assert.rejects(switches.addMirror("mir", { from: { vmName: "ma", nic: "net0" }, to: { ifname: "nosuch0" } }), /Mirror target interface "nosuch0" does not exist/);
 
   const sniffer = run(appliance, ["timeout", "8", "tcpdump", "-l", "-n", "-i", "eth0", "-c", "2", "icmp and host 10.73.0.1 and host 10.73.0.2"], 10_000);
-  const monitor = run(HOST, ["timeout", "8", "tcpdump", "-l", "-n", "-i", "mon0p", "-c", "2", "icmp and host 10.73.0.1 and host 10.73.0.2"], 10_000);
+  const monitor = run(host, ["timeout", "8", "tcpdump", "-l", "-n", "-i", "mon0p", "-c", "2", "icmp and host 10.73.0.1 and host 10.73.0.2"], 10_000);
   const pcap = join(stateDir, "mir.pcap");
   let captureReady: () => void = () => undefined;
   const ready = new Promise<void>((resolve) => (captureReady = resolve));
@@ -252,7 +217,7 @@ test("deleting a switch leaves no bridge, TAP, veth, nft table, tc filter or dns
   const before = await hostSnapshot();
   await switches.create({ name: "gone", type: "internal", subnet: { address: 0x0a4a0000, prefixLength: 24 }, dhcp: true });
   await tap("gone", "xa", "52:54:00:74:00:01");
-  await vmNamespace("gone", "xb", "10.74.0.2/24", "52:54:00:74:00:02");
+  await lab.vmNamespace("gone", "xb", "10.74.0.2/24", "52:54:00:74:00:02");
   await switches.addAcl("gone", { direction: "in", action: "deny", protocol: "udp", portRange: { first: 53, last: 53 }, priority: 5 });
   await switches.addMirror("gone", { from: { vmName: "xa", nic: "net0" }, to: { port: { vmName: "xb", nic: "net0" } } });
   assert.notEqual(await hostSnapshot(), before);
@@ -266,11 +231,11 @@ test("deleting a switch leaves no bridge, TAP, veth, nft table, tc filter or dns
 test("repair: re-creates what a crash or a reboot lost and removes strays", async () => {
   await switches.create({ name: "rep", type: "internal", subnet: { address: 0x0a4b0000, prefixLength: 24 }, dhcp: true });
   const sw = switches.get("rep");
-  await must(HOST, ["nft", "delete", "table", "bridge", sw.table]);
+  await must(host, ["nft", "delete", "table", "bridge", sw.table]);
   await assert.rejects(switches.flows("rep"), /table of switch "rep" is missing; run "palisade switch repair"/);
-  await must(HOST, ["ip", "link", "add", "palbdeadbeef", "type", "bridge"]);
-  await must(HOST, ["nft", "add", "table", "bridge", "palisade_deadbeef"]);
-  await must(HOST, ["nft", "add", "table", "bridge", "someone_else"]);
+  await must(host, ["ip", "link", "add", "palbdeadbeef", "type", "bridge"]);
+  await must(host, ["nft", "add", "table", "bridge", "palisade_deadbeef"]);
+  await must(host, ["nft", "add", "table", "bridge", "someone_else"]);
   const pid = Number((await must(undefined, ["cat", join(stateDir, `dnsmasq-${sw.id}.pid`)])).trim());
   process.kill(pid, "SIGKILL");
   await sleep(100);
@@ -280,8 +245,8 @@ test("repair: re-creates what a crash or a reboot lost and removes strays", asyn
   assert.deepEqual(report.removedInterfaces, ["palbdeadbeef"]);
   assert.deepEqual(report.removedTables, ["palisade_deadbeef"]);
   assert.deepEqual(report.restartedDhcp, ["rep"]);
-  assert.ok((await run(HOST, ["nft", "list", "table", "bridge", sw.table])).ok, "the switch's table is back");
-  assert.ok((await run(HOST, ["nft", "list", "table", "bridge", "someone_else"])).ok, "tables Palisade does not own are left alone");
+  assert.ok((await run(host, ["nft", "list", "table", "bridge", sw.table])).ok, "the switch's table is back");
+  assert.ok((await run(host, ["nft", "list", "table", "bridge", "someone_else"])).ok, "tables Palisade does not own are left alone");
   const again = await switches.repair();
   assert.deepEqual([again.removedInterfaces, again.removedTables, again.restartedDhcp, again.failed], [[], [], [], []], "repair is idempotent");
 });
@@ -289,8 +254,8 @@ test("repair: re-creates what a crash or a reboot lost and removes strays", asyn
 test("after a host restart (bridge and table gone), attaching a port re-applies the switch", async () => {
   await switches.create({ name: "reboot", type: "private" });
   const sw = switches.get("reboot");
-  await must(HOST, ["ip", "link", "del", sw.bridge]);
-  await must(HOST, ["nft", "delete", "table", "bridge", sw.table]);
+  await must(host, ["ip", "link", "del", sw.bridge]);
+  await must(host, ["nft", "delete", "table", "bridge", sw.table]);
 
   const a = await tap("reboot", "ra", "52:54:00:76:00:01");
   const b = await tap("reboot", "rb", "52:54:00:76:00:02");
@@ -302,9 +267,9 @@ test("after a host restart (bridge and table gone), attaching a port re-applies 
 });
 
 test("repair: a switch that cannot be re-applied is reported and does not stop the others", async () => {
-  await must(HOST, ["ip", "link", "add", "upr0", "type", "veth", "peer", "name", "upr0p"]);
+  await must(host, ["ip", "link", "add", "upr0", "type", "veth", "peer", "name", "upr0p"]);
   await switches.create({ name: "unplugged", type: "external", uplink: "upr0" });
-  await must(HOST, ["ip", "link", "del", "upr0"]);
+  await must(host, ["ip", "link", "del", "upr0"]);
 
   const report = await switches.repair();
 
@@ -313,5 +278,5 @@ test("repair: a switch that cannot be re-applied is reported and does not stop t
   assert.ok(report.reapplied.length >= 1, "the other switches were re-applied");
   const bridge = switches.get("unplugged").bridge;
   await switches.delete("unplugged");
-  assert.ok(!(await run(HOST, ["ip", "link", "show", "dev", bridge])).ok, "deleting it still removes its bridge");
+  assert.ok(!(await run(host, ["ip", "link", "show", "dev", bridge])).ok, "deleting it still removes its bridge");
 });

@@ -6,126 +6,74 @@
  */
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, test } from "node:test";
-import { VirtualSwitches } from "../../src/network/index.js";
+import type { VirtualSwitches } from "../../src/network/index.js";
+import { connects, must, NetworkLab, ping, run } from "./network-harness.js";
 
-const tag = `pn${process.pid % 100000}`;
-const HOST = `${tag}h`;
-const created: string[] = [];
-let stateDir = "";
+let lab: NetworkLab;
 let switches: VirtualSwitches;
-
-interface Outcome {
-  ok: boolean;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs a command (in a namespace if given); every call has a timeout. */
-async function run(netns: string | undefined, argv: string[], timeoutMs = 10_000): Promise<Outcome> {
-  const full = netns === undefined ? argv : ["ip", "netns", "exec", netns, ...argv];
-  return new Promise((resolve) => {
-    execFile(full[0] ?? "false", full.slice(1), { timeout: timeoutMs, encoding: "utf8" }, (error, stdout, stderr) => {
-      resolve({ ok: error === null, stdout, stderr });
-    });
-  });
-}
-
-async function must(netns: string | undefined, argv: string[]): Promise<string> {
-  const outcome = await run(netns, argv);
-  assert.ok(outcome.ok, `${argv.join(" ")} failed: ${outcome.stderr}`);
-  return outcome.stdout;
-}
-
-async function namespace(suffix: string): Promise<string> {
-  const name = `${tag}${suffix}`;
-  await must(undefined, ["ip", "netns", "add", name]);
-  created.push(name);
-  await must(name, ["ip", "link", "set", "lo", "up"]);
-  return name;
-}
-
-/** A stand-in VM: a namespace with a veth port on the switch and an address. */
-async function vmNamespace(switchName: string, vmName: string, address: string, mac: string): Promise<string> {
-  const ns = await namespace(vmName);
-  await switches.attachVethPort({ switchName, vmName, nic: "net0", peerNetns: ns, mac });
-  await must(ns, ["ip", "addr", "add", address, "dev", "eth0"]);
-  return ns;
-}
-
-async function ping(netns: string, address: string): Promise<boolean> {
-  return (await run(netns, ["busybox", "ping", "-c", "1", "-W", "1", address])).ok;
-}
+let host = "";
 
 before(async () => {
-  stateDir = mkdtempSync(join(tmpdir(), "palisade-network-"));
-  await namespace("h");
-  switches = new VirtualSwitches({ stateDir, netns: HOST });
+  lab = await NetworkLab.open("pn");
+  switches = lab.switches;
+  host = lab.host;
 });
 
 after(async () => {
-  for (const sw of switches.list()) await switches.delete(sw.name).catch(() => undefined);
-  for (const ns of created.reverse()) await run(undefined, ["ip", "netns", "del", ns]);
-  rmSync(stateDir, { recursive: true, force: true });
+  await lab.close();
 });
 
 test("private switch: two VMs ping each other, the host cannot reach them", async () => {
   await switches.create({ name: "priv", type: "private" });
-  const a = await vmNamespace("priv", "pa", "10.61.0.1/24", "52:54:00:61:00:01");
-  const b = await vmNamespace("priv", "pb", "10.61.0.2/24", "52:54:00:61:00:02");
+  const a = await lab.vmNamespace("priv", "pa", "10.61.0.1/24", "52:54:00:61:00:01");
+  const b = await lab.vmNamespace("priv", "pb", "10.61.0.2/24", "52:54:00:61:00:02");
 
   assert.ok(await ping(a, "10.61.0.2"), "a reaches b");
   assert.ok(await ping(b, "10.61.0.1"), "b reaches a");
   const bridge = switches.get("priv").bridge;
-  const addresses = JSON.parse(await must(HOST, ["ip", "-j", "addr", "show", "dev", bridge])) as { addr_info: unknown[] }[];
+  const addresses = JSON.parse(await must(host, ["ip", "-j", "addr", "show", "dev", bridge])) as { addr_info: unknown[] }[];
   assert.deepEqual(addresses[0]?.addr_info, [], "no IPv4 or IPv6 address on a private bridge");
-  assert.ok(!(await ping(HOST, "10.61.0.1")), "the host cannot reach a VM on a private switch");
+  assert.ok(!(await ping(host, "10.61.0.1")), "the host cannot reach a VM on a private switch");
 });
 
 test("internal switch: the host reaches the VMs, DHCP hands out a lease", async () => {
   await switches.create({ name: "int", type: "internal", subnet: { address: 0x0a3e0000, prefixLength: 24 }, dhcp: true });
-  const vm = await vmNamespace("int", "ia", "10.62.0.50/24", "52:54:00:62:00:01");
+  const vm = await lab.vmNamespace("int", "ia", "10.62.0.50/24", "52:54:00:62:00:01");
 
-  assert.ok(await ping(HOST, "10.62.0.50"), "host reaches the VM");
+  assert.ok(await ping(host, "10.62.0.50"), "host reaches the VM");
   assert.ok(await ping(vm, "10.62.0.1"), "the VM reaches the host's address on the switch");
   const lease = await run(vm, ["busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-t", "5", "-T", "1", "-s", "/bin/true"], 15_000);
   assert.match(lease.stdout + lease.stderr, /lease of 10\.62\.0\.\d+ obtained/);
 });
 
 test("external switch: a VM reaches a server behind the uplink; the management interface is refused", async () => {
-  const outside = await namespace("out");
-  await must(HOST, ["ip", "link", "add", "upl0", "type", "veth", "peer", "name", "eth0", "netns", outside]);
+  const outside = await lab.namespace("out");
+  await must(host, ["ip", "link", "add", "upl0", "type", "veth", "peer", "name", "eth0", "netns", outside]);
   await must(outside, ["ip", "addr", "add", "10.63.0.254/24", "dev", "eth0"]);
   await must(outside, ["ip", "link", "set", "eth0", "up"]);
   // The host's management interface: the one holding the default route.
-  await must(HOST, ["ip", "link", "add", "mgmt0", "type", "veth", "peer", "name", "mgmt0p"]);
-  await must(HOST, ["ip", "link", "set", "mgmt0p", "up"]);
-  await must(HOST, ["ip", "link", "set", "mgmt0", "up"]);
-  await must(HOST, ["ip", "addr", "add", "192.0.2.10/24", "dev", "mgmt0"]);
-  await must(HOST, ["ip", "route", "add", "default", "via", "192.0.2.1", "dev", "mgmt0"]);
+  await must(host, ["ip", "link", "add", "mgmt0", "type", "veth", "peer", "name", "mgmt0p"]);
+  await must(host, ["ip", "link", "set", "mgmt0p", "up"]);
+  await must(host, ["ip", "link", "set", "mgmt0", "up"]);
+  await must(host, ["ip", "addr", "add", "192.0.2.10/24", "dev", "mgmt0"]);
+  await must(host, ["ip", "route", "add", "default", "via", "192.0.2.1", "dev", "mgmt0"]);
 
   await assert.rejects(switches.create({ name: "ext-bad", type: "external", uplink: "mgmt0" }), /holds the host's default route/);
   await switches.create({ name: "ext", type: "external", uplink: "upl0" });
-  const vm = await vmNamespace("ext", "ea", "10.63.0.1/24", "52:54:00:63:00:01");
+  const vm = await lab.vmNamespace("ext", "ea", "10.63.0.1/24", "52:54:00:63:00:01");
 
   assert.ok(await ping(vm, "10.63.0.254"), "the VM reaches the server outside");
   await switches.delete("ext");
-  const uplink = JSON.parse(await must(HOST, ["ip", "-j", "link", "show", "dev", "upl0"])) as { master?: string }[];
+  const uplink = JSON.parse(await must(host, ["ip", "-j", "link", "show", "dev", "upl0"])) as { master?: string }[];
   assert.equal(uplink[0]?.master, undefined, "deleting the switch releases the uplink");
 });
 
-async function connects(netns: string, address: string, port: number): Promise<boolean> {
-  return (await run(netns, ["busybox", "nc", "-w", "2", address, String(port)], 5000)).ok;
-}
-
 test("ACLs: a deny blocks exactly what it names, the flow log shows it, a higher allow re-opens it", async () => {
   await switches.create({ name: "acl", type: "private" });
-  const a = await vmNamespace("acl", "aa", "10.64.0.1/24", "52:54:00:64:00:01");
-  const b = await vmNamespace("acl", "ab", "10.64.0.2/24", "52:54:00:64:00:02");
+  const a = await lab.vmNamespace("acl", "aa", "10.64.0.1/24", "52:54:00:64:00:01");
+  const b = await lab.vmNamespace("acl", "ab", "10.64.0.2/24", "52:54:00:64:00:02");
   const servers = [5001, 5002].map((port) => execFile("ip", ["netns", "exec", b, "busybox", "nc", "-ll", "-p", String(port), "-e", "/bin/true"]));
   try {
     await sleep(200); // let the listeners bind
@@ -156,12 +104,41 @@ test("ACLs: a deny blocks exactly what it names, the flow log shows it, a higher
 
 test("default deny: IPv4 is dropped unless allowed, ARP still resolves", async () => {
   await switches.create({ name: "dd", type: "private", defaultDeny: true });
-  const a = await vmNamespace("dd", "da", "10.65.0.1/24", "52:54:00:65:00:01");
-  await vmNamespace("dd", "db", "10.65.0.2/24", "52:54:00:65:00:02");
+  const a = await lab.vmNamespace("dd", "da", "10.65.0.1/24", "52:54:00:65:00:01");
+  await lab.vmNamespace("dd", "db", "10.65.0.2/24", "52:54:00:65:00:02");
 
   assert.ok(!(await ping(a, "10.65.0.2")), "nothing allowed yet");
   await switches.addAcl("dd", { direction: "out", action: "allow", protocol: "icmp", priority: 10 });
   await switches.addAcl("dd", { direction: "in", action: "allow", protocol: "icmp", priority: 10 });
   assert.ok(await ping(a, "10.65.0.2"), "ICMP allowed both ways");
   assert.ok((await switches.counters("dd")).defaultDeny.packets >= 1);
+});
+
+test("stateful ACLs: replies to a connection a VM opened pass a deny; the connections it names do not", async () => {
+  // The same rule on a stateless and a stateful switch: a denies every TCP segment coming in.
+  const denyTcpIn = (vmName: string) => ({ port: { vmName, nic: "net0" }, direction: "in" as const, action: "deny" as const, protocol: "tcp" as const, priority: 100 });
+  await switches.create({ name: "stless", type: "private" });
+  await switches.create({ name: "stful", type: "private", stateful: true });
+  const a1 = await lab.vmNamespace("stless", "la", "10.66.0.1/24", "52:54:00:66:00:01");
+  const b1 = await lab.vmNamespace("stless", "lb", "10.66.0.2/24", "52:54:00:66:00:02");
+  const a2 = await lab.vmNamespace("stful", "fa", "10.67.0.1/24", "52:54:00:67:00:01");
+  const b2 = await lab.vmNamespace("stful", "fb", "10.67.0.2/24", "52:54:00:67:00:02");
+  await switches.addAcl("stless", denyTcpIn("la"));
+  await switches.addAcl("stful", denyTcpIn("fa"));
+  const servers = [a1, b1, a2, b2].map((ns) => execFile("ip", ["netns", "exec", ns, "busybox", "nc", "-ll", "-p", "5010", "-e", "/bin/true"]));
+  try {
+    await sleep(200); // let the listeners bind
+
+    assert.ok(!(await connects(a1, "10.66.0.2", 5010)), "stateless: b's SYN-ACK to a is a TCP segment coming in, and denied");
+    assert.ok(await connects(a2, "10.67.0.2", 5010), "stateful: b's replies belong to a's connection and pass");
+    assert.ok(!(await connects(b2, "10.67.0.1", 5010)), "stateful: a connection b opens to a is still denied");
+    assert.ok(((await switches.counters("stful")).rules.get(1)?.packets ?? 0) >= 1, "the deny counted b's SYNs");
+    const table = switches.get("stful").table;
+    assert.match(await must(host, ["nft", "list", "table", "ip", table]), /ct state established,related/);
+    assert.ok(!(await run(host, ["nft", "list", "table", "ip", switches.get("stless").table])).ok, "a stateless switch has no conntrack table");
+    await switches.delete("stful");
+    assert.ok(!(await run(host, ["nft", "list", "table", "ip", table])).ok, "deleting the switch removes its conntrack table");
+  } finally {
+    for (const server of servers) server.kill();
+  }
 });
