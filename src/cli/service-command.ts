@@ -33,8 +33,11 @@ interface VmView {
     append?: string;
     disks: { path: string }[];
     autostart: boolean;
+    autostartDelaySeconds?: number;
+    restartPolicy?: { mode: string; maxRetries?: number; backoffSeconds?: number };
     trustLevel?: string;
   };
+  restarts?: { attempts: number; pending: boolean };
 }
 
 interface ConnectFlags {
@@ -74,6 +77,37 @@ export function specBody(file: string): Record<string, unknown> {
   return body;
 }
 
+/**
+ * `--restart never|on-failure[:MAX]` (docker's syntax) and `--restart-backoff SECONDS` as
+ * the API's restart policy.
+ *
+ * @throws {ConfigError} `config.bad-flag`
+ */
+export function parseRestartFlag(
+  value: string,
+  backoff?: string,
+): { mode: "never" | "on-failure"; maxRetries?: number; backoffSeconds?: number } {
+  const match = /^(never|on-failure)(?::(\d{1,3}))?$/.exec(value);
+  if (match === null || (match[1] === "never" && match[2] !== undefined))
+    throw new ConfigError(`--restart ${value}: expected never or on-failure[:MAX]`, "config.bad-flag");
+  const mode = match[1] === "never" ? "never" : "on-failure";
+  const backoffSeconds = backoff === undefined ? undefined : Number(backoff);
+  if (backoffSeconds !== undefined && !(Number.isFinite(backoffSeconds) && backoffSeconds >= 0 && backoffSeconds <= 300))
+    throw new ConfigError(`--restart-backoff ${backoff ?? ""}: expected seconds from 0 to 300`, "config.bad-flag");
+  return {
+    mode,
+    ...(match[2] === undefined ? {} : { maxRetries: Number(match[2]) }),
+    ...(backoffSeconds === undefined ? {} : { backoffSeconds }),
+  };
+}
+
+function describeRestart(vm: VmView): string {
+  const policy = vm.spec.restartPolicy;
+  if (policy === undefined || policy.mode === "never") return "never";
+  const series = vm.restarts === undefined || vm.restarts.attempts === 0 ? "" : `; ${vm.restarts.attempts} made`;
+  return `on-failure, at most ${policy.maxRetries ?? 3}, backoff ${policy.backoffSeconds ?? 1} s doubling${series}`;
+}
+
 function printVm(vm: VmView): void {
   const s = vm.spec;
   const lines = [
@@ -88,7 +122,8 @@ function printVm(vm: VmView): void {
     ["append", s.append ?? "-"],
     ["disks", s.disks.map((d) => d.path).join(", ") || "-"],
     ["trust level", s.trustLevel ?? "-"],
-    ["autostart", s.autostart ? "yes" : "no"],
+    ["autostart", s.autostart ? `yes${s.autostartDelaySeconds ? `, after ${s.autostartDelaySeconds} s` : ""}` : "no"],
+    ["restart", describeRestart(vm)],
     ["generation", String(vm.generation)],
     ["updated", vm.updatedAt],
   ];
@@ -148,6 +183,9 @@ export function registerServiceCommands(program: Command): void {
     .option("--scope <scope>", "authorization scope the VM belongs to")
     .option("--trust-level <level>", "trust level, for placement")
     .option("--autostart", "start the VM when the service starts")
+    .option("--autostart-delay <seconds>", "with --autostart: wait this long after the service starts")
+    .option("--restart <policy>", "when the worker crashes: never (default) or on-failure[:MAX] (restarts in a row, default 3)")
+    .option("--restart-backoff <seconds>", "delay before the first restart, doubled for each next one (default 1)")
     .option("--ready-marker <text>", "the guest's readiness line on its console (the boot watchdog waits for it)")
     .option("--boot-timeout <seconds>", "boot watchdog: no ready marker by then kills the worker")
     .option("--accel <accel>", "auto, kvm or tcg")
@@ -167,6 +205,9 @@ export function registerServiceCommands(program: Command): void {
           scope?: string;
           trustLevel?: string;
           autostart?: boolean;
+          autostartDelay?: string;
+          restart?: string;
+          restartBackoff?: string;
           readyMarker?: string;
           bootTimeout?: string;
           accel?: string;
@@ -187,6 +228,12 @@ export function registerServiceCommands(program: Command): void {
           ...(flags.scope === undefined ? {} : { scope: flags.scope }),
           ...(flags.trustLevel === undefined ? {} : { trustLevel: flags.trustLevel }),
           ...(flags.autostart === true ? { autostart: true } : {}),
+          ...(flags.autostartDelay === undefined
+            ? {}
+            : { autostartDelaySeconds: Math.round(parseSecondsFlag(flags.autostartDelay, "--autostart-delay") / 1000) }),
+          ...(flags.restart === undefined && flags.restartBackoff === undefined
+            ? {}
+            : { restartPolicy: parseRestartFlag(flags.restart ?? "on-failure", flags.restartBackoff) }),
           ...(flags.readyMarker === undefined ? {} : { readyMarker: flags.readyMarker }),
           ...(flags.bootTimeout === undefined
             ? {}

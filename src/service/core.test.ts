@@ -12,6 +12,8 @@ import { ServiceCore } from "./core.js";
 import { ConflictError } from "./errors.js";
 import type { RuntimeStatus, RuntimeVm, VmRuntime } from "./lifecycle.js";
 import { dataDirPaths } from "./paths.js";
+import type { VmSpec } from "./api/schemas.js";
+import { setTimeout as sleep } from "node:timers/promises";
 
 class ScriptedRuntime implements VmRuntime {
   readonly calls: string[] = [];
@@ -204,5 +206,99 @@ test(
       ["crashed", "killed by signal 11"],
     );
     assert.deepEqual(stateEvents(core).at(-1), "running->crashed");
+  }),
+);
+
+function configure(core: ServiceCore, change: Partial<VmSpec>): void {
+  core.transaction(() => core.vms.update("w1", { ...core.vms.get("w1").spec, ...change }, new Date().toISOString()));
+}
+
+function events(core: ServiceCore, operation: string): string[] {
+  return core.audit
+    .query({ vm: "w1" })
+    .filter((e) => e.operation === operation)
+    .map((e) => e.result);
+}
+
+/** Waits for what a zero-delay timer scheduled (bounded). */
+async function settle(predicate: () => boolean): Promise<void> {
+  for (let i = 0; i < 200 && !predicate(); i++) await sleep(10);
+}
+
+test(
+  "core: restart policy on-failure restarts a crashed worker, not one the guest powered off",
+  withCore(async (core, runtime) => {
+    configure(core, { restartPolicy: { mode: "on-failure", maxRetries: 2, backoffSeconds: 0 } });
+    await core.lifecycle("w1", "start");
+    const runDir = core.runDir(core.vms.get("w1"));
+
+    runtime.exit(runDir, { state: "crashed", exitReason: "worker (QEMU) killed by signal SIGKILL (9)" });
+    assert.match(core.vms.get("w1").stateReason ?? "", /SIGKILL \(9\); restart 1 of 2 in 0 s/);
+    await settle(() => core.vms.get("w1").state === "running");
+
+    assert.equal(runtime.calls.filter((c) => c.startsWith("start")).length, 2);
+    assert.deepEqual(events(core, "vm.restart"), ["scheduled", "ok"]);
+    assert.deepEqual(core.restartsOf("w1"), { attempts: 1, pending: false });
+
+    runtime.exit(runDir, { state: "stopped", exitReason: "guest powered off" });
+    await sleep(30);
+    assert.equal(core.vms.get("w1").state, "stopped");
+    assert.equal(runtime.calls.filter((c) => c.startsWith("start")).length, 2);
+  }),
+);
+
+test(
+  "core: restart policy gives up after maxRetries and says so; a user start begins a new series",
+  withCore(async (core, runtime) => {
+    configure(core, { restartPolicy: { mode: "on-failure", maxRetries: 1, backoffSeconds: 0 } });
+    await core.lifecycle("w1", "start");
+    const runDir = core.runDir(core.vms.get("w1"));
+    runtime.exit(runDir, { state: "crashed", exitReason: "guest panicked" });
+    await settle(() => core.vms.get("w1").state === "running");
+    runtime.exit(runDir, { state: "crashed", exitReason: "guest panicked" });
+    await sleep(30);
+
+    const vm = core.vms.get("w1");
+    assert.deepEqual([vm.state, vm.stateReason], ["crashed", "guest panicked; restart policy gave up after 1 restart"]);
+    assert.deepEqual(events(core, "vm.restart"), ["scheduled", "ok", "gave-up"]);
+
+    await core.lifecycle("w1", "start");
+    assert.deepEqual(core.restartsOf("w1"), { attempts: 0, pending: false });
+  }),
+);
+
+test(
+  "core: a restart whose start fails is retried within the policy, then given up, without throwing",
+  withCore(async (core, runtime) => {
+    configure(core, { restartPolicy: { mode: "on-failure", maxRetries: 2, backoffSeconds: 0 } });
+    await core.lifecycle("w1", "start");
+    runtime.startAnswer = () => Promise.reject(new Error("qemu exited 1"));
+    runtime.exit(core.runDir(core.vms.get("w1")), { state: "crashed", exitReason: "guest panicked" });
+    await settle(() => events(core, "vm.restart").includes("gave-up"));
+
+    assert.deepEqual(events(core, "vm.restart"), ["scheduled", "failed", "scheduled", "failed", "gave-up"]);
+    assert.equal(core.vms.get("w1").state, "crashed");
+  }),
+);
+
+test(
+  "core.autostart: starts the autostart VMs that are not running; a failure is audited and not thrown",
+  withCore(async (core, runtime) => {
+    configure(core, { autostart: true });
+    core.autostart();
+    await settle(() => core.vms.get("w1").state === "running");
+    assert.deepEqual(events(core, "vm.autostart"), ["ok"]);
+
+    // Already running: nothing to do.
+    core.autostart();
+    await sleep(30);
+    assert.equal(runtime.calls.filter((c) => c.startsWith("start")).length, 1);
+
+    await core.lifecycle("w1", "kill");
+    runtime.startAnswer = () => Promise.reject(new Error("no such kernel"));
+    core.autostart();
+    await settle(() => events(core, "vm.autostart").length === 2);
+    assert.deepEqual(events(core, "vm.autostart"), ["ok", "failed"]);
+    assert.match(core.audit.query({ vm: "w1" }).at(-1)?.detail ?? "", /no such kernel/);
   }),
 );

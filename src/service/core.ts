@@ -8,8 +8,9 @@ import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import type Database from "better-sqlite3";
 import { AuditLog, type AuditEntry } from "../authz/index.js";
+import { PalisadeError } from "../util/errors.js";
 import { assertCallerMayUseFiles } from "./engine-spec.js";
-import { ConflictError, ValidationError } from "./errors.js";
+import { ConflictError, NotFoundError, ValidationError } from "./errors.js";
 import { HostUsers } from "./host-identity.js";
 import {
   checkTransition,
@@ -21,6 +22,7 @@ import {
   type VmState,
 } from "./lifecycle.js";
 import type { DataDirPaths } from "./paths.js";
+import { autostartPlan, decideRestart } from "./restart-policy.js";
 import { startCheckpointer, type Checkpointer } from "./store/checkpointer.js";
 import { openStore } from "./store/database.js";
 import { PolicyStore } from "./store/policy-store.js";
@@ -43,6 +45,12 @@ export interface CoreOptions {
   readonly stopTimeoutMs?: number;
 }
 
+interface Supervision {
+  readonly attempts: number;
+  readonly lastStartMs: number | null;
+  readonly pending: boolean;
+}
+
 /** The service minus its HTTP front. */
 export class ServiceCore {
   readonly db: Database.Database;
@@ -60,6 +68,11 @@ export class ServiceCore {
   #queue: { entry: AuditEntry; resolve: () => void; reject: (error: unknown) => void }[] = [];
   /** VMs with a lifecycle action in flight in this process. */
   readonly #busy = new Map<string, VmAction>();
+  /** Per VM: restarts of the current series, its worker's start time, a pending restart. */
+  readonly #supervision = new Map<string, Supervision>();
+  /** Pending autostarts and restarts. */
+  readonly #timers = new Set<NodeJS.Timeout>();
+  #closing = false;
 
   constructor(options: CoreOptions) {
     this.paths = options.paths;
@@ -74,7 +87,10 @@ export class ServiceCore {
     this.#stopTimeoutMs = options.stopTimeoutMs ?? 30_000;
     options.runtime.onExit?.((runDir, status) => {
       const vm = this.vms.list().find((v) => this.runDir(v) === runDir);
-      if (vm !== undefined) this.#recordState(vm, status.state, status.exitReason ?? null);
+      if (vm === undefined) return;
+      this.#recordState(vm, status.state, status.exitReason ?? null);
+      // An exit during an action of this process is that action's to report.
+      if (!this.#busy.has(vm.name)) this.#superviseExit(vm.name, status.state, status.exitReason ?? null);
     });
   }
 
@@ -147,8 +163,9 @@ export class ServiceCore {
     }, GROUP_COMMIT_WINDOW_MS);
   }
 
-  #recordState(vm: VmRecord, state: VmState, reason: string | null): void {
-    if (vm.state === state) return;
+  #recordState(vm: VmRecord, state: VmState, reason: string | null, reasonOnly = false): void {
+    if (vm.state === state && !reasonOnly) return;
+    if (vm.state === state && vm.stateReason === reason) return;
     const time = new Date().toISOString();
     this.transaction(() => {
       this.vms.setState(vm.name, state, reason, time);
@@ -176,19 +193,113 @@ export class ServiceCore {
       if (vm.state === "stopped" || vm.state === "crashed") continue;
       let status: RuntimeStatus | null;
       try {
-        status = await this.runtime.attach(this.runDir(vm));
+        status = await this.runtime.attach(this.runDir(vm), vm.name);
       } catch (error: unknown) {
         status = {
           state: "crashed",
           exitReason: `cannot attach to worker: ${error instanceof Error ? error.message : String(error)}`,
         };
       }
-      this.#recordState(
-        vm,
-        status?.state ?? "stopped",
-        status === null ? "no worker found at service start" : (status.exitReason ?? null),
-      );
+      const state = status?.state ?? "stopped";
+      const reason = status === null ? "no worker found at service start" : (status.exitReason ?? null);
+      this.#recordState(vm, state, reason);
+      if (state === "crashed" || state === "stopped") this.#superviseExit(vm.name, state, reason);
     }
+  }
+
+  /**
+   * Starts the VMs marked autostart that are not running (call after {@link reconcile},
+   * so that workers which survived the service are not started twice), each after its
+   * `autostartDelaySeconds`. A failure is audited and does not stop the service.
+   */
+  autostart(): void {
+    const pending = new Set([...this.#supervision].filter(([, s]) => s.pending).map(([name]) => name));
+    const plan = autostartPlan(
+      this.vms.list().map((vm) => ({ ...vm.spec, name: vm.name, state: vm.state })),
+      pending,
+    );
+    for (const { name, delayMs } of plan) {
+      this.#later(delayMs, () => this.#systemStart(name, "vm.autostart"));
+    }
+  }
+
+  /** The VM's current series of automatic restarts (for the API). */
+  restartsOf(name: string): { attempts: number; pending: boolean } {
+    const s = this.#supervision.get(name);
+    return { attempts: s?.attempts ?? 0, pending: s?.pending ?? false };
+  }
+
+  #later(delayMs: number, fn: () => Promise<void>): void {
+    if (this.#closing) return;
+    const timer = setTimeout(() => {
+      this.#timers.delete(timer);
+      if (!this.#closing) void fn();
+    }, delayMs);
+    this.#timers.add(timer);
+  }
+
+  /** A worker ended on its own (or was found dead at service start): its restart policy decides. */
+  #superviseExit(name: string, state: VmState, reason: string | null): void {
+    if (state !== "crashed" && state !== "stopped") return;
+    const vm = this.vms.find(name);
+    if (vm === undefined || this.#closing) return;
+    const history = this.#supervision.get(name) ?? { attempts: 0, lastStartMs: null, pending: false };
+    const decision = decideRestart(vm.spec.restartPolicy, state, history, Date.now());
+    if (!decision.restart) {
+      if (decision.gaveUp) {
+        this.#supervision.set(name, { ...history, pending: false });
+        this.#audit(vm, "vm.restart", "gave-up", `${decision.reason}; last: ${reason ?? "?"}`);
+        this.#recordState(vm, "crashed", `${reason ?? "crashed"}; ${decision.reason}`, true);
+      }
+      return;
+    }
+    this.#supervision.set(name, { attempts: decision.attempt, lastStartMs: history.lastStartMs, pending: true });
+    const why = `${reason ?? "crashed"}; restart ${decision.attempt} of ${decision.of} in ${decision.delayMs / 1000} s`;
+    this.#recordState(vm, "crashed", why, true);
+    this.#audit(vm, "vm.restart", "scheduled", why);
+    this.#later(decision.delayMs, () => this.#systemStart(name, "vm.restart"));
+  }
+
+  /** A start the service makes on its own (autostart, restart policy); audited, never thrown. */
+  async #systemStart(name: string, operation: "vm.autostart" | "vm.restart"): Promise<void> {
+    const supervision = this.#supervision.get(name);
+    if (supervision !== undefined) this.#supervision.set(name, { ...supervision, pending: false });
+    const vm = this.vms.find(name);
+    if (vm === undefined) return;
+    try {
+      await this.lifecycle(name, "start", "system");
+      this.#audit(vm, operation, "ok", null);
+    } catch (error: unknown) {
+      const message = error instanceof Error ? error.message : String(error);
+      try {
+        this.#audit(vm, operation, error instanceof PalisadeError ? error.code : "failed", message);
+      } catch (auditError: unknown) {
+        process.stderr.write(`palisade service: cannot audit ${operation} of ${name}: ${String(auditError)}\n`);
+      }
+      process.stderr.write(`palisade service: ${operation} of VM ${name} failed: ${message}\n`);
+      // Someone else started or deleted it meanwhile: nothing to retry.
+      if (error instanceof ConflictError || error instanceof NotFoundError || this.#closing) return;
+      const now = this.vms.find(name);
+      if (operation === "vm.restart" && now !== undefined && (now.state === "stopped" || now.state === "crashed"))
+        this.#superviseExit(name, "crashed", `restart failed: ${message}`);
+    }
+  }
+
+  #audit(vm: VmRecord, operation: string, result: string, detail: string | null): void {
+    this.transaction(() => {
+      this.record({
+        time: new Date().toISOString(),
+        kind: "event",
+        principal: "system",
+        uid: null,
+        operation,
+        scope: vm.scope,
+        vm: vm.name,
+        decision: "none",
+        result,
+        detail,
+      });
+    });
   }
 
   /**
@@ -198,7 +309,11 @@ export class ServiceCore {
    *
    * @throws {ConflictError} `vm.busy` or `vm.bad-state`
    */
-  async lifecycle(name: string, action: Exclude<VmAction, "delete" | "reconfigure">): Promise<VmRecord> {
+  async lifecycle(
+    name: string,
+    action: Exclude<VmAction, "delete" | "reconfigure">,
+    by: "user" | "system" = "user",
+  ): Promise<VmRecord> {
     const vm = this.vms.get(name);
     if (this.runtime === unavailableRuntime) throw notYetError();
     const inFlight = this.#busy.get(name);
@@ -225,6 +340,15 @@ export class ServiceCore {
         throw error;
       }
       this.#recordState(this.vms.get(name), status.state, status.exitReason ?? null);
+      if (action === "start") {
+        // A start asked for by a user begins a new series of automatic restarts.
+        const before = this.#supervision.get(name);
+        this.#supervision.set(name, {
+          attempts: by === "user" ? 0 : (before?.attempts ?? 0),
+          lastStartMs: Date.now(),
+          pending: false,
+        });
+      }
       return this.vms.get(name);
     } finally {
       if (this.#busy.get(name) === action) this.#busy.delete(name);
@@ -273,8 +397,11 @@ export class ServiceCore {
     return this.#busy.has(name);
   }
 
-  /** Stops the checkpointer and closes the store. */
+  /** Cancels pending autostarts and restarts, stops the checkpointer and closes the store. */
   async close(): Promise<void> {
+    this.#closing = true;
+    for (const timer of this.#timers) clearTimeout(timer);
+    this.#timers.clear();
     await this.#checkpointer.stop();
     this.db.close();
   }

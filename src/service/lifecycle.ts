@@ -87,8 +87,12 @@ export interface VmRuntime {
   pause(runDir: string): Promise<RuntimeStatus>;
   resume(runDir: string): Promise<RuntimeStatus>;
   status(runDir: string): Promise<RuntimeStatus>;
-  /** Re-attaches to a worker left running by a previous service; `null` when there is none. */
-  attach(runDir: string): Promise<RuntimeStatus | null>;
+  /**
+   * Re-attaches to a worker left running by a previous service; `null` when there is none.
+   * A worker found dead is reported with its exit reason and what it left behind removed
+   * (`vmName` names its jail's cgroups and uid).
+   */
+  attach(runDir: string, vmName?: string): Promise<RuntimeStatus | null>;
   /** Called for every state change the runtime observes on its own (crash, guest poweroff). */
   onExit?(listener: (runDir: string, status: RuntimeStatus) => void): void;
   /** The serial console of a running worker the runtime holds; `null` when there is none. */

@@ -138,7 +138,7 @@ async function prepareSocketPath(path: string): Promise<void> {
 export async function startService(options: ServiceOptions): Promise<RunningService> {
   if (options.listen.kind === "tcp") {
     throw new NotSupportedError(
-      "Listening on TCP is not yet supported (it will require TLS and tokens); use unix:PATH",
+      "Listening on TCP is not supported by this version: remote access needs TLS and tokens, which the service does not implement yet; use unix:PATH (remote callers can reach it through ssh -L)",
       "service.tcp-unsupported",
     );
   }
@@ -166,6 +166,8 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
     await app.listen({ path: socketPath });
     // Any local user may connect; authorization decides what each may do.
     chmodSync(socketPath, 0o666);
+    // After the reconcile re-attached the workers that survived: only the others start.
+    core.autostart();
     const running = core;
     let closed = false;
     return {

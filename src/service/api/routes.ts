@@ -30,14 +30,15 @@ import {
 
 const noParams = z.strictObject({});
 
-/** A VM as the API shows it. */
-function vmView(vm: VmRecord): Record<string, unknown> {
+/** A VM as the API shows it, with its current series of automatic restarts. */
+function vmView(vm: VmRecord, restarts: { attempts: number; pending: boolean }): Record<string, unknown> {
   return {
     id: vm.id,
     name: vm.name,
     scope: vm.scope,
     state: vm.state,
     stateReason: vm.stateReason,
+    restarts,
     generation: vm.generation,
     createdAt: vm.createdAt,
     updatedAt: vm.updatedAt,
@@ -60,6 +61,10 @@ export function specFromCreate(body: VmCreateBody): VmSpec {
     ...(body.trustLevel === undefined ? {} : { trustLevel: body.trustLevel }),
     ...(body.policy === undefined ? {} : { policy: body.policy }),
     autostart: body.autostart ?? false,
+    ...(body.autostartDelaySeconds === undefined
+      ? {}
+      : { autostartDelaySeconds: body.autostartDelaySeconds }),
+    ...(body.restartPolicy === undefined ? {} : { restartPolicy: body.restartPolicy }),
     ...(body.accel === undefined ? {} : { accel: body.accel }),
     ...(body.machine === undefined ? {} : { machine: body.machine }),
     ...(body.onReboot === undefined ? {} : { onReboot: body.onReboot }),
@@ -113,29 +118,126 @@ function checkFor(
   };
 }
 
+/** What every route declares besides its handler. */
+interface RouteHead {
+  readonly url: string;
+  readonly operationId: string;
+  readonly summary: string;
+}
+
+/** `GET` of authorization data: needs `authz.read`, answers `answer()`. */
+function authzRead(head: RouteHead, answer: () => unknown): Route {
+  return route({
+    ...head,
+    method: "GET",
+    tag: "authz",
+    operation: "authz.read",
+    params: noParams,
+    query: emptyQuery,
+    mode: "sync",
+    handle: (ctx) => {
+      ctx.require("authz.read", {});
+      return answer();
+    },
+  });
+}
+
+/** A change of the authorization policy: needs `authz.change` before anything else. */
+function authzChange<P, B>(
+  head: RouteHead & {
+    readonly method: "POST" | "DELETE";
+    readonly params: z.ZodType<P>;
+    readonly body?: z.ZodType<B>;
+  },
+  change: (ctx: RequestContext, input: { params: P; body: B }) => unknown,
+): Route {
+  return route<P, unknown, B>({
+    ...head,
+    tag: "authz",
+    operation: "authz.change",
+    query: emptyQuery,
+    ...(head.method === "POST" ? { status: 201 } : {}),
+    mode: "sync",
+    handle: (ctx, input) => {
+      ctx.require("authz.change", {});
+      return change(ctx, input);
+    },
+  });
+}
+
+/**
+ * A route on one VM (`/v1/vms/:name…`): finds the VM (404 otherwise) and requires
+ * `operation` on it before the handler runs.
+ */
+function vmRoute<B>(
+  core: ServiceCore,
+  head: RouteHead & {
+    readonly method: "GET" | "POST" | "PATCH" | "DELETE";
+    readonly operation: Operation;
+    readonly mode: "sync" | "async";
+    readonly body?: z.ZodType<B>;
+  },
+  handle: (ctx: RequestContext, vm: VmRecord, body: B) => unknown,
+): Route {
+  return route<{ name: string }, unknown, B>({
+    ...head,
+    tag: "vms",
+    params: nameParams,
+    query: emptyQuery,
+    handle: (ctx, { params, body }) => {
+      ctx.audit.vm = params.name;
+      const vm = core.vms.get(params.name);
+      ctx.require(head.operation, vmObject(ctx, vm));
+      return handle(ctx, vm, body);
+    },
+  });
+}
+
+/**
+ * Refuses a definition change while the VM's state or an action in flight forbids it.
+ *
+ * @throws {ConflictError} `vm.bad-state` with the current state
+ */
+function assertMayChange(
+  core: ServiceCore,
+  vm: VmRecord,
+  action: "delete" | "reconfigure",
+  verb: string,
+): void {
+  const check = checkTransition(vm.state, action);
+  if (!check.ok || core.isBusy(vm.name)) {
+    throw new ConflictError(
+      `Cannot ${verb} VM ${vm.name}: ${check.ok ? "an action is in progress" : check.reason}`,
+      "vm.bad-state",
+      { state: vm.state },
+    );
+  }
+}
+
 /** Every route of the API. */
 export function buildRoutes(core: ServiceCore): Route[] {
+  const view = (vm: VmRecord): Record<string, unknown> => vmView(vm, core.restartsOf(vm.name));
   const lifecycle = (
     action: "start" | "stop" | "kill" | "pause" | "resume",
     operation: Operation,
     summary: string,
   ): Route =>
-    route({
-      method: "POST",
-      url: `/v1/vms/:name/${action}`,
-      operationId: `${action}Vm`,
-      summary,
-      tag: "vms",
-      operation,
-      params: nameParams,
-      query: emptyQuery,
-      mode: "async",
-      handle: async (ctx, { params }) => {
-        const vm = core.vms.get(params.name);
-        ctx.require(operation, vmObject(ctx, vm));
-        return vmView(await core.lifecycle(vm.name, action));
+    vmRoute(
+      core,
+      {
+        method: "POST",
+        url: `/v1/vms/:name/${action}`,
+        operationId: `${action}Vm`,
+        summary,
+        operation,
+        mode: "async",
       },
-    });
+      async (_ctx, vm) => view(await core.lifecycle(vm.name, action)),
+    );
+  const caller = (ctx: RequestContext) => ({
+    uid: ctx.principal.uid,
+    gids: core.hostUsers.gidsOf(ctx.principal.uid),
+  });
 
   return [
     route({
@@ -176,7 +278,7 @@ export function buildRoutes(core: ServiceCore): Route[] {
         const all = core.vms.list();
         const visible = all.filter((vm) => ctx.may("vm.view-config", { scope: vm.scope, vm: vm.name }));
         ctx.audit.detail = `${visible.length} of ${all.length} VMs visible`;
-        return { vms: visible.map(vmView) };
+        return { vms: visible.map(view) };
       },
     }),
     route({
@@ -196,52 +298,44 @@ export function buildRoutes(core: ServiceCore): Route[] {
         ctx.require("vm.create", vmObject(ctx, asked));
         if (asked.scope !== null) core.policies.scope(asked.scope);
         assertValidDefinition(asked);
-        const caller = { uid: ctx.principal.uid, gids: core.hostUsers.gidsOf(ctx.principal.uid) };
-        assertCallerMayUseFiles(asked, caller);
-        const spec: VmSpec = { ...asked, pathsCheckedFor: caller.uid };
-        return vmView(core.vms.create(spec, ctx.time, body.uuid));
+        const who = caller(ctx);
+        assertCallerMayUseFiles(asked, who);
+        const spec: VmSpec = { ...asked, pathsCheckedFor: who.uid };
+        return view(core.vms.create(spec, ctx.time, body.uuid));
       },
     }),
-    route({
-      method: "GET",
-      url: "/v1/vms/:name",
-      operationId: "getVm",
-      summary: "One VM's definition and state",
-      tag: "vms",
-      operation: "vm.view-config",
-      params: nameParams,
-      query: emptyQuery,
-      mode: "sync",
-      handle: (ctx, { params }) => {
-        ctx.audit.vm = params.name;
-        const vm = core.vms.get(params.name);
-        ctx.require("vm.view-config", vmObject(ctx, vm));
-        return vmView(vm);
+    vmRoute(
+      core,
+      {
+        method: "GET",
+        url: "/v1/vms/:name",
+        operationId: "getVm",
+        summary: "One VM's definition and state",
+        operation: "vm.view-config",
+        mode: "sync",
       },
-    }),
-    route({
-      method: "PATCH",
-      url: "/v1/vms/:name",
-      operationId: "updateVm",
-      summary:
-        "Change a VM's definition (applies at its next start); moving it to another scope needs vm.change-scope on both",
-      tag: "vms",
-      operation: "vm.reconfigure",
-      params: nameParams,
-      query: emptyQuery,
-      body: vmUpdateSchema,
-      mode: "sync",
-      handle: (ctx, { params, body }) => {
-        ctx.audit.vm = params.name;
-        const vm = core.vms.get(params.name);
-        ctx.require("vm.reconfigure", vmObject(ctx, vm));
+      (_ctx, vm) => view(vm),
+    ),
+    vmRoute(
+      core,
+      {
+        method: "PATCH",
+        url: "/v1/vms/:name",
+        operationId: "updateVm",
+        summary:
+          "Change a VM's definition (applies at its next start); moving it to another scope needs vm.change-scope on both",
+        operation: "vm.reconfigure",
+        mode: "sync",
+        body: vmUpdateSchema,
+      },
+      (ctx, vm, body: VmUpdateBody) => {
         let next = specAfterUpdate(vm.spec, body);
         assertValidDefinition(next);
         if (pathsChanged(vm.spec, next)) {
           // New files are checked against whoever names them, and that caller answers for them.
-          const caller = { uid: ctx.principal.uid, gids: core.hostUsers.gidsOf(ctx.principal.uid) };
-          assertCallerMayUseFiles(next, caller);
-          next = { ...next, pathsCheckedFor: caller.uid };
+          const who = caller(ctx);
+          assertCallerMayUseFiles(next, who);
+          next = { ...next, pathsCheckedFor: who.uid };
         }
         if (next.scope !== vm.scope) {
           ctx.require("vm.change-scope", { scope: vm.scope, vm: vm.name });
@@ -249,62 +343,42 @@ export function buildRoutes(core: ServiceCore): Route[] {
           if (next.scope !== null) core.policies.scope(next.scope);
           ctx.audit.detail = `scope ${vm.scope ?? "(none)"} -> ${next.scope ?? "(none)"}`;
         }
-        const check = checkTransition(vm.state, "reconfigure");
-        if (!check.ok || core.isBusy(vm.name)) {
-          throw new ConflictError(
-            `Cannot change VM ${vm.name}: ${check.ok ? "an action is in progress" : check.reason}`,
-            "vm.bad-state",
-            { state: vm.state },
-          );
-        }
-        return vmView(core.vms.update(vm.name, next, ctx.time, body.ifGeneration));
+        assertMayChange(core, vm, "reconfigure", "change");
+        return view(core.vms.update(vm.name, next, ctx.time, body.ifGeneration));
       },
-    }),
-    route({
-      method: "DELETE",
-      url: "/v1/vms/:name",
-      operationId: "deleteVm",
-      summary: "Delete a stopped VM's definition",
-      tag: "vms",
-      operation: "vm.delete",
-      params: nameParams,
-      query: emptyQuery,
-      mode: "sync",
-      handle: (ctx, { params }) => {
-        ctx.audit.vm = params.name;
-        const vm = core.vms.get(params.name);
-        ctx.require("vm.delete", vmObject(ctx, vm));
-        const check = checkTransition(vm.state, "delete");
-        if (!check.ok || core.isBusy(vm.name)) {
-          throw new ConflictError(
-            `Cannot delete VM ${vm.name}: ${check.ok ? "an action is in progress" : check.reason}`,
-            "vm.bad-state",
-            { state: vm.state },
-          );
-        }
+    ),
+    vmRoute(
+      core,
+      {
+        method: "DELETE",
+        url: "/v1/vms/:name",
+        operationId: "deleteVm",
+        summary: "Delete a stopped VM's definition",
+        operation: "vm.delete",
+        mode: "sync",
+      },
+      (_ctx, vm) => {
+        assertMayChange(core, vm, "delete", "delete");
         core.vms.delete(vm.name);
         return { deleted: vm.name, id: vm.id };
       },
-    }),
-    route({
-      method: "GET",
-      url: "/v1/vms/:name/console/recent",
-      operationId: "getVmConsoleRecent",
-      summary:
-        "The VM's most recent console output (up to 64 KiB); for live output and input, upgrade GET /v1/vms/:name/console to palisade-console",
-      tag: "vms",
-      operation: "vm.console-read",
-      params: nameParams,
-      query: emptyQuery,
-      mode: "sync",
-      handle: (ctx, { params }) => {
-        ctx.audit.vm = params.name;
-        const vm = core.vms.get(params.name);
-        ctx.require("vm.console-read", vmObject(ctx, vm));
+    ),
+    vmRoute(
+      core,
+      {
+        method: "GET",
+        url: "/v1/vms/:name/console/recent",
+        operationId: "getVmConsoleRecent",
+        summary:
+          "The VM's most recent console output (up to 64 KiB); for live output and input, upgrade GET /v1/vms/:name/console to palisade-console",
+        operation: "vm.console-read",
+        mode: "sync",
+      },
+      (_ctx, vm) => {
         const tap = core.runtime.openConsole?.(core.runDir(vm)) ?? null;
         return { state: vm.state, output: tap === null ? "" : tap.recent().toString("utf8") };
       },
-    }),
+    ),
     lifecycle("start", "vm.start", "Start the VM's worker"),
     lifecycle("stop", "vm.stop", "Stop the VM: ACPI power button, forced after a timeout"),
     lifecycle("kill", "vm.stop", "Kill the VM's worker at once"),
@@ -312,86 +386,54 @@ export function buildRoutes(core: ServiceCore): Route[] {
     lifecycle("resume", "vm.pause-resume", "Resume a paused VM"),
 
     // --- Authorization ------------------------------------------------------------
-    route({
-      method: "GET",
-      url: "/v1/authz/operations",
-      operationId: "listOperations",
-      summary: "Every operation",
-      tag: "authz",
-      operation: "authz.read",
-      params: noParams,
-      query: emptyQuery,
-      mode: "sync",
-      handle: (ctx) => {
-        ctx.require("authz.read", {});
-        return { operations: OPERATION_NAMES.map((name) => ({ name, description: OPERATIONS[name] })) };
+    authzRead(
+      { url: "/v1/authz/operations", operationId: "listOperations", summary: "Every operation" },
+      () => ({
+        operations: OPERATION_NAMES.map((name) => ({ name, description: OPERATIONS[name] })),
+      }),
+    ),
+    authzRead(
+      { url: "/v1/authz/tasks", operationId: "listTasks", summary: "Tasks (groups of operations)" },
+      () => ({
+        tasks: core.policies.current().tasks,
+      }),
+    ),
+    authzChange(
+      {
+        method: "POST",
+        url: "/v1/authz/tasks",
+        operationId: "createTask",
+        summary: "Create a custom task",
+        params: noParams,
+        body: taskCreateSchema,
       },
-    }),
-    route({
-      method: "GET",
-      url: "/v1/authz/tasks",
-      operationId: "listTasks",
-      summary: "Tasks (groups of operations)",
-      tag: "authz",
-      operation: "authz.read",
-      params: noParams,
-      query: emptyQuery,
-      mode: "sync",
-      handle: (ctx) => {
-        ctx.require("authz.read", {});
-        return { tasks: core.policies.current().tasks };
-      },
-    }),
-    route({
-      method: "POST",
-      url: "/v1/authz/tasks",
-      operationId: "createTask",
-      summary: "Create a custom task",
-      tag: "authz",
-      operation: "authz.change",
-      params: noParams,
-      query: emptyQuery,
-      body: taskCreateSchema,
-      status: 201,
-      mode: "sync",
-      handle: (ctx, { body }) => {
-        ctx.require("authz.change", {});
+      (ctx, { body }) => {
         ctx.audit.detail = `create task ${body.name}`;
         return core.policies.createTask(body.name, body.description ?? "", body.operations as Operation[]);
       },
-    }),
-    route({
-      method: "DELETE",
-      url: "/v1/authz/tasks/:name",
-      operationId: "deleteTask",
-      summary: "Delete a custom task no role uses",
-      tag: "authz",
-      operation: "authz.change",
-      params: nameParams,
-      query: emptyQuery,
-      mode: "sync",
-      handle: (ctx, { params }) => {
-        ctx.require("authz.change", {});
+    ),
+    authzChange(
+      {
+        method: "DELETE",
+        url: "/v1/authz/tasks/:name",
+        operationId: "deleteTask",
+        summary: "Delete a custom task no role uses",
+        params: nameParams,
+      },
+      (ctx, { params }) => {
         ctx.audit.detail = `delete task ${params.name}`;
         core.policies.deleteTask(params.name);
         return { deleted: params.name };
       },
-    }),
-    route({
-      method: "GET",
-      url: "/v1/authz/roles",
-      operationId: "listRoles",
-      summary: "Roles with their tasks and expanded operations",
-      tag: "authz",
-      operation: "authz.read",
-      params: noParams,
-      query: emptyQuery,
-      mode: "sync",
-      handle: (ctx) => {
-        ctx.require("authz.read", {});
-        return { roles: core.policies.current().roles };
+    ),
+    authzRead(
+      {
+        url: "/v1/authz/roles",
+        operationId: "listRoles",
+        summary: "Roles with their tasks and expanded operations",
       },
-    }),
+      () => ({ roles: core.policies.current().roles }),
+    ),
     route({
       method: "GET",
       url: "/v1/authz/roles/:name",
@@ -415,20 +457,16 @@ export function buildRoutes(core: ServiceCore): Route[] {
         };
       },
     }),
-    route({
-      method: "POST",
-      url: "/v1/authz/roles",
-      operationId: "createRole",
-      summary: "Create a custom role from tasks and operations",
-      tag: "authz",
-      operation: "authz.change",
-      params: noParams,
-      query: emptyQuery,
-      body: roleCreateSchema,
-      status: 201,
-      mode: "sync",
-      handle: (ctx, { body }) => {
-        ctx.require("authz.change", {});
+    authzChange(
+      {
+        method: "POST",
+        url: "/v1/authz/roles",
+        operationId: "createRole",
+        summary: "Create a custom role from tasks and operations",
+        params: noParams,
+        body: roleCreateSchema,
+      },
+      (ctx, { body }) => {
         ctx.audit.detail = `create role ${body.name}`;
         if ((body.tasks ?? []).length + (body.operations ?? []).length === 0) {
           throw new ValidationError(
@@ -443,107 +481,73 @@ export function buildRoutes(core: ServiceCore): Route[] {
           (body.operations ?? []) as Operation[],
         );
       },
-    }),
-    route({
-      method: "DELETE",
-      url: "/v1/authz/roles/:name",
-      operationId: "deleteRole",
-      summary: "Delete a custom role with no assignments",
-      tag: "authz",
-      operation: "authz.change",
-      params: nameParams,
-      query: emptyQuery,
-      mode: "sync",
-      handle: (ctx, { params }) => {
-        ctx.require("authz.change", {});
+    ),
+    authzChange(
+      {
+        method: "DELETE",
+        url: "/v1/authz/roles/:name",
+        operationId: "deleteRole",
+        summary: "Delete a custom role with no assignments",
+        params: nameParams,
+      },
+      (ctx, { params }) => {
         ctx.audit.detail = `delete role ${params.name}`;
         core.policies.deleteRole(params.name);
         return { deleted: params.name };
       },
-    }),
-    route({
-      method: "GET",
-      url: "/v1/authz/scopes",
-      operationId: "listScopes",
-      summary: "Scopes (named groups of VMs)",
-      tag: "authz",
-      operation: "authz.read",
-      params: noParams,
-      query: emptyQuery,
-      mode: "sync",
-      handle: (ctx) => {
-        ctx.require("authz.read", {});
-        return {
-          scopes: core.policies.current().scopes.map((s) => ({ ...s, vms: core.vms.countInScope(s.name) })),
-        };
+    ),
+    authzRead(
+      { url: "/v1/authz/scopes", operationId: "listScopes", summary: "Scopes (named groups of VMs)" },
+      () => ({
+        scopes: core.policies.current().scopes.map((s) => ({ ...s, vms: core.vms.countInScope(s.name) })),
+      }),
+    ),
+    authzChange(
+      {
+        method: "POST",
+        url: "/v1/authz/scopes",
+        operationId: "createScope",
+        summary: "Create a scope",
+        params: noParams,
+        body: scopeCreateSchema,
       },
-    }),
-    route({
-      method: "POST",
-      url: "/v1/authz/scopes",
-      operationId: "createScope",
-      summary: "Create a scope",
-      tag: "authz",
-      operation: "authz.change",
-      params: noParams,
-      query: emptyQuery,
-      body: scopeCreateSchema,
-      status: 201,
-      mode: "sync",
-      handle: (ctx, { body }) => {
-        ctx.require("authz.change", {});
+      (ctx, { body }) => {
         ctx.audit.scope = body.name;
         ctx.audit.detail = `create scope ${body.name}`;
         return core.policies.createScope(body.name, body.description ?? "");
       },
-    }),
-    route({
-      method: "DELETE",
-      url: "/v1/authz/scopes/:name",
-      operationId: "deleteScope",
-      summary: "Delete a scope no VM and no assignment uses",
-      tag: "authz",
-      operation: "authz.change",
-      params: nameParams,
-      query: emptyQuery,
-      mode: "sync",
-      handle: (ctx, { params }) => {
-        ctx.require("authz.change", {});
+    ),
+    authzChange(
+      {
+        method: "DELETE",
+        url: "/v1/authz/scopes/:name",
+        operationId: "deleteScope",
+        summary: "Delete a scope no VM and no assignment uses",
+        params: nameParams,
+      },
+      (ctx, { params }) => {
         ctx.audit.scope = params.name;
         ctx.audit.detail = `delete scope ${params.name}`;
         core.policies.deleteScope(params.name, core.vms.countInScope(params.name));
         return { deleted: params.name };
       },
-    }),
-    route({
-      method: "GET",
-      url: "/v1/authz/assignments",
-      operationId: "listAssignments",
-      summary: "Role assignments",
-      tag: "authz",
-      operation: "authz.read",
-      params: noParams,
-      query: emptyQuery,
-      mode: "sync",
-      handle: (ctx) => {
-        ctx.require("authz.read", {});
-        return { assignments: core.policies.current().assignments };
+    ),
+    authzRead(
+      { url: "/v1/authz/assignments", operationId: "listAssignments", summary: "Role assignments" },
+      () => ({
+        assignments: core.policies.current().assignments,
+      }),
+    ),
+    authzChange(
+      {
+        method: "POST",
+        url: "/v1/authz/assignments",
+        operationId: "createAssignment",
+        summary: "Assign a role to a user or group, service-wide or within a scope",
+        params: noParams,
+        body: assignmentCreateSchema,
       },
-    }),
-    route({
-      method: "POST",
-      url: "/v1/authz/assignments",
-      operationId: "createAssignment",
-      summary: "Assign a role to a user or group, service-wide or within a scope",
-      tag: "authz",
-      operation: "authz.change",
-      params: noParams,
-      query: emptyQuery,
-      body: assignmentCreateSchema,
-      status: 201,
-      mode: "sync",
-      handle: (ctx, { body }) => {
-        ctx.require("authz.change", {});
+      (ctx, { body }) => {
         if ((body.user === undefined) === (body.group === undefined)) {
           throw new ValidationError("Field body.user: give exactly one of user and group", "body.user");
         }
@@ -555,25 +559,22 @@ export function buildRoutes(core: ServiceCore): Route[] {
         ctx.audit.detail = `assign role ${body.role} to ${member.kind} ${member.name}`;
         return core.policies.assign(body.role, body.scope ?? null, member);
       },
-    }),
-    route({
-      method: "DELETE",
-      url: "/v1/authz/assignments/:id",
-      operationId: "deleteAssignment",
-      summary: "Remove a role assignment",
-      tag: "authz",
-      operation: "authz.change",
-      params: idParams,
-      query: emptyQuery,
-      mode: "sync",
-      handle: (ctx, { params }) => {
-        ctx.require("authz.change", {});
+    ),
+    authzChange(
+      {
+        method: "DELETE",
+        url: "/v1/authz/assignments/:id",
+        operationId: "deleteAssignment",
+        summary: "Remove a role assignment",
+        params: idParams,
+      },
+      (ctx, { params }) => {
         const removed = core.policies.unassign(params.id);
         ctx.audit.scope = removed.scope;
         ctx.audit.detail = `unassign role ${removed.role} from ${removed.member.kind} ${removed.member.name}`;
         return { deleted: removed };
       },
-    }),
+    ),
     route({
       method: "POST",
       url: "/v1/authz/check",

@@ -4,6 +4,7 @@
  */
 import * as z from "zod";
 import { nameProblem, OPERATION_NAMES } from "../../authz/index.js";
+import type { RestartPolicy } from "../restart-policy.js";
 
 /** A name of a VM, role, task, scope, user or group (see `nameProblem`). */
 export const nameSchema = z.string().superRefine((value, ctx) => {
@@ -47,6 +48,14 @@ const specFields = {
   /** Partition policy; opaque here until `policy/` defines it. */
   policy: z.looseObject({}),
   autostart: z.boolean(),
+  /** Seconds after the service starts before an autostart VM is started (Hyper-V's automatic start delay). */
+  autostartDelaySeconds: z.int().min(0).max(3600),
+  /** What the service does when the VM's worker crashes (libvirt's on_crash, Hyper-V's automatic recovery). */
+  restartPolicy: z.strictObject({
+    mode: z.enum(["never", "on-failure"]),
+    maxRetries: z.int().min(0).max(100).optional(),
+    backoffSeconds: z.number().min(0).max(300).optional(),
+  }),
   // Engine options (src/engine/vm-spec.ts); checked again by parseVmSpec on create/update.
   accel: z.enum(["auto", "kvm", "tcg"]),
   machine: z.enum(["microvm", "q35"]),
@@ -80,6 +89,8 @@ export const vmCreateSchema = z.strictObject({
   trustLevel: specFields.trustLevel.optional(),
   policy: specFields.policy.optional(),
   autostart: specFields.autostart.optional(),
+  autostartDelaySeconds: specFields.autostartDelaySeconds.optional(),
+  restartPolicy: specFields.restartPolicy.optional(),
   ...engineOptional,
 });
 /** A validated create body. */
@@ -98,6 +109,8 @@ export const vmUpdateSchema = z.strictObject({
   trustLevel: specFields.trustLevel.nullable().optional(),
   policy: specFields.policy.nullable().optional(),
   autostart: specFields.autostart.optional(),
+  autostartDelaySeconds: specFields.autostartDelaySeconds.nullable().optional(),
+  restartPolicy: specFields.restartPolicy.nullable().optional(),
   ...engineOptional,
   ifGeneration: z.int().min(1).optional(),
 });
@@ -118,6 +131,8 @@ export interface VmSpec {
   readonly trustLevel?: string;
   readonly policy?: Readonly<Record<string, unknown>>;
   readonly autostart: boolean;
+  readonly autostartDelaySeconds?: number;
+  readonly restartPolicy?: RestartPolicy;
   readonly accel?: "auto" | "kvm" | "tcg";
   readonly machine?: "microvm" | "q35";
   readonly onReboot?: "restart" | "exit";
