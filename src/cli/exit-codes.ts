@@ -12,7 +12,7 @@ export const EXIT = {
   host: 3,
   /** The guest kernel panicked (pvpanic). */
   guestPanic: 4,
-  /** The guest reset and `--on-reboot exit` was asked for. */
+  /** The guest reset and `--on-reboot exit` was asked for, or it reset in a loop (triple faults). */
   guestReset: 5,
   /** The worker (QEMU) died or failed: crash, kill, start error, KVM internal error. */
   workerCrash: 6,
@@ -30,7 +30,7 @@ export const EXIT_CODES_HELP = `Exit codes:
   2  configuration error (bad flag, spec or file)
   3  the host lacks something (package, /dev/kvm, permission)
   4  guest kernel panic
-  5  guest reset with --on-reboot exit
+  5  guest reset with --on-reboot exit, or a reset loop (triple faults)
   6  worker (QEMU) crashed, was killed or failed to start
   7  guest hung: no progress before the timeout
   8  detached from the console; the VM was stopped`;

@@ -102,6 +102,28 @@ test("run: --on-reboot exit ends with code 5; --on-reboot restart resets the gue
   }
 });
 
+test("run: a guest that triple-faults at every boot is stopped as a reset loop (exit 5), even under --on-reboot restart", async () => {
+  // PID 1 is `reboot -f`: with reboot=t (the microvm default) the kernel reboots by a
+  // triple fault, so each boot ends in a CPU reset the guest did not ask QEMU for.
+  const vm = await TestVm.start({
+    append: "quiet rdinit=/sbin/reboot -- -f",
+    memory: "128M",
+    waitReady: false,
+    extraArgs: ["--on-reboot", "restart", "--console", "none", "--events", "stderr"],
+  });
+  try {
+    const exit = await vm.waitExit(180_000);
+
+    assert.equal(exit.code, 5);
+    assert.match(vm.stderr, /guest reset 6 times within 60 s \(triple fault or reset loop\); stopped/);
+    // Six within the last 60 s; a slow host may have had earlier ones outside the window.
+    assert.ok((vm.stderr.match(/"event":"reset"/g) ?? []).length >= 6, "every reset was reported before the stop");
+    assert.doesNotMatch(vm.stderr, /"event":"ready"/, "a guest that never ran its init was never called ready");
+  } finally {
+    await vm.dispose();
+  }
+});
+
 test("run: a guest kernel panic is reported through pvpanic with exit code 4", async () => {
   const vm = await TestVm.start();
   try {
