@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { ConfigError } from "../util/errors.js";
-import { formatFromName, formatInfo, formatMap, parseChoice, parseSizeFlag } from "./disk-command.js";
+import { checkFormatFlags, formatFromName, formatInfo, formatMap, parseChoice, parseSizeFlag } from "./disk-command.js";
 
 test("disk-command: the format follows the file name, raw otherwise", () => {
   assert.deepEqual(["a.VHDX", "b.vhd", "c.img"].map(formatFromName), ["vhdx", "vhd", "raw"]);
@@ -40,4 +40,11 @@ test("disk-command: info text shows the type, the size in bytes and the parent c
 
 test("disk-command: map text gives offset, length, state and file offset in hex", () => {
   assert.equal(formatMap([{ offset: 0, length: 4096, state: "data", fileOffset: 0x300000 }]), "0x000000000000 0x000000001000 data @0x300000");
+});
+
+test("disk-command: geometry flags a format lacks are refused, naming the flag", () => {
+  assert.throws(() => { checkFormatFlags("vhd", { logicalSector: "4096" }); }, (error: unknown) => error instanceof ConfigError && error.message.startsWith("--logical-sector: not a setting of vhd"));
+  assert.throws(() => { checkFormatFlags("raw", { blockSize: "1M" }); }, /--block-size: not a setting of raw/);
+  assert.doesNotThrow(() => { checkFormatFlags("vhd", { blockSize: "1M" }); });
+  assert.doesNotThrow(() => { checkFormatFlags("vhdx", { blockSize: "1M", logicalSector: "4096", physicalSector: "512" }); });
 });

@@ -12,6 +12,7 @@ import {
   compactImage,
   convertImage,
   createImage,
+  describeImage,
   imageInfo,
   imageMap,
   mergeImage,
@@ -50,6 +51,21 @@ export function parseSizeFlag(text: string, flag: string): number {
 function sectorFlag(text: string, flag: string): number {
   if (text !== "512" && text !== "4096") throw new ConfigError(`${flag}: "${text}" is not 512 or 4096`, "disk.bad-flag");
   return Number(text);
+}
+
+/** Geometry flags a format has no field for are refused rather than ignored. */
+export function checkFormatFlags(format: DiskFormat, o: { blockSize?: string | undefined; logicalSector?: string | undefined; physicalSector?: string | undefined }): void {
+  const given: Record<string, string | undefined> = { "--block-size": o.blockSize, "--logical-sector": o.logicalSector, "--physical-sector": o.physicalSector };
+  const applies = format === "vhdx" ? Object.keys(given) : format === "vhd" ? ["--block-size"] : [];
+  const bad = Object.keys(given).filter((flag) => given[flag] !== undefined && !applies.includes(flag));
+  if (bad.length > 0) {
+    const why = format === "vhd" ? "VHD sectors are always 512 bytes" : "a raw image has no blocks and no sector size field";
+    throw new ConfigError(`${bad.join(", ")}: not a setting of ${format} images (${why})`, "disk.bad-flag");
+  }
+}
+
+function printJson(value: unknown): void {
+  process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
 }
 
 /** The `disk info` text: one `key: value` line each, as `qemu-img info` prints. */
@@ -98,25 +114,30 @@ export function registerDiskCommands(program: Command): void {
     .option("--size <size>", "virtual size, e.g. 20G (a differencing disk takes its parent's)")
     .option("--type <type>", "fixed, dynamic or differencing (default: dynamic; differencing with --parent)")
     .option("--block-size <size>", "block size (VHDX 1M-256M, default 32M, 2M differencing; VHD default 2M)")
-    .option("--logical-sector <bytes>", "VHDX logical sector size: 512 or 4096", "512")
-    .option("--physical-sector <bytes>", "VHDX physical sector size: 512 or 4096", "4096")
+    .option("--logical-sector <bytes>", "VHDX logical sector size: 512 (default) or 4096")
+    .option("--physical-sector <bytes>", "VHDX physical sector size: 512 or 4096 (default)")
     .option("--parent <base>", "parent image: make a differencing disk over it")
-    .action(async (file: string, o: { format?: string; size?: string; type?: string; blockSize?: string; logicalSector: string; physicalSector: string; parent?: string }) => {
+    .option("--json", "print the new image's info as JSON")
+    .action(async (file: string, o: { format?: string; size?: string; type?: string; blockSize?: string; logicalSector?: string; physicalSector?: string; parent?: string; json?: boolean }) => {
       const format = o.format !== undefined ? parseChoice(o.format, FORMATS, "--format") : formatFromName(file);
       const type: DiskType | undefined = o.type !== undefined ? parseChoice(o.type, TYPES, "--type") : undefined;
       if (o.size === undefined && o.parent === undefined) throw new ConfigError("--size is needed (or --parent for a differencing disk)", "disk.bad-flag");
+      if (o.size !== undefined && o.parent !== undefined) throw new ConfigError("--size: a differencing disk takes its parent's size; leave --size out with --parent", "disk.bad-flag");
+      checkFormatFlags(format, o);
       const image = await createImage(file, {
         format,
         sizeBytes: o.size !== undefined ? parseSizeFlag(o.size, "--size") : 0,
         ...(type !== undefined ? { type } : {}),
         ...(o.blockSize !== undefined ? { blockSizeBytes: parseSizeFlag(o.blockSize, "--block-size") } : {}),
-        logicalSectorBytes: sectorFlag(o.logicalSector, "--logical-sector"),
-        physicalSectorBytes: sectorFlag(o.physicalSector, "--physical-sector"),
+        ...(o.logicalSector !== undefined ? { logicalSectorBytes: sectorFlag(o.logicalSector, "--logical-sector") } : {}),
+        ...(o.physicalSector !== undefined ? { physicalSectorBytes: sectorFlag(o.physicalSector, "--physical-sector") } : {}),
         ...(o.parent !== undefined ? { parentPath: o.parent } : {}),
       });
       const line = `created ${file}: ${image.format} ${image.type}, ${formatByteSize(image.sizeBytes)}${image.parent ? ` over ${image.parent.path}` : ""}`;
+      const info = o.json ? await describeImage(image) : undefined;
       await image.close();
-      process.stdout.write(`${line}\n`);
+      if (info !== undefined) printJson(info);
+      else process.stdout.write(`${line}\n`);
     });
 
   disk
@@ -126,7 +147,8 @@ export function registerDiskCommands(program: Command): void {
     .option("--json", "print JSON")
     .action(async (file: string, o: { json?: boolean }) => {
       const info = await imageInfo(file);
-      process.stdout.write(o.json ? `${JSON.stringify(info, null, 2)}\n` : `${formatInfo(info)}\n`);
+      if (o.json) printJson(info);
+      else process.stdout.write(`${formatInfo(info)}\n`);
     });
 
   disk
@@ -137,7 +159,7 @@ export function registerDiskCommands(program: Command): void {
     .option("--json", "print JSON")
     .action(async (file: string, o: { repair?: boolean; json?: boolean }) => {
       const result = await checkImage(file, { repair: o.repair === true });
-      if (o.json) process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+      if (o.json) printJson(result);
       else {
         for (const line of result.repaired) process.stdout.write(`repaired: ${line}\n`);
         for (const line of result.problems) process.stdout.write(`problem: ${line}\n`);
@@ -151,10 +173,12 @@ export function registerDiskCommands(program: Command): void {
     .description("change the virtual size (shrinking only when the cut-off tail holds no data)")
     .argument("<file>")
     .requiredOption("--size <size>", "new virtual size, e.g. 40G")
-    .action(async (file: string, o: { size: string }) => {
+    .option("--json", "print JSON")
+    .action(async (file: string, o: { size: string; json?: boolean }) => {
       const size = parseSizeFlag(o.size, "--size");
       await resizeImage(file, size);
-      process.stdout.write(`${file}: virtual size now ${formatByteSize(size)}\n`);
+      if (o.json) printJson({ path: file, virtualSizeBytes: size });
+      else process.stdout.write(`${file}: virtual size now ${formatByteSize(size)}\n`);
     });
 
   disk
@@ -166,7 +190,8 @@ export function registerDiskCommands(program: Command): void {
       const bar = progress("compact");
       const result = await compactImage(file, { onProgress: bar.onProgress });
       bar.finish();
-      process.stdout.write(o.json ? `${JSON.stringify(result)}\n` : `${file}: ${formatByteSize(result.beforeBytes)} -> ${formatByteSize(result.afterBytes)}\n`);
+      if (o.json) printJson({ path: file, ...result });
+      else process.stdout.write(`${file}: ${formatByteSize(result.beforeBytes)} -> ${formatByteSize(result.afterBytes)}\n`);
     });
 
   disk
@@ -174,11 +199,13 @@ export function registerDiskCommands(program: Command): void {
     .description("merge a differencing disk into its parent (crash-safe), then delete it")
     .argument("<child>")
     .option("--keep-child", "keep the child file after merging")
-    .action(async (child: string, o: { keepChild?: boolean }) => {
+    .option("--json", "print JSON")
+    .action(async (child: string, o: { keepChild?: boolean; json?: boolean }) => {
       const bar = progress("merge");
       const parent = await mergeImage(child, { onProgress: bar.onProgress, keepChild: o.keepChild === true });
       bar.finish();
-      process.stdout.write(`merged ${child} into ${parent}${o.keepChild ? "" : `; ${child} deleted`}\n`);
+      if (o.json) printJson({ child, parent, childDeleted: o.keepChild !== true });
+      else process.stdout.write(`merged ${child} into ${parent}${o.keepChild ? "" : `; ${child} deleted`}\n`);
     });
 
   disk
@@ -190,8 +217,10 @@ export function registerDiskCommands(program: Command): void {
     .option("--type <type>", "fixed or dynamic (default: dynamic)")
     .option("--block-size <size>", "block size of the new image")
     .option("--logical-sector <bytes>", "VHDX logical sector size: 512 or 4096")
-    .action(async (src: string, dst: string, o: { format?: string; type?: string; blockSize?: string; logicalSector?: string }) => {
+    .option("--json", "print the new image's info as JSON")
+    .action(async (src: string, dst: string, o: { format?: string; type?: string; blockSize?: string; logicalSector?: string; json?: boolean }) => {
       const format = o.format !== undefined ? parseChoice(o.format, FORMATS, "--format") : formatFromName(dst);
+      checkFormatFlags(format, o);
       const bar = progress("convert");
       await convertImage(src, dst, {
         format,
@@ -201,6 +230,7 @@ export function registerDiskCommands(program: Command): void {
         onProgress: bar.onProgress,
       });
       bar.finish();
+      if (o.json) printJson(await imageInfo(dst));
     });
 
   disk
@@ -210,6 +240,7 @@ export function registerDiskCommands(program: Command): void {
     .option("--json", "print JSON")
     .action(async (file: string, o: { json?: boolean }) => {
       const ranges = await imageMap(file);
-      process.stdout.write(o.json ? `${JSON.stringify(ranges)}\n` : `${formatMap(ranges)}\n`);
+      if (o.json) printJson(ranges);
+      else process.stdout.write(`${formatMap(ranges)}\n`);
     });
 }
