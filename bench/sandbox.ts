@@ -4,8 +4,11 @@
  * 1. `/usr/bin/true` plain vs in the worker's jail (the jail's own start cost), with the
  *    runtime tree (the default) and with every file bound on its own;
  * 2. `prepareJail()` + `cleanup()` (directories, seccomp program, cgroups);
- * 3. QEMU from spawn to its QMP greeting (`-S`, no guest), plain vs jailed; then the same
- *    guest (the default image, q35, TCG) from spawn to its ready marker (`--no-guest` skips);
+ * 3. QEMU from spawn to its QMP greeting (the engine's command line for a microvm of the
+ *    default kernel, `-S`: no guest runs), plain vs jailed; then the issue's measure: the
+ *    same guest (the default image, TCG) started by the engine (`startVm`, what `palisade
+ *    run` and the service call) to its ready marker, with and without the worker's jail
+ *    (`--no-guest` skips);
  * 4. memory the jail adds per VM: the private memory of bwrap's monitor process, the only
  *    process the jail adds (QEMU runs as the jail's pid 1).
  * Runs are interleaved (plain, jailed, plain, …) so drift hits both sides alike.
@@ -13,12 +16,12 @@
 import { spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
+import { randomUUID } from "node:crypto";
+import { describeOutcome, parseVmSpec, planVm, probeHost, startVm, type HostFacts } from "../src/engine/index.js";
 import { ensureDefaultImage, READY_MARKER } from "../src/image/index.js";
-import { compilePolicy, resolvePolicy } from "../src/policy/index.js";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
-  QEMU_SECCOMP_ARGS,
   jailArgv,
   jailCommandArgv,
   jailPaths,
@@ -74,27 +77,41 @@ async function qemuToReady(argv: string[], socket: string): Promise<number> {
   return readyMs;
 }
 
-/** Boots a guest (argv) until its ready marker on the console, then kills it; returns ms to the marker. */
-async function guestToReady(argv: string[]): Promise<number> {
+/**
+ * Starts the default image through the engine and waits for its ready marker; returns ms
+ * from the call to the marker, then kills the VM.
+ */
+async function engineToReady(
+  image: { kernelPath: string; initrdPath: string },
+  host: HostFacts,
+  runRoot: string,
+  noSandbox: boolean,
+): Promise<number> {
+  const spec = parseVmSpec({
+    name: `bench-${randomUUID().slice(0, 8)}`,
+    uuid: randomUUID(),
+    kernel: image.kernelPath,
+    initrd: image.initrdPath,
+    append: "quiet",
+    memoryMiB: 256,
+    vcpus: 1,
+    readyMarker: READY_MARKER,
+    bootTimeoutMs: 120_000,
+  });
   const started = performance.now();
-  const child = spawn(argv[0] ?? "", argv.slice(1), { env: {}, stdio: ["ignore", "pipe", "ignore"] });
-  let output = "";
-  const readyMs = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => {
-      reject(new Error("guest not ready in 120 s"));
-    }, 120_000);
-    child.stdout.setEncoding("utf8");
-    child.stdout.on("data", (chunk: string) => {
-      output += chunk;
-      if (output.includes(READY_MARKER)) {
-        clearTimeout(timer);
-        resolve(performance.now() - started);
-      }
+  const worker = await startVm(spec, host, { runRoot, detached: false, noSandbox });
+  const ready = new Promise<void>((resolve) => {
+    worker.on("event", (event) => {
+      if (event.event === "ready") resolve();
     });
   });
-  const exited = new Promise((resolve) => child.once("exit", resolve));
-  child.kill("SIGKILL");
-  await exited;
+  await worker.holdConsole();
+  const outcome = worker.outcome.then((end) => {
+    throw new Error(`guest ended before its ready marker: ${describeOutcome(end)}`);
+  });
+  await Promise.race([ready, outcome]);
+  const readyMs = performance.now() - started;
+  await worker.kill();
   return readyMs;
 }
 
@@ -116,12 +133,14 @@ export async function main(args: string[]): Promise<void> {
   const root = mkdtempSync(join(tmpdir(), "palisade-bench-sandbox-"));
   const perFile = probeSandboxHost(QEMU);
   const host = await prepareRuntimeTree(perFile, QEMU, join(root, "runtime"), ["/usr/bin/true"]);
+  const image = await ensureDefaultImage();
   const spec: JailSpec = {
     vmId: "bench",
     uid: 64999,
     gid: 64999,
     runDir: join(root, "run"),
-    binds: [],
+    // QEMU loads the kernel even stopped (-S).
+    binds: [{ hostPath: image.kernelPath, readonly: true }],
     devices: [],
     shareHostNetwork: false,
     limits: { memoryBytes: 512n * 1024n * 1024n, pids: 64, cpuPercent: 200, openFiles: 1024 },
@@ -159,22 +178,10 @@ export async function main(args: string[]): Promise<void> {
 
     const prepared = await prepareJail(spec, host);
     const socket = join(spec.runDir, "qmp.sock");
-    const qemuArgs = [
-      "-M",
-      "microvm",
-      "-accel",
-      "tcg",
-      "-m",
-      "64",
-      "-nodefaults",
-      "-no-user-config",
-      "-display",
-      "none",
-      "-S",
-      "-qmp",
-      `unix:${socket},server=on,wait=off`,
-      ...QEMU_SECCOMP_ARGS,
-    ];
+    const engineHost = probeHost();
+    // The engine's command line for a small TCG microvm of the default kernel, stopped before its first instruction.
+    const qemuSpec = parseVmSpec({ name: "bench", uuid: randomUUID(), kernel: image.kernelPath, memoryMiB: 64, vcpus: 1, accel: "tcg", machine: "microvm" });
+    const qemuArgs = [...planVm(qemuSpec, engineHost, join(root, "vms"), [], spec.runDir).argv, "-S"];
     const plainQemu: number[] = [];
     const jailedQemu: number[] = [];
     for (let run = 0; run < runs; run++) {
@@ -188,55 +195,16 @@ export async function main(args: string[]): Promise<void> {
     );
 
     if (!args.includes("--no-guest")) {
-      // The issue's measure: the same guest from spawn to its ready marker, plain vs jailed.
-      const image = await ensureDefaultImage();
-      const guestSpec: JailSpec = {
-        ...spec,
-        vmId: "bench-guest",
-        runDir: join(root, "run-guest"),
-        // Killing bwrap after the marker must take the guest with it.
-        dieWithParent: true,
-        limits: { ...spec.limits, memoryBytes: 768n * 1024n * 1024n },
-        binds: [
-          { hostPath: image.kernelPath, readonly: true },
-          { hostPath: image.initrdPath, readonly: true },
-        ],
-      };
-      const guestJail = await prepareJail(guestSpec, host);
-      const cpu = compilePolicy(resolvePolicy("default"), { accel: "tcg", hostCpuVendor: "other" }).cpuArg;
-      const guestArgs = [
-        "-M",
-        "q35",
-        "-accel",
-        "tcg",
-        "-cpu",
-        cpu,
-        "-m",
-        "256",
-        "-nodefaults",
-        "-no-user-config",
-        "-display",
-        "none",
-        "-serial",
-        "stdio",
-        "-kernel",
-        image.kernelPath,
-        "-initrd",
-        image.initrdPath,
-        "-append",
-        "console=ttyS0 quiet panic=-1 palisade.net=none",
-        "-no-reboot",
-        ...QEMU_SECCOMP_ARGS,
-      ];
+      // The issue's measure: the same guest, started by the engine, to its ready marker, with and without the jail.
+      const runRoot = join(root, "vms");
       const plainGuest: number[] = [];
       const jailedGuest: number[] = [];
       for (let run = 0; run < runs; run++) {
-        plainGuest.push(await guestToReady([QEMU, ...guestArgs]));
-        jailedGuest.push(await guestToReady(jailArgv(guestSpec, guestArgs, host)));
+        plainGuest.push(await engineToReady(image, engineHost, runRoot, true));
+        jailedGuest.push(await engineToReady(image, engineHost, runRoot, false));
       }
-      await guestJail.cleanup();
       console.log(
-        `guest spawn → ready    plain ${median(plainGuest).toFixed(0)} ms   jailed ${median(jailedGuest).toFixed(0)} ms   difference ${(median(jailedGuest) - median(plainGuest)).toFixed(0)} ms (q35 TCG boot; its spread: plain ${Math.min(...plainGuest).toFixed(0)}–${Math.max(...plainGuest).toFixed(0)} ms)`,
+        `startVm → ready        plain ${median(plainGuest).toFixed(0)} ms   jailed ${median(jailedGuest).toFixed(0)} ms   difference ${(median(jailedGuest) - median(plainGuest)).toFixed(0)} ms (microvm TCG boot; its spread: plain ${Math.min(...plainGuest).toFixed(0)}–${Math.max(...plainGuest).toFixed(0)} ms)`,
       );
     }
 

@@ -4,7 +4,8 @@
  * rlimits as a QEMU worker gets from `jailArgv()` (both go through `jailCommandArgv()`).
  */
 import { execFileSync, spawn, spawnSync } from "node:child_process";
-import { randomBytes } from "node:crypto";
+import { randomBytes, randomUUID } from "node:crypto";
+import { after, before } from "node:test";
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -23,6 +24,8 @@ import {
   type SandboxHostFacts,
   type WorkerStatus,
 } from "../../src/sandbox/index.js";
+import { parseVmSpec, planVm, probeHost, type HostFacts } from "../../src/engine/index.js";
+import { ensureDefaultImage } from "../../src/image/index.js";
 
 export const BUSYBOX = "/usr/bin/busybox";
 export const QEMU = "/usr/bin/qemu-system-x86_64";
@@ -43,12 +46,16 @@ export class JailWorld {
   readonly probe: string;
   /** Stands for /var/lib/palisade: the service's data, which no jail may read. */
   readonly serviceDataDir: string;
+  /** The default image's kernel, bound into jails made `withKernel` (QEMU loads it even under -S). */
+  readonly kernelPath: string;
   readonly #jails: TestJail[] = [];
+  #engineHost: HostFacts | null = null;
 
-  private constructor(root: string, host: SandboxHostFacts, probe: string) {
+  private constructor(root: string, host: SandboxHostFacts, probe: string, kernelPath: string) {
     this.root = root;
     this.host = host;
     this.probe = probe;
+    this.kernelPath = kernelPath;
     this.serviceDataDir = join(root, "data");
     mkdirSync(this.serviceDataDir, { mode: 0o700 });
     writeFileSync(join(this.serviceDataDir, "palisade.sqlite"), "service secret\n", { mode: 0o600 });
@@ -71,7 +78,19 @@ export class JailWorld {
     );
     execFileSync("gcc", ["-static", "-O1", "-o", probe, source], { timeout: 120_000 });
     const host = await prepareRuntimeTree(probeSandboxHost(QEMU), QEMU, join(root, "runtime"), [BUSYBOX]);
-    return new JailWorld(root, host, probe);
+    return new JailWorld(root, host, probe, (await ensureDefaultImage()).kernelPath);
+  }
+
+  /**
+   * The engine's QEMU command line (`planVm`, as `palisade run` has it) for a small TCG
+   * microvm of the default kernel whose run directory is `jail`'s, plus `extra` (e.g. `-S`,
+   * stopped before its first instruction). QMP is at `<runDir>/qmp.sock`.
+   */
+  engineQemuArgs(jail: TestJail, extra: readonly string[] = ["-S"]): string[] {
+    if (!jail.spec.binds.some((bind) => bind.hostPath === this.kernelPath)) throw new Error(`jail ${jail.spec.vmId} was not made withKernel`);
+    this.#engineHost ??= probeHost();
+    const spec = parseVmSpec({ name: jail.spec.vmId, uuid: randomUUID(), kernel: this.kernelPath, memoryMiB: 64, vcpus: 1, accel: "tcg", machine: "microvm" });
+    return [...planVm(spec, this.#engineHost, join(this.root, "vms"), [], jail.spec.runDir).argv, ...extra];
   }
 
   /** A prepared jail for VM `vmId` with a read-only and a writable disk holding `secret`. */
@@ -81,6 +100,8 @@ export class JailWorld {
       limits?: Partial<JailSpec["limits"]>;
       shareHostNetwork?: boolean;
       extraBinds?: JailSpec["binds"];
+      /** Bind the default kernel read-only (for `engineQemuArgs`). */
+      withKernel?: boolean;
     } = {},
   ): Promise<TestJail> {
     const uid = await allocateUid(vmId, join(this.root, "state"));
@@ -100,6 +121,7 @@ export class JailWorld {
         { hostPath: readonlyDisk, readonly: true },
         { hostPath: writableDisk, readonly: false },
         { hostPath: this.probe, readonly: true },
+        ...(options.withKernel === true ? [{ hostPath: this.kernelPath, readonly: true }] : []),
         ...(options.extraBinds ?? []),
       ],
       devices: [],
@@ -123,6 +145,24 @@ export class JailWorld {
     for (const jail of this.#jails) await jail.dispose();
     rmSync(this.root, { recursive: true, force: true });
   }
+}
+
+/**
+ * Registers this file's `before`/`after` hooks for one JailWorld (none when the tests are
+ * skipped) and returns its getter.
+ */
+export function useJailWorld(): () => JailWorld {
+  let world: JailWorld | null = null;
+  before(async () => {
+    if (skipReason() === null) world = await JailWorld.create();
+  });
+  after(async () => {
+    await world?.dispose();
+  });
+  return () => {
+    if (world === null) throw new Error("the JailWorld is made in before(): use it inside a test");
+    return world;
+  };
 }
 
 /** The result of a command run in a jail. */

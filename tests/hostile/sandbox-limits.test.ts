@@ -3,26 +3,18 @@
  * pids limit nor use more memory than its limit (the cgroup kills it), and its /tmp is a
  * small tmpfs charged to it. Also: its cgroups are removed when the jail is cleaned up.
  */
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { basename } from "node:path";
 import { cgroupDirs } from "../../src/sandbox/index.js";
-import { JailWorld, skipReason } from "./sandbox-harness.js";
+import { skipReason, useJailWorld } from "./sandbox-harness.js";
 
 const skip = skipReason() ?? false;
-let world: JailWorld;
-
-before(async () => {
-  if (skip === false) world = await JailWorld.create();
-});
-
-after(async () => {
-  if (skip === false) await world.dispose();
-});
+const world = useJailWorld();
 
 test("sandbox: a fork bomb stops at the worker's pids limit", { skip }, async () => {
-  const jail = await world.jail("forks", { limits: { pids: 24 } });
+  const jail = await world().jail("forks", { limits: { pids: 24 } });
 
   // A subshell starts 100 sleepers and dies at the first failed fork; the jail's pid 1 then
   // counts the tasks with builtins only (a fork would fail at the limit).
@@ -40,7 +32,7 @@ test(
   { skip },
   async () => {
     // 96 MiB limit; busybox dd allocates its block size (256 MiB) and fills it from /dev/zero.
-    const jail = await world.jail("memory", { limits: { memoryBytes: 96n * 1024n * 1024n } });
+    const jail = await world().jail("memory", { limits: { memoryBytes: 96n * 1024n * 1024n } });
 
     const run = jail.sh("dd if=/dev/zero of=/dev/null bs=256M count=1 2>/dev/null; echo dd-exit=$?");
 
@@ -49,7 +41,7 @@ test(
 );
 
 test("sandbox: memory within the limit is fine", { skip }, async () => {
-  const jail = await world.jail("memory-ok", { limits: { memoryBytes: 96n * 1024n * 1024n } });
+  const jail = await world().jail("memory-ok", { limits: { memoryBytes: 96n * 1024n * 1024n } });
 
   const run = jail.sh("dd if=/dev/zero of=/dev/null bs=16M count=2 2>/dev/null; echo dd-exit=$?");
 
@@ -57,19 +49,19 @@ test("sandbox: memory within the limit is fine", { skip }, async () => {
 });
 
 test("sandbox: the jail's /tmp is a 16 MiB tmpfs, not the host's /tmp", { skip }, async () => {
-  const jail = await world.jail("tmp");
+  const jail = await world().jail("tmp");
 
   const run = jail.sh("dd if=/dev/zero of=/tmp/fill bs=1M count=32 2>&1; ls /tmp");
 
   assert.match(run.stdout, /No space left on device/);
   // Only the file it wrote and the directories holding its own binds: none of the host's /tmp.
-  assert.deepEqual(run.stdout.trim().split("\n").slice(-2), ["fill", basename(world.root)]);
+  assert.deepEqual(run.stdout.trim().split("\n").slice(-2), ["fill", basename(world().root)]);
 });
 
 test("sandbox: cleanup kills what is left of a worker and removes its cgroups", { skip }, async () => {
-  const jail = await world.jail("cleanup");
+  const jail = await world().jail("cleanup");
   const { pid } = await jail.start("sleep 300 & sleep 300 & wait");
-  const dirs = cgroupDirs(jail.spec, world.host);
+  const dirs = cgroupDirs(jail.spec, world().host);
   assert.ok(dirs.length > 0 && dirs.every((dir) => existsSync(dir)));
 
   await jail.dispose();

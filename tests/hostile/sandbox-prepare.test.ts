@@ -4,30 +4,22 @@
  * prepared twice); what a previous worker left in the run directory (a link planted for
  * root to follow) is removed; device nodes are the worker's own.
  */
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { existsSync, lchownSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { jailCommandArgv, jailPaths, prepareJail } from "../../src/sandbox/index.js";
-import { JailWorld, skipReason } from "./sandbox-harness.js";
+import { skipReason, useJailWorld } from "./sandbox-harness.js";
 
 const skip = skipReason() ?? false;
-let world: JailWorld;
-
-before(async () => {
-  if (skip === false) world = await JailWorld.create();
-});
-
-after(async () => {
-  if (skip === false) await world.dispose();
-});
+const world = useJailWorld();
 
 test(
   "prepareJail: private disks belong to the worker while it runs, and to their owner again after cleanup",
   { skip },
   async () => {
-    const jail = await world.jail("owners");
+    const jail = await world().jail("owners");
     const during = [statSync(jail.readonlyDisk).uid, statSync(jail.writableDisk).uid];
 
     await jail.dispose();
@@ -38,8 +30,8 @@ test(
 );
 
 test("prepareJail: preparing twice still restores the original owner", { skip }, async () => {
-  const jail = await world.jail("twice");
-  const again = await prepareJail(jail.spec, world.host);
+  const jail = await world().jail("twice");
+  const again = await prepareJail(jail.spec, world().host);
 
   await again.cleanup();
 
@@ -50,15 +42,15 @@ test(
   "prepareJail: a link a previous worker planted in its run directory is removed, not followed",
   { skip },
   async () => {
-    const jail = await world.jail("planted");
-    const victim = join(world.root, "victim");
+    const jail = await world().jail("planted");
+    const victim = join(world().root, "victim");
     writeFileSync(victim, "root's file\n", { mode: 0o600 });
     const planted = join(jail.spec.runDir, "qmp.sock");
     symlinkSync(victim, planted);
     // As the worker would have made it: owned by its uid.
     lchownSync(planted, jail.spec.uid, jail.spec.gid);
 
-    await prepareJail(jail.spec, world.host);
+    await prepareJail(jail.spec, world().host);
 
     assert.equal(existsSync(planted), false);
     assert.equal(statSync(victim).uid, 0);
@@ -69,9 +61,9 @@ test(
   "prepareJail: /dev/kvm in the jail is a per-VM node owned by the worker, the host's stays root's",
   { skip },
   async () => {
-    const jail = await world.jail("kvm-node");
+    const jail = await world().jail("kvm-node");
     const spec = { ...jail.spec, devices: ["kvm" as const] };
-    const prepared = await prepareJail(spec, world.host);
+    const prepared = await prepareJail(spec, world().host);
 
     const node = statSync(jailPaths(spec.runDir).deviceNodes.kvm);
     const argv = jailCommandArgv(
@@ -82,7 +74,7 @@ test(
         "-c",
         "ls -ln /dev/kvm; dd if=/dev/kvm bs=1 count=0 2>/dev/null && echo opened",
       ],
-      world.host,
+      world().host,
     );
     const run = spawnSync(argv[0] ?? "", argv.slice(1), { env: {}, encoding: "utf8", timeout: 20_000 });
     await prepared.cleanup();
@@ -101,13 +93,13 @@ test(
 );
 
 test("prepareJail: a disk kept in the run directory survives re-preparing, even still owned by the old worker", { skip }, async () => {
-  const jail = await world.jail("disk-in-run");
+  const jail = await world().jail("disk-in-run");
   const disk = join(jail.spec.runDir, "disk.raw");
   writeFileSync(disk, "guest data\n");
   // A crash left it owned by the worker, with no owner record.
   lchownSync(disk, jail.spec.uid, jail.spec.gid);
 
-  const prepared = await prepareJail({ ...jail.spec, binds: [...jail.spec.binds, { hostPath: disk, readonly: false }] }, world.host);
+  const prepared = await prepareJail({ ...jail.spec, binds: [...jail.spec.binds, { hostPath: disk, readonly: false }] }, world().host);
   await prepared.cleanup();
 
   assert.equal(existsSync(disk), true);

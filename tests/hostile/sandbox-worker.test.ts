@@ -1,27 +1,20 @@
 /**
- * QEMU itself in the jail (no guest needed: `-S` stops it before the first instruction):
+ * QEMU itself in the jail, with the engine's command line (`planVm`; no guest needed: `-S`
+ * stops it before the first instruction):
  * it starts with only what the jail holds, answers QMP on a socket in its run directory
  * from the host, runs as its own uid under two seccomp filters (Palisade's and its own
  * `-sandbox`), and as a detached worker reports its exit status through the status file.
  */
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { connect } from "node:net";
 import { join } from "node:path";
-import { jailArgv, describeSandbox, QEMU_SECCOMP_ARGS } from "../../src/sandbox/index.js";
-import { JailWorld, skipReason, type TestJail } from "./sandbox-harness.js";
+import { jailArgv, describeSandbox } from "../../src/sandbox/index.js";
+import { skipReason, useJailWorld, type TestJail } from "./sandbox-harness.js";
 
 const skip = skipReason() ?? false;
-let world: JailWorld;
-
-before(async () => {
-  if (skip === false) world = await JailWorld.create();
-});
-
-after(async () => {
-  if (skip === false) await world.dispose();
-});
+const world = useJailWorld();
 
 /** Sends QMP commands on a fresh connection and returns every reply line (at most `timeoutMs`). */
 async function qmp(socketPath: string, commands: string[], timeoutMs = 10_000): Promise<string[]> {
@@ -59,30 +52,10 @@ async function qmp(socketPath: string, commands: string[], timeoutMs = 10_000): 
   return buffer.split("\n").filter((line) => line.startsWith("{"));
 }
 
-async function startQemu(jail: TestJail, host = world.host): Promise<number> {
+/** Starts the engine's QEMU command line for a VM stopped before its first instruction (-S), in `jail`. */
+async function startQemu(jail: TestJail, host = world().host): Promise<number> {
   const qmpSocket = join(jail.spec.runDir, "qmp.sock");
-  const argv = jailArgv(
-    jail.spec,
-    [
-      "-M",
-      "microvm",
-      "-accel",
-      "tcg",
-      "-cpu",
-      "max,-vmx,-svm",
-      "-m",
-      "32",
-      "-nodefaults",
-      "-no-user-config",
-      "-display",
-      "none",
-      "-S",
-      "-qmp",
-      `unix:${qmpSocket},server=on,wait=off`,
-      ...QEMU_SECCOMP_ARGS,
-    ],
-    host,
-  );
+  const argv = jailArgv(jail.spec, world().engineQemuArgs(jail), host);
   const child = spawn(argv[0] ?? "", argv.slice(1), { env: {}, stdio: "ignore", detached: true });
   child.unref();
   const status = await jail.waitStatus((s) => s.childPid !== undefined, 10_000);
@@ -104,7 +77,7 @@ test(
   "sandbox: QEMU starts in the jail, answers QMP from the host, and its exit reaches the status file",
   { skip },
   async () => {
-    const jail = await world.jail("qemu", { limits: { memoryBytes: 256n * 1024n * 1024n, pids: 64 } });
+    const jail = await world().jail("qemu", { withKernel: true, limits: { memoryBytes: 256n * 1024n * 1024n, pids: 64 } });
     const pid = await startQemu(jail);
 
     const replies = await qmp(join(jail.spec.runDir, "qmp.sock"), [
@@ -127,8 +100,8 @@ test(
   "sandbox: without a runtime tree (files bound one by one) QEMU starts in the jail too",
   { skip },
   async () => {
-    const jail = await world.jail("qemu-files", { limits: { memoryBytes: 256n * 1024n * 1024n, pids: 64 } });
-    await startQemu(jail, { ...world.host, runtimeTree: null });
+    const jail = await world().jail("qemu-files", { withKernel: true, limits: { memoryBytes: 256n * 1024n * 1024n, pids: 64 } });
+    await startQemu(jail, { ...world().host, runtimeTree: null });
 
     const replies = await qmp(join(jail.spec.runDir, "qmp.sock"), [
       '{"execute":"qmp_capabilities"}',
@@ -147,7 +120,8 @@ test(
   "sandbox: QEMU in the jail runs as the VM's uid with no capabilities under two seccomp filters",
   { skip },
   async () => {
-    const jail = await world.jail("qemu-describe", {
+    const jail = await world().jail("qemu-describe", {
+      withKernel: true,
       limits: { memoryBytes: 256n * 1024n * 1024n, pids: 64 },
     });
     const pid = await startQemu(jail);
@@ -165,7 +139,7 @@ test(
 );
 
 test("sandbox: a killed detached worker's exit is reported as 128 + signal", { skip }, async () => {
-  const jail = await world.jail("killed");
+  const jail = await world().jail("killed");
   const { pid } = await jail.start("while :; do sleep 1; done");
 
   process.kill(pid, "SIGKILL");
@@ -178,7 +152,7 @@ test(
   "sandbox: the worker cannot forge its own exit status (the status file is root's, in a root-owned directory)",
   { skip },
   async () => {
-    const jail = await world.jail("forger");
+    const jail = await world().jail("forger");
 
     const run = jail.sh(
       `echo '{"exit-code": 0}' > ${jail.spec.runDir}/.jail/worker-status.json; rm -f ${jail.spec.runDir}/.jail/worker-status.json; mv ${jail.spec.runDir}/.jail ${jail.spec.runDir}/x; echo done`,
