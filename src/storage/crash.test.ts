@@ -11,6 +11,8 @@ import { VhdxImage } from "./vhdx/image.js";
 import { MiB } from "./vhdx/format.js";
 
 interface Step {
+  /** Default `write`: `length` bytes of `value`. `discard` reads back as zeros; `resize` sets the size to `offset + length`. */
+  readonly kind?: "write" | "discard" | "resize";
   readonly offset: number;
   readonly length: number;
   readonly value: number;
@@ -26,11 +28,24 @@ const STEPS: readonly Step[] = [
   { offset: 5 * MiB, length: MiB, value: 5 },
 ];
 
+// Then metadata changes other than allocation: a whole block discarded (VHDX: zero state
+// through the log; VHD: BAT entry cleared), part of a block discarded (zeros written),
+// the disk grown (VHD: its BAT moved to the end of the file), a write in the new part.
+const METADATA_STEPS: readonly Step[] = [
+  ...STEPS,
+  { kind: "discard", offset: 5 * MiB, length: MiB, value: 0 },
+  { kind: "discard", offset: 0, length: 1024, value: 0 },
+  { kind: "resize", offset: 0, length: 12 * MiB, value: 0 },
+  { offset: 10 * MiB, length: 4096, value: 6 },
+];
+
 type Opener = (file: StorageFile, readonly: boolean) => Promise<BlockImage>;
 
-async function runWorkload(image: BlockImage, flushed: Step[]): Promise<void> {
-  for (const step of STEPS) {
-    await image.write(step.offset, new Uint8Array(step.length).fill(step.value));
+async function runWorkload(image: BlockImage, steps: readonly Step[], flushed: Step[]): Promise<void> {
+  for (const step of steps) {
+    if (step.kind === "discard") await image.discard(step.offset, step.length);
+    else if (step.kind === "resize") await (image as BlockImage & { resize(size: number): Promise<void> }).resize(step.offset + step.length);
+    else await image.write(step.offset, new Uint8Array(step.length).fill(step.value));
     await image.flush();
     flushed.push(step);
   }
@@ -39,11 +54,11 @@ async function runWorkload(image: BlockImage, flushed: Step[]): Promise<void> {
 
 function expected(steps: readonly Step[], size: number): Uint8Array {
   const model = new Uint8Array(size);
-  for (const s of steps) model.fill(s.value, s.offset, s.offset + s.length);
+  for (const s of steps) if (s.kind !== "resize") model.fill(s.value, s.offset, s.offset + s.length);
   return model;
 }
 
-async function crashAtEveryWrite(base: Uint8Array, open: Opener, size: number): Promise<number> {
+async function crashAtEveryWrite(base: Uint8Array, open: Opener, size: number, steps: readonly Step[] = STEPS): Promise<number> {
   let cut = 0;
   for (;;) {
     for (const torn of [false, true]) {
@@ -51,7 +66,7 @@ async function crashAtEveryWrite(base: Uint8Array, open: Opener, size: number): 
       const flushed: Step[] = [];
       const image = await open(file, false);
       try {
-        await runWorkload(image, flushed);
+        await runWorkload(image, steps, flushed);
       } catch (error: unknown) {
         if (!(error instanceof PowerCut)) throw error;
       }
@@ -60,11 +75,14 @@ async function crashAtEveryWrite(base: Uint8Array, open: Opener, size: number): 
         const after = new MemoryFile(file.crashImage(keepUnflushed), { writable: false });
         const label = `cut after write ${cut}${torn ? " (torn)" : ""}, ${keepUnflushed ? "unflushed writes kept" : "unflushed writes lost"}`;
         const reopened = await open(after, true).catch((error: unknown) => assert.fail(`${label}: image does not open: ${String(error)}`));
-        const data = await reopened.read(0, size);
-        const model = expected(flushed, size);
+        const grownTo = Math.max(size, ...flushed.map((s) => (s.kind === "resize" ? s.offset + s.length : 0)));
+        assert.ok(reopened.sizeBytes >= grownTo, `${label}: size ${reopened.sizeBytes}, a flushed resize made it ${grownTo}`);
+        const data = await reopened.read(0, reopened.sizeBytes);
+        const model = expected(flushed, reopened.sizeBytes);
         for (const step of flushed) {
+          if (step.kind === "resize") continue;
           // A later step may have overwritten part of it without a flush: accept the newer value there.
-          const later = STEPS.slice(STEPS.indexOf(step) + 1);
+          const later = steps.slice(steps.indexOf(step) + 1);
           for (let i = step.offset; i < step.offset + step.length; i++) {
             if (data[i] !== model[i] && !later.some((s) => i >= s.offset && i < s.offset + s.length && data[i] === s.value)) {
               assert.fail(`${label}: byte 0x${i.toString(16)} is ${data[i]}, flushed value ${model[i]}`);
@@ -78,7 +96,7 @@ async function crashAtEveryWrite(base: Uint8Array, open: Opener, size: number): 
         await (await open(repairFile, false)).close();
         const clean = await open(new MemoryFile(repairFile.bytes(), { writable: false }), true);
         if (clean instanceof VhdxImage) assert.equal(clean.replayedLog, false, `${label}: log not empty after repair`);
-        assert.deepEqual(await clean.read(0, size), data, `${label}: repair changed the data`);
+        assert.deepEqual(await clean.read(0, clean.sizeBytes), data, `${label}: repair changed the data`);
         await clean.close();
       }
     }
@@ -119,6 +137,26 @@ test("crash: a dynamic VHD cut at every write opens with every flushed write", a
   const points = await crashAtEveryWrite(seed.bytes(), (file, readonly) => VhdImage.open(file, { readonly }), size);
 
   assert.ok(points > 10, `only ${points} cut points`);
+});
+
+test("crash: a dynamic VHDX cut at every write of discards and a resize opens with every flushed change", async () => {
+  const size = 8 * MiB;
+  const seed = new MemoryFile();
+  await (await VhdxImage.create(seed, { sizeBytes: size, type: "dynamic", blockSizeBytes: MiB })).close();
+
+  const points = await crashAtEveryWrite(seed.bytes(), (file, readonly) => VhdxImage.open(file, { readonly }), size, METADATA_STEPS);
+
+  assert.ok(points > 30, `only ${points} cut points`);
+});
+
+test("crash: a dynamic VHD cut at every write of discards and a resize (BAT moved) opens with every flushed change", async () => {
+  const size = 8 * MiB;
+  const seed = new MemoryFile();
+  await (await VhdImage.create(seed, { sizeBytes: size, type: "dynamic", blockSizeBytes: MiB })).close();
+
+  const points = await crashAtEveryWrite(seed.bytes(), (file, readonly) => VhdImage.open(file, { readonly }), size, METADATA_STEPS);
+
+  assert.ok(points > 15, `only ${points} cut points`);
 });
 
 test("crash: a merge cut at every write leaves the child reading the same disk over its parent", async () => {

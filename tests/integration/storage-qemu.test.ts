@@ -138,6 +138,14 @@ for (const [format, qemuFormat] of [
     await image.close();
 
     assert.ok((await readWhole(child)).equals(expected), "the chain reads wrong");
+    // QEMU can neither make a differencing VHD/VHDX nor follow one's parent (it reads a
+    // differencing VHD as if it had none): the chain reaches it flattened, or merged.
+    const flat = join(dir, `chain-flat.${format}`);
+    const convert = palisade(["disk", "convert", child, flat]);
+    assert.equal(convert.status, 0, convert.stderr);
+    const chainRaw = join(dir, `chain-expected-${format}.raw`);
+    writeFileSync(chainRaw, expected);
+    assert.match(qemu("qemu-img", ["compare", "-f", "raw", "-F", qemuFormat, chainRaw, flat]), /Images are identical/);
     const info = JSON.parse(palisade(["disk", "info", "--json", child]).stdout) as { type: string; parentChain: string[] };
     assert.equal(info.type, "differencing");
     assert.deepEqual(info.parentChain, [base]);
@@ -244,8 +252,9 @@ test("cli: convert raw→vhdx→vhd→raw keeps the data and the holes; map and 
     [vhdx, vhd],
     [vhd, back],
   ] as const) {
-    const r = palisade(["disk", "convert", src, dst, "--block-size", "1M"]);
+    const r = palisade(["disk", "convert", src, dst, ...(dst.endsWith(".raw") ? [] : ["--block-size", "1M"])]);
     assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stderr, "", "a progress bar (or anything) on stderr when it is not a terminal");
   }
 
   assert.ok(readFileSync(back).equals(expected));
@@ -289,4 +298,49 @@ test("cli: a VHDX with both headers damaged fails with one line naming file, str
   assert.equal(r.status, 1);
   assert.equal(r.stderr.trim().split("\n").length, 1);
   assert.match(r.stderr, /broken\.vhdx: header 1 at 0x10004: Checksum: .* \[vhdx\.bad-header\]/);
+});
+
+test("cli: resize grows a dynamic VHD past its BAT (the BAT moves to the end) into one qemu-img reads, and shrinks it back", async () => {
+  const path = join(dir, "grow.vhd");
+  assert.equal(palisade(["disk", "create", path, "--size", "16M"]).status, 0);
+  qemu("qemu-io", ["-f", "vpc", "-c", "write -P 0x77 15M 4k", path]);
+
+  const grow = palisade(["disk", "resize", path, "--size", "64M"]);
+
+  assert.equal(grow.status, 0, grow.stderr);
+  const expected = new Uint8Array(64 * MiB);
+  expected.fill(0x77, 15 * MiB, 15 * MiB + 4096);
+  const image = await openImage(path, { readonly: false });
+  await image.write(60 * MiB, new Uint8Array(8192).fill(0x66));
+  await image.close();
+  expected.fill(0x66, 60 * MiB, 60 * MiB + 8192);
+  const raw = join(dir, "grow-expected.raw");
+  writeFileSync(raw, expected);
+  assert.match(qemu("qemu-img", ["info", "-f", "vpc", path]), /\(67108864 bytes\)/);
+  assert.match(qemu("qemu-img", ["compare", "-f", "raw", "-F", "vpc", raw, path]), /Images are identical/);
+  assert.ok((await readWhole(path)).equals(expected));
+  assert.match(palisade(["disk", "resize", path, "--size", "32M"]).stderr, /cannot shrink to 33554432 bytes: data at 0x3c00000.*\[disk\.bad-size\]/);
+});
+
+test("cli: a raw image shrinks only when the cut-off tail holds no data", () => {
+  const path = join(dir, "shrink.raw");
+  const bytes = new Uint8Array(8 * MiB);
+  bytes.fill(1, 6 * MiB, 6 * MiB + 512);
+  writeFileSync(path, bytes);
+
+  const refused = palisade(["disk", "resize", path, "--size", "4M"]);
+  const allowed = palisade(["disk", "resize", path, "--size", "7M", "--json"]);
+
+  assert.equal(refused.status, 1);
+  assert.match(refused.stderr, /shrink\.raw: cannot shrink to 4194304 bytes: data at 0x600000 past the new end \[disk\.bad-size\]/);
+  assert.equal(allowed.status, 0, allowed.stderr);
+  assert.deepEqual(JSON.parse(allowed.stdout), { path, virtualSizeBytes: 7 * MiB });
+  assert.equal(readFileSync(path).length, 7 * MiB);
+});
+
+test("cli: a flag the format has no field for is a configuration error (exit 2) naming the flag", () => {
+  const r = palisade(["disk", "create", join(dir, "flag.vhd"), "--size", "8M", "--logical-sector", "4096"]);
+
+  assert.equal(r.status, 2);
+  assert.match(r.stderr, /--logical-sector: not a setting of vhd images .*\[disk\.bad-flag\]/);
 });

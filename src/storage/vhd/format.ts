@@ -246,12 +246,21 @@ export function bitmapBytes(blockSizeBytes: number): number {
   return Math.ceil(blockSizeBytes / 512 / 8 / 512) * 512;
 }
 
+/** A structure of the file blocks must stay clear of: `[start, end)` and its name. */
+export interface ReservedRange {
+  readonly start: number;
+  readonly end: number;
+  readonly name: string;
+}
+
 /**
  * Decodes the BAT (sector offsets, 0xFFFFFFFF unused) and checks each used block lies in
- * the file, clear of the structures before the first block and of every other block.
+ * the file (after the footer copy, before `fileSizeBytes`), clear of every `reserved`
+ * structure (dynamic header, BAT, parent locators: a grown disk's BAT may follow the
+ * blocks) and of every other block.
  * @throws {DiskFormatError} `vhd.bad-bat`.
  */
-export function parseBat(bytes: Uint8Array, tableOffset: number, o: { blocks: number; blockSizeBytes: number; fileSizeBytes: number; reservedEnd: number }): Float64Array {
+export function parseBat(bytes: Uint8Array, tableOffset: number, o: { blocks: number; blockSizeBytes: number; fileSizeBytes: number; reserved: readonly ReservedRange[] }): Float64Array {
   const v = view(bytes);
   const out = new Float64Array(o.blocks).fill(-1);
   const span = bitmapBytes(o.blockSizeBytes) + o.blockSizeBytes;
@@ -260,9 +269,11 @@ export function parseBat(bytes: Uint8Array, tableOffset: number, o: { blocks: nu
     const sector = v.getUint32(i * 4);
     if (sector === BAT_ENTRY_UNUSED) continue;
     const start = sector * 512;
-    if (start < o.reservedEnd || start + span > o.fileSizeBytes) {
-      fail("bad-bat", "BAT", `entry ${i}`, tableOffset + i * 4, `block at ${hex(start)}+${hex(span)} is outside the data area (${hex(o.reservedEnd)}..${hex(o.fileSizeBytes)})`);
+    if (start < FOOTER_SIZE || start + span > o.fileSizeBytes) {
+      fail("bad-bat", "BAT", `entry ${i}`, tableOffset + i * 4, `block at ${hex(start)}+${hex(span)} is outside the data area (${hex(FOOTER_SIZE)}..${hex(o.fileSizeBytes)})`);
     }
+    const clash = o.reserved.find((r) => start < r.end && r.start < start + span);
+    if (clash !== undefined) fail("bad-bat", "BAT", `entry ${i}`, tableOffset + i * 4, `block at ${hex(start)}+${hex(span)} overlaps the ${clash.name} (${hex(clash.start)}..${hex(clash.end)})`);
     out[i] = start;
     used.push({ start, index: i });
   }

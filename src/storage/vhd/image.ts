@@ -34,6 +34,8 @@ import {
   serializeDynamicHeader,
   serializeFooter,
   VHD_EPOCH_SECONDS,
+  vhdChecksum,
+  type ReservedRange,
   type VhdDynamicHeader,
   type VhdFooter,
 } from "./format.js";
@@ -70,7 +72,7 @@ export class VhdImage implements BlockImage {
   readonly usedFooterCopy: boolean;
   readonly #file: StorageFile;
   #footer: VhdFooter;
-  readonly #dynamic: VhdDynamicHeader | undefined;
+  #dynamic: VhdDynamicHeader | undefined;
   #bat: Float64Array;
   readonly #bitmaps = new Map<number, Uint8Array>();
   readonly #mutex = new Mutex();
@@ -154,10 +156,13 @@ export class VhdImage implements BlockImage {
       throw new DiskFormatError("vhd.bad-dynamic-header", { structure: "dynamic disk header", field: "MaxTableEntries", offset: headerAt + 28, message: `${dynamic.maxTableEntries} entries cannot cover ${blocks} blocks` });
     }
     const batBytes = Math.ceil((dynamic.maxTableEntries * 4) / 512) * 512;
-    let reservedEnd = Math.max(headerAt + DYNAMIC_HEADER_SIZE, dynamic.tableOffset + dynamic.maxTableEntries * 4);
-    for (const l of dynamic.parentLocators) reservedEnd = Math.max(reservedEnd, l.dataOffset + l.dataLengthBytes);
-    const bat = parseBat(await file.read(dynamic.tableOffset, blocks * 4), dynamic.tableOffset, { blocks, blockSizeBytes: dynamic.blockSizeBytes, fileSizeBytes: usedFooterCopy ? fileSizeBytes : tailAt, reservedEnd: Math.min(reservedEnd, dynamic.tableOffset + batBytes) });
-    let dataEnd = Math.max(reservedEnd, dynamic.tableOffset + batBytes);
+    const reserved: ReservedRange[] = [
+      { start: headerAt, end: headerAt + DYNAMIC_HEADER_SIZE, name: "dynamic disk header" },
+      { start: dynamic.tableOffset, end: dynamic.tableOffset + dynamic.maxTableEntries * 4, name: "BAT" },
+      ...dynamic.parentLocators.map((l, i) => ({ start: l.dataOffset, end: l.dataOffset + l.dataLengthBytes, name: `parent locator ${i}` })),
+    ];
+    const bat = parseBat(await file.read(dynamic.tableOffset, blocks * 4), dynamic.tableOffset, { blocks, blockSizeBytes: dynamic.blockSizeBytes, fileSizeBytes: usedFooterCopy ? fileSizeBytes : tailAt, reserved });
+    let dataEnd = Math.max(dynamic.tableOffset + batBytes, ...reserved.map((r) => r.end));
     const span = bitmapBytes(dynamic.blockSizeBytes) + dynamic.blockSizeBytes;
     for (const start of bat) if (start >= 0) dataEnd = Math.max(dataEnd, start + span);
     if (!usedFooterCopy) dataEnd = Math.max(dataEnd, tailAt);
@@ -488,9 +493,7 @@ export class VhdImage implements BlockImage {
         await this.#file.truncate(sizeBytes + 512);
       } else {
         const blocks = Math.ceil(sizeBytes / this.#dynamic.blockSizeBytes);
-        if (blocks > this.#dynamic.maxTableEntries) {
-          throw new DiskError(`${this.path}: the BAT has room for ${this.#dynamic.maxTableEntries} blocks, ${blocks} needed; convert to a new image instead`, "disk.unsupported");
-        }
+        if (blocks > this.#dynamic.maxTableEntries) await this.#moveBat(blocks);
         await this.#file.write(this.#dataEnd, bytes);
         await this.#file.write(0, bytes);
       }
@@ -505,6 +508,39 @@ export class VhdImage implements BlockImage {
         this.#bat = grown;
       }
     }
+  }
+
+  /**
+   * Grows the BAT past its room by moving it to the end of the file: (1) the BAT with
+   * `entries` entries where the footer was, the unchanged footer after it, flush; (2) the
+   * dynamic header's first sector (TableOffset, MaxTableEntries, Checksum: one atomic
+   * sector) pointing at it, flush. A crash before (2) leaves the old BAT in use (and the
+   * footer copy at offset 0 if the end was torn); after it, the new one, which holds the
+   * same entries. The old BAT's sectors stay unused.
+   */
+  async #moveBat(entries: number): Promise<void> {
+    const dynamic = this.#dynamic;
+    if (dynamic === undefined) return;
+    const headerAt = Number(this.#footer.dataOffset);
+    const batBytes = Math.ceil((entries * 4) / 512) * 512;
+    const table = this.#dataEnd;
+    const bat = new Uint8Array(batBytes).fill(0xff);
+    const view = new DataView(bat.buffer);
+    this.#bat.forEach((start, block) => {
+      if (start >= 0) view.setUint32(block * 4, start / 512);
+    });
+    await this.#file.write(table, bat);
+    await this.#file.write(table + batBytes, serializeFooter(this.#footer));
+    await this.#file.flush();
+    const header = await this.#file.read(headerAt, DYNAMIC_HEADER_SIZE);
+    const h = new DataView(header.buffer, header.byteOffset, header.byteLength);
+    h.setBigUint64(16, BigInt(table));
+    h.setUint32(28, entries);
+    h.setUint32(36, vhdChecksum(header, 36));
+    await this.#file.write(headerAt, header.subarray(0, 512));
+    await this.#file.flush();
+    this.#dynamic = { ...dynamic, tableOffset: table, maxTableEntries: entries };
+    this.#dataEnd = table + batBytes;
   }
 
   async close(): Promise<void> {
