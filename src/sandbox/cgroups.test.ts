@@ -62,6 +62,18 @@ test("cgroupLimitWrites: v2 sets memory.max, no swap, pids.max, cpu.max and io.w
   );
 });
 
+test("cgroupLimitWrites: a v2 hierarchy without memory and pids (v1 holds them) writes only what it has", () => {
+  const writes = cgroupLimitWrites(
+    { vmId: "a", limits },
+    { ...base, cgroups: { version: "v2", base: "/cg", controllers: ["cpu", "hugetlb"] } },
+  );
+
+  assert.deepEqual(
+    writes.map(({ file, value }) => `${file}=${value}`),
+    ["/cg/palisade/a/cpu.max=150000 100000"],
+  );
+});
+
 test("cgroupLimitWrites: no CPU limit asked, no CPU write; not root, no writes at all", () => {
   const noCpu = { memoryBytes: limits.memoryBytes, pids: limits.pids, openFiles: limits.openFiles };
 

@@ -43,9 +43,13 @@ export function cgroupLimitWrites(
       return [];
     case "v2": {
       const dir = posix.join(layout.base, "palisade", spec.vmId);
-      write(posix.join(dir, "memory.max"), String(limits.memoryBytes));
-      write(posix.join(dir, "memory.swap.max"), "0", true);
-      write(posix.join(dir, "pids.max"), String(limits.pids));
+      // The prober only picks v2 when it offers memory and pids; a layout without them
+      // (a host that delegates fewer controllers) gets what it has, and sandboxGaps says what not.
+      if (layout.controllers.includes("memory")) {
+        write(posix.join(dir, "memory.max"), String(limits.memoryBytes));
+        write(posix.join(dir, "memory.swap.max"), "0", true);
+      }
+      if (layout.controllers.includes("pids")) write(posix.join(dir, "pids.max"), String(limits.pids));
       if (quota !== undefined && layout.controllers.includes("cpu"))
         write(posix.join(dir, "cpu.max"), `${quota} ${CPU_PERIOD_US}`);
       if (limits.ioWeight !== undefined && layout.controllers.includes("io"))
@@ -85,7 +89,7 @@ export async function createCgroups(spec: JailSpec, host: SandboxHostFacts): Pro
     );
     const control = wanted.map((name) => `+${name}`).join(" ");
     await mkdir(posix.join(host.cgroups.base, "palisade"), { recursive: true });
-    for (const parent of [host.cgroups.base, posix.join(host.cgroups.base, "palisade")]) {
+    for (const parent of control === "" ? [] : [host.cgroups.base, posix.join(host.cgroups.base, "palisade")]) {
       await writeFile(posix.join(parent, "cgroup.subtree_control"), control).catch((error: unknown) => {
         throw new SandboxError(`Cannot enable cgroup controllers in ${parent}`, "sandbox.cgroup", {
           cause: error,

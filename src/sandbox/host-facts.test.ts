@@ -90,3 +90,14 @@ test("sandboxGaps: a v1 host without the cpu controller has no CPU limit", () =>
 
   assert.deepEqual(gaps, ['cgroup v1 controller "cpu" is not mounted or not writable: no cpu limit']);
 });
+
+test("sandboxGaps: a v2 hierarchy that offers only hugetlb (v1 holds the rest) has no memory, pids, CPU or I/O limits", () => {
+  const gaps = sandboxGaps({ ...fullHost, cgroups: { version: "v2", base: "/u", controllers: ["hugetlb"] } });
+
+  assert.deepEqual(gaps, [
+    'cgroup v2 controller "memory" is not enabled: no memory limit',
+    'cgroup v2 controller "pids" is not enabled: no pids limit',
+    'cgroup v2 controller "cpu" is not enabled: no CPU limit',
+    'cgroup v2 controller "io" is not enabled: no I/O weight',
+  ]);
+});

@@ -300,6 +300,10 @@ export function sandboxGaps(host: SandboxHostFacts): string[] {
         gaps.push('cgroup v1 controller "blkio" is not available: no I/O weight');
       break;
     case "v2":
+      for (const controller of ["memory", "pids"] as const) {
+        if (!host.cgroups.controllers.includes(controller))
+          gaps.push(`cgroup v2 controller "${controller}" is not enabled: no ${controller} limit`);
+      }
       if (!host.cgroups.controllers.includes("cpu"))
         gaps.push('cgroup v2 controller "cpu" is not enabled: no CPU limit');
       if (!host.cgroups.controllers.includes("io"))

@@ -7,6 +7,7 @@
  * and uid, its cgroups, a console heartbeat, and commands run with its identity.
  */
 import { randomUUID } from "node:crypto";
+import { after, before } from "node:test";
 import { spawnSync } from "node:child_process";
 import { copyFileSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -15,6 +16,7 @@ import { probeHost, startVm, parseVmSpec, type Worker, type VmSpecInput } from "
 import { READY_MARKER, SHELL_PROMPT, type BuiltImage } from "../../src/image/index.js";
 import { readWorkerStatus } from "../../src/sandbox/index.js";
 import { BOOT_TIMEOUT_MS, TestVm, type TestVmOptions } from "../harness/test-vm.js";
+import { skipReason } from "./sandbox-harness.js";
 
 /**
  * Trust placement is host-wide: VMs that other test suites run at the same time (of
@@ -28,6 +30,17 @@ export function privatePlacement(): () => void {
   return () => {
     rmSync(dir, { recursive: true, force: true });
   };
+}
+
+/** Registers this file's hooks for a private placement directory (none when the tests are skipped). */
+export function usePrivatePlacement(): void {
+  let cleanup = (): void => undefined;
+  before(() => {
+    if (skipReason() === null) cleanup = privatePlacement();
+  });
+  after(() => {
+    cleanup();
+  });
 }
 
 /** Polls `done` every 50 ms until it holds; throws with `what` and `context()` after `timeoutMs`. */

@@ -20,6 +20,9 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { buildImage, DEFAULT_MODULES, ensureDefaultImage, palisadeCacheDir, type BuiltImage } from "../../src/image/index.js";
 import { buildGuestModule } from "../../src/image/guest-module.js";
+import { before } from "node:test";
+import { usePrivatePlacement } from "./guest-harness.js";
+import { skipReason } from "./sandbox-harness.js";
 
 /** The sources of the hostile tests (tests/hostile in the checkout, beside the compiled tests). */
 export const HOSTILE_SOURCES = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..", "tests", "hostile");
@@ -35,6 +38,22 @@ for arg in $(cat /proc/cmdline); do
   esac
 done
 `;
+
+/**
+ * Registers this file's hooks: a private placement directory and the hostile image, built
+ * before the tests (none when they are skipped). Returns the image's getter.
+ */
+export function useHostileImage(): () => BuiltImage {
+  let built: BuiltImage | null = null;
+  usePrivatePlacement();
+  before(async () => {
+    if (skipReason() === null) built = await hostileImage();
+  });
+  return () => {
+    if (built === null) throw new Error("the hostile image is built in before(): use it inside a test");
+    return built;
+  };
+}
 
 let image: Promise<BuiltImage> | null = null;
 

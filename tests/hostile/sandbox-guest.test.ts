@@ -5,22 +5,14 @@
  * la57) and Palisade's SMBIOS vendor, and it powers off with exit code 0. Proves the jail
  * holds everything a boot needs (firmware, TCG module, libraries), not just `-S`.
  */
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
 import { describeSandbox } from "../../src/sandbox/index.js";
-import { privatePlacement, runGuest, workerOf } from "./guest-harness.js";
+import { runGuest, usePrivatePlacement, workerOf } from "./guest-harness.js";
 import { skipReason } from "./sandbox-harness.js";
 
 const skip = skipReason() ?? false;
-let cleanup = (): void => undefined;
-
-before(() => {
-  if (skip === false) cleanup = privatePlacement();
-});
-
-after(() => {
-  cleanup();
-});
+usePrivatePlacement();
 
 test(
   "sandbox: a guest boots to its shell inside the jail, sees no vmx/svm/la57, and powers off with exit code 0",

@@ -102,6 +102,8 @@ export class JailWorld {
       extraBinds?: JailSpec["binds"];
       /** Bind the default kernel read-only (for `engineQemuArgs`). */
       withKernel?: boolean;
+      /** Other host facts than the world's (e.g. another cgroup layout). */
+      host?: SandboxHostFacts;
     } = {},
   ): Promise<TestJail> {
     const uid = await allocateUid(vmId, join(this.root, "state"));
@@ -135,8 +137,9 @@ export class JailWorld {
       },
       qemuBinary: QEMU,
     };
-    const prepared = await prepareJail(spec, this.host);
-    const jail = new TestJail(this, spec, prepared, secret, readonlyDisk, writableDisk);
+    const host = options.host ?? this.host;
+    const prepared = await prepareJail(spec, host);
+    const jail = new TestJail(this, spec, host, prepared, secret, readonlyDisk, writableDisk);
     this.#jails.push(jail);
     return jail;
   }
@@ -176,6 +179,7 @@ export interface JailRun {
 export class TestJail {
   readonly world: JailWorld;
   readonly spec: JailSpec;
+  readonly host: SandboxHostFacts;
   readonly secret: string;
   readonly readonlyDisk: string;
   readonly writableDisk: string;
@@ -185,6 +189,7 @@ export class TestJail {
   constructor(
     world: JailWorld,
     spec: JailSpec,
+    host: SandboxHostFacts,
     prepared: PreparedJail,
     secret: string,
     readonlyDisk: string,
@@ -192,6 +197,7 @@ export class TestJail {
   ) {
     this.world = world;
     this.spec = spec;
+    this.host = host;
     this.#prepared = prepared;
     this.secret = secret;
     this.readonlyDisk = readonlyDisk;
@@ -200,7 +206,7 @@ export class TestJail {
 
   /** The argv of `command` in this jail (busybox is bound in as the command's program). */
   argv(command: readonly string[]): string[] {
-    return jailCommandArgv(this.spec, command, this.world.host);
+    return jailCommandArgv(this.spec, command, this.host);
   }
 
   /** Runs a busybox shell script in the jail and waits (at most `timeoutMs`). */

@@ -8,26 +8,14 @@
  * either goes on or `palisade run` ends with an exit code and a reason; neighbour B's
  * console heartbeat keeps ticking.
  */
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import type { BuiltImage } from "../../src/image/index.js";
-import { HEARTBEAT, privatePlacement, runGuest, ticks, waitUntil } from "./guest-harness.js";
-import { GUEST_MODULE, GUEST_PROGRAM, hostileImage } from "./hostile-image.js";
+import { HEARTBEAT, runGuest, ticks, waitUntil } from "./guest-harness.js";
+import { GUEST_MODULE, GUEST_PROGRAM, useHostileImage } from "./hostile-image.js";
 import { skipReason } from "./sandbox-harness.js";
 
 const skip = skipReason() ?? false;
-let image: BuiltImage;
-let cleanup = (): void => undefined;
-
-before(async () => {
-  if (skip !== false) return;
-  cleanup = privatePlacement();
-  image = await hostileImage();
-});
-
-after(() => {
-  cleanup();
-});
+const image = useHostileImage();
 
 test(
   "sandbox: a hostile guest (random code, every MSR, unassigned MMIO, every I/O port) harms neither the host nor its neighbour",
@@ -40,7 +28,7 @@ test(
     };
     // q35: a PCI bus to take the census of; the default policy's devices.
     const flags = { memory: "192M", extraArgs: ["--machine", "q35", "--events", "stderr"] };
-    const [a, b] = await Promise.all([runGuest(image, flags), runGuest(image, flags)]);
+    const [a, b] = await Promise.all([runGuest(image(), flags), runGuest(image(), flags)]);
     try {
       phase("booted");
       b.send(HEARTBEAT);

@@ -9,34 +9,22 @@
  *   cgroup throttles it), a neighbour's heartbeat keeps ticking, the graceful stop (ACPI
  *   power button, which the guest cannot hear) runs out and the forced stop ends the VM.
  */
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync, readFileSync } from "node:fs";
-import type { BuiltImage } from "../../src/image/index.js";
 import { PRESETS } from "../../src/policy/index.js";
-import { EngineGuest, HEARTBEAT, privatePlacement, runGuest, ticks, v1CgroupDir, waitUntil } from "./guest-harness.js";
-import { TRIPLE_FAULT_INIT, hostileImage } from "./hostile-image.js";
+import { EngineGuest, HEARTBEAT, runGuest, ticks, v1CgroupDir, waitUntil } from "./guest-harness.js";
+import { TRIPLE_FAULT_INIT, useHostileImage } from "./hostile-image.js";
 import { skipReason } from "./sandbox-harness.js";
 
 const skip = skipReason() ?? false;
-let image: BuiltImage;
-let cleanup = (): void => undefined;
-
-before(async () => {
-  if (skip !== false) return;
-  cleanup = privatePlacement();
-  image = await hostileImage();
-});
-
-after(() => {
-  cleanup();
-});
+const image = useHostileImage();
 
 const TRIPLE = "quiet palisade_hostile.action=triple";
 const tripleFaults = (output: string): number => output.match(/palisade_hostile: triple fault now/g)?.length ?? 0;
 
 test("hostile kernel: a triple fault is a guest reset; with --on-reboot exit, palisade run exits 5 and says so", { skip }, async () => {
-  const vm = await runGuest(image, { append: TRIPLE, memory: "192M", waitReady: false, extraArgs: ["--on-reboot", "exit"] });
+  const vm = await runGuest(image(), { append: TRIPLE, memory: "192M", waitReady: false, extraArgs: ["--on-reboot", "exit"] });
   try {
     const exit = await vm.waitExit(120_000);
 
@@ -50,7 +38,7 @@ test("hostile kernel: a triple fault is a guest reset; with --on-reboot exit, pa
 
 test("hostile kernel: a guest that triple-faults at every boot is stopped as a reset loop (exit 5, reported)", { skip }, async (t) => {
   // PID 1 loads the module at every boot: a reset as soon as the kernel has booted.
-  const vm = await runGuest(image, { append: `quiet rdinit=${TRIPLE_FAULT_INIT}`, memory: "192M", waitReady: false });
+  const vm = await runGuest(image(), { append: `quiet rdinit=${TRIPLE_FAULT_INIT}`, memory: "192M", waitReady: false });
   try {
     const exit = await vm.waitExit(300_000);
     t.diagnostic(`${String(tripleFaults(vm.output))} triple faults; ${vm.stderr.trim().split("\n").pop() ?? ""}`);
@@ -78,8 +66,8 @@ test(
     // Half a host CPU for a 2-vCPU guest: the limit, not the guest, decides what it gets.
     const policy = { ...structuredClone(PRESETS.default), limits: { ...PRESETS.default.limits, cpuPercent: 50 } };
     const [a, b] = await Promise.all([
-      EngineGuest.start(image, { memoryMiB: 192, vcpus: 2, policy }),
-      runGuest(image, { memory: "192M" }),
+      EngineGuest.start(image(), { memoryMiB: 192, vcpus: 2, policy }),
+      runGuest(image(), { memory: "192M" }),
     ]);
     try {
       b.send(HEARTBEAT);

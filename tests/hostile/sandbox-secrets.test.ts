@@ -6,27 +6,15 @@
  * the scan does find A's own secret (the positive control that proves it would see one).
  * And the other way.
  */
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { asWorker, privatePlacement, runGuest, workerOf } from "./guest-harness.js";
-import { JailWorld, skipReason } from "./sandbox-harness.js";
+import { asWorker, runGuest, usePrivatePlacement, workerOf } from "./guest-harness.js";
+import { skipReason, useJailWorld } from "./sandbox-harness.js";
 
 const skip = skipReason() ?? false;
-let world: JailWorld;
-let cleanup = (): void => undefined;
-
-before(async () => {
-  if (skip !== false) return;
-  cleanup = privatePlacement();
-  world = await JailWorld.create();
-});
-
-after(async () => {
-  if (skip !== false) return;
-  await world.dispose();
-  cleanup();
-});
+const world = useJailWorld();
+usePrivatePlacement();
 
 test(
   "sandbox: two guests' RAM secrets: neither worker's jail can find the other's, only its own",
@@ -42,10 +30,10 @@ test(
       for (const guest of [a, b]) await guest.vm.exec(`echo ${guest.secret} > /dev/shm/secret`);
 
       // QEMU as the worker's pid namespace names it: every readable mapping, guest RAM included.
-      const aFindsOwn = asWorker(a.worker, world.probe, ["scanmem", String(a.worker.qemuPidInJail), a.secret]);
-      const aFindsB = asWorker(a.worker, world.probe, ["scanmem", String(a.worker.qemuPidInJail), b.secret]);
-      const bFindsOwn = asWorker(b.worker, world.probe, ["scanmem", String(b.worker.qemuPidInJail), b.secret]);
-      const bFindsA = asWorker(b.worker, world.probe, ["scanmem", String(b.worker.qemuPidInJail), a.secret]);
+      const aFindsOwn = asWorker(a.worker, world().probe, ["scanmem", String(a.worker.qemuPidInJail), a.secret]);
+      const aFindsB = asWorker(a.worker, world().probe, ["scanmem", String(a.worker.qemuPidInJail), b.secret]);
+      const bFindsOwn = asWorker(b.worker, world().probe, ["scanmem", String(b.worker.qemuPidInJail), b.secret]);
+      const bFindsA = asWorker(b.worker, world().probe, ["scanmem", String(b.worker.qemuPidInJail), a.secret]);
       const files = asWorker(a.worker, "/usr/bin/busybox", [
         "sh",
         "-c",
