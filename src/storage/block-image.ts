@@ -73,6 +73,12 @@ export interface BlockImage {
 
   /** Reads `length` bytes at `offset`. @throws {DiskError} `disk.bad-range`. */
   read(offset: number, length: number): Promise<Uint8Array>;
+  /**
+   * Reads `into.length` bytes at `offset` into a buffer the caller owns and reuses (a
+   * copy loop or a device server's request buffers); same result as `read`.
+   * @throws {DiskError} `disk.bad-range`.
+   */
+  readInto(offset: number, into: Uint8Array): Promise<void>;
   /** Writes `data` at `offset`. @throws {DiskError} `disk.readonly`, `disk.bad-range`. */
   write(offset: number, data: Uint8Array): Promise<void>;
   /** Makes every resolved write durable. */

@@ -6,6 +6,7 @@
  */
 import type { AllocationRange, BlockImage } from "./block-image.js";
 import { DiskError, DiskFormatError } from "./errors.js";
+import type { StorageFile } from "./file.js";
 
 /** One block's part of a byte range cut at block boundaries. */
 export interface BlockSpan {
@@ -65,6 +66,12 @@ export function bitmapRuns(
     at = next;
   }
   return runs;
+}
+
+/** Fills `into` from the file at `offset`, without a new buffer when the file can. */
+export async function readFileInto(file: StorageFile, offset: number, into: Uint8Array): Promise<void> {
+  if (file.readInto !== undefined) await file.readInto(offset, into);
+  else into.set(await file.read(offset, into.length));
 }
 
 /**

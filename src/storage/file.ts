@@ -22,6 +22,8 @@ export interface StorageFile {
   size(): Promise<number>;
   /** Exactly `length` bytes from `offset`; bytes past the end of the file read as zero. */
   read(offset: number, length: number): Promise<Uint8Array>;
+  /** As {@link StorageFile.read}, into a buffer the caller reuses (no allocation per read). */
+  readInto?(offset: number, into: Uint8Array): Promise<void>;
   /** Writes all of `data` at `offset`, growing the file when needed. */
   write(offset: number, data: Uint8Array): Promise<void>;
   /** Sets the length; growth reads as zeros. */
@@ -115,16 +117,21 @@ export class NodeFile implements StorageFile {
 
   async read(offset: number, length: number): Promise<Uint8Array> {
     // Not zero-filled by the allocator (convert reads gigabytes): every byte is either
-    // read or zeroed below. Never pooled, so `.buffer` is this buffer alone.
+    // read or zeroed by readInto. Never pooled, so `.buffer` is this buffer alone.
     const buffer = Buffer.allocUnsafeSlow(length);
+    await this.readInto(offset, buffer);
+    return buffer;
+  }
+
+  async readInto(offset: number, into: Uint8Array): Promise<void> {
+    const length = into.length;
     let done = 0;
     while (done < length) {
-      const { bytesRead } = await this.#handle.read(buffer, done, length - done, offset + done);
+      const { bytesRead } = await this.#handle.read(into, done, length - done, offset + done);
       if (bytesRead === 0) break;
       done += bytesRead;
     }
-    if (done < length) buffer.fill(0, done); // past the end of the file: zeros
-    return buffer;
+    if (done < length) into.fill(0, done); // past the end of the file: zeros
   }
 
   async write(offset: number, data: Uint8Array): Promise<void> {

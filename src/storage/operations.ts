@@ -149,10 +149,13 @@ const IN_FLIGHT = 4;
  */
 export async function copyImage(src: BlockImage, dst: BlockImage, o: { onlyThisLayer?: boolean; onProgress?: ProgressCallback } = {}): Promise<void> {
   const total = src.sizeBytes;
+  const buffers = Array.from({ length: IN_FLIGHT }, () => Buffer.allocUnsafeSlow(COPY_CHUNK));
   const jobs: { offset: number; length: number; keepZeros: boolean }[] = [];
   const window = 256 * COPY_CHUNK;
-  const run = async (job: { offset: number; length: number; keepZeros: boolean }): Promise<void> => {
-    const data = await src.read(job.offset, job.length);
+  const run = async (job: { offset: number; length: number; keepZeros: boolean }, buffer: Uint8Array): Promise<void> => {
+    // One buffer per worker, reused: no allocation (and no page faults) per chunk.
+    const data = buffer.subarray(0, job.length);
+    await src.readInto(job.offset, data);
     if (job.keepZeros) {
       await (isZero(data) ? dst.discard(job.offset, job.length) : dst.write(job.offset, data));
       return;
@@ -182,13 +185,13 @@ export async function copyImage(src: BlockImage, dst: BlockImage, o: { onlyThisL
       }
     }
     let next = 0;
-    const worker = async (): Promise<void> => {
+    const worker = async (buffer: Uint8Array): Promise<void> => {
       while (next < jobs.length) {
         const job = jobs[next++];
-        if (job !== undefined) await run(job);
+        if (job !== undefined) await run(job, buffer);
       }
     };
-    await Promise.all(Array.from({ length: IN_FLIGHT }, worker));
+    await Promise.all(buffers.map(worker));
     o.onProgress?.(Math.min(total, base + window), total);
   }
 }

@@ -1,5 +1,5 @@
 import type { AllocationRange, BlockImage } from "./block-image.js";
-import { assertNoDataPast, checkRange, pushDataRun } from "./blocks.js";
+import { assertNoDataPast, checkRange, pushDataRun, readFileInto } from "./blocks.js";
 import { DiskError } from "./errors.js";
 import { readonlyError, type StorageFile } from "./file.js";
 
@@ -51,6 +51,11 @@ export class RawImage implements BlockImage {
   read(offset: number, length: number): Promise<Uint8Array> {
     checkRange(this, offset, length);
     return this.#file.read(offset, length);
+  }
+
+  async readInto(offset: number, into: Uint8Array): Promise<void> {
+    checkRange(this, offset, into.length);
+    await readFileInto(this.#file, offset, into);
   }
 
   async write(offset: number, data: Uint8Array): Promise<void> {

@@ -66,3 +66,12 @@ test("vhd image: new images say creator 'win ' so other tools trust the size fie
   assert.equal(image.creatorApplication, "win ");
   assert.equal(image.sizeBytes, 10 * MiB + 512);
 });
+
+test("vhd image: the footer's timestamp is now (seconds since 2000) and its unique id is new each time", async () => {
+  const before = Math.floor(Date.now() / 1000) - 946684800;
+  const a = await VhdImage.create(new MemoryFile(), { sizeBytes: MiB, type: "dynamic" });
+  const b = await VhdImage.create(new MemoryFile(), { sizeBytes: MiB, type: "dynamic" });
+
+  assert.ok(Math.abs(a.timestamp - before) <= 5, `timestamp ${a.timestamp}, expected about ${before}`);
+  assert.notEqual(a.identifier, b.identifier);
+});

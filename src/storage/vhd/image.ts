@@ -9,7 +9,7 @@
  * falls back to the footer copy at offset 0 when the last sector is not a footer.
  */
 import type { AllocationRange, BlockImage, DiskType } from "../block-image.js";
-import { alignWrite, assertNoDataPast, bitmapRuns, blockSpans, checkRange, Mutex, namingFile, pushDataRun, pushRange, type SectorRun } from "../blocks.js";
+import { alignWrite, assertNoDataPast, bitmapRuns, blockSpans, checkRange, Mutex, namingFile, pushDataRun, pushRange, readFileInto, type SectorRun } from "../blocks.js";
 import { DiskError, DiskFormatError } from "../errors.js";
 import { readonlyError, type StorageFile } from "../file.js";
 import { guidToString, newGuid } from "../guid.js";
@@ -109,6 +109,10 @@ export class VhdImage implements BlockImage {
   }
   get creatorApplication(): string {
     return this.#footer.creatorApplication;
+  }
+  /** The footer's creation time, in seconds since 2000-01-01 UTC. */
+  get timestamp(): number {
+    return this.#footer.timestamp;
   }
   get identifier(): string {
     return guidToString(this.#footer.uniqueId);
@@ -332,6 +336,23 @@ export class VhdImage implements BlockImage {
       }
     }
     return out;
+  }
+
+  async readInto(offset: number, into: Uint8Array): Promise<void> {
+    checkRange(this, offset, into.length);
+    if (this.#dynamic === undefined) {
+      await readFileInto(this.#file, offset, into);
+      return;
+    }
+    const blockSize = this.#dynamic.blockSizeBytes;
+    const block = Math.floor(offset / blockSize);
+    const start = this.#bat[block] ?? -1;
+    const within = offset - block * blockSize;
+    if (into.length > 0 && start >= 0 && within + into.length <= blockSize && (await this.#fullyPresent(block, within, into.length))) {
+      await readFileInto(this.#file, start + this.#bitmapSize() + within, into);
+      return;
+    }
+    into.set(await this.read(offset, into.length));
   }
 
   async write(offset: number, data: Uint8Array): Promise<void> {

@@ -124,3 +124,48 @@ test("vhdx image: a virtual size of 1 EiB is refused by the metadata check", asy
 
   await assert.rejects(VhdxImage.open(new MemoryFile(bytes, { writable: false }), { readonly: true }), /virtual disk size at 0x210008: VirtualDiskSize: 0x1000000000000000 is not/);
 });
+
+test("vhdx image: the limits work: 64 TiB with 256 MiB blocks and 4096-byte sectors, written at both ends", async () => {
+  const size = 64 * 1024 * 1024 * MiB;
+  const file = new MemoryFile();
+  const image = await VhdxImage.create(file, { sizeBytes: size, type: "dynamic", blockSizeBytes: 256 * MiB, logicalSectorBytes: 4096 });
+  await image.write(0, new Uint8Array(4096).fill(1));
+  await image.write(size - 4096, new Uint8Array(4096).fill(2));
+  await image.close();
+
+  const again = await VhdxImage.open(new MemoryFile(file.bytes(), { writable: false }), { readonly: true });
+
+  assert.equal(again.sizeBytes, size);
+  assert.equal(again.logicalSectorBytes, 4096);
+  assert.equal(again.blockSizeBytes, 256 * MiB);
+  assert.equal((await again.read(size - 4096, 4096))[4095], 2);
+  assert.equal((await again.read(0, 4096))[0], 1);
+  const data = (await again.allocation(0, size)).filter((r) => r.state === "data");
+  assert.deepEqual(
+    data.map((r) => [r.offset, r.length]),
+    [
+      [0, 256 * MiB],
+      [size - 256 * MiB, 256 * MiB],
+    ],
+  );
+});
+
+test("vhdx image: a size past 64 TiB, a 512 KiB or 512 MiB block and a 1000-byte sector are refused at create", async () => {
+  const cases = [
+    { sizeBytes: 64 * 1024 * 1024 * MiB + 4096, type: "dynamic" as const },
+    { sizeBytes: 8 * MiB, type: "dynamic" as const, blockSizeBytes: MiB / 2 },
+    { sizeBytes: 8 * MiB, type: "dynamic" as const, blockSizeBytes: 512 * MiB },
+    { sizeBytes: 8 * MiB, type: "dynamic" as const, logicalSectorBytes: 1000 },
+  ];
+  for (const c of cases) {
+    await assert.rejects(VhdxImage.create(new MemoryFile(), c), (error: unknown) => error instanceof DiskError && error.code === "disk.bad-size", JSON.stringify(c));
+  }
+});
+
+test("vhdx image: two new images have different file, data-write and virtual disk GUIDs", async () => {
+  const [a, b] = await Promise.all([newImage("dynamic"), newImage("dynamic")]);
+
+  assert.notEqual(a.image.virtualDiskId, b.image.virtualDiskId);
+  assert.notDeepEqual(a.image.dataWriteGuid, b.image.dataWriteGuid);
+  assert.match(a.image.virtualDiskId, /^[0-9A-F]{8}-[0-9A-F]{4}-4[0-9A-F]{3}-[89AB][0-9A-F]{3}-[0-9A-F]{12}$/);
+});

@@ -15,7 +15,7 @@
  * cleared, which other tools require (an image is always closed with an empty log).
  */
 import type { AllocationRange, BlockImage, DiskType } from "../block-image.js";
-import { alignWrite, assertNoDataPast, bitmapRuns, blockSpans, checkRange, Mutex, namingFile, pushDataRun, pushRange, type SectorRun } from "../blocks.js";
+import { alignWrite, assertNoDataPast, bitmapRuns, blockSpans, checkRange, Mutex, namingFile, pushDataRun, pushRange, readFileInto, type SectorRun } from "../blocks.js";
 import { DiskError, DiskFormatError } from "../errors.js";
 import { OverlayFile, readonlyError, type StorageFile } from "../file.js";
 import { guidIsZero, guidToString, newGuid } from "../guid.js";
@@ -414,6 +414,18 @@ export class VhdxImage implements BlockImage {
       }
     }
     return out;
+  }
+
+  async readInto(offset: number, into: Uint8Array): Promise<void> {
+    checkRange(this, offset, into.length);
+    const blockSize = this.#meta.blockSizeBytes;
+    const block = Math.floor(offset / blockSize);
+    const index = this.#entry(block);
+    if (into.length > 0 && Math.floor((offset + into.length - 1) / blockSize) === block && this.#bat.states[index] === PAYLOAD_BLOCK_FULLY_PRESENT) {
+      await readFileInto(this.#file, (this.#bat.offsets[index] ?? 0) + offset - block * blockSize, into);
+      return;
+    }
+    into.set(await this.read(offset, into.length));
   }
 
   #readParent(offset: number, length: number): Promise<Uint8Array> {
