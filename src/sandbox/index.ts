@@ -30,6 +30,7 @@ export {
 } from "./host-facts.js";
 export { prepareJail, cleanupJail, readWorkerStatus, type PreparedJail } from "./prepare.js";
 export { cgroupLimitWrites, type CgroupWrite } from "./cgroups.js";
+export { jailedProgramPid, findJailedProgram, readProcessNode, type ProcessNode } from "./worker-pid.js";
 export {
   allocateUid,
   releaseUid,

@@ -384,7 +384,10 @@ export function jailArgv(spec: JailSpec, qemuArgv: readonly string[], host: Sand
 
 /** What bwrap reported about a worker (`--json-status-fd`). */
 export interface WorkerStatus {
-  /** Host pid of the jail's first process (QEMU itself: the jail runs it as its pid 1). */
+  /**
+   * Host pid of the jail's first process: QEMU itself when the jail runs it as its pid 1
+   * (detached workers), bwrap's reaper above it otherwise (`jailedProgramPid` finds QEMU).
+   */
   readonly childPid?: number;
   /** The worker's exit code, once it has exited (128 + signal when killed by a signal). */
   readonly exitCode?: number;

@@ -9,14 +9,14 @@
 import { randomUUID } from "node:crypto";
 import { after, before } from "node:test";
 import { spawnSync } from "node:child_process";
-import { copyFileSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { copyFileSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import { probeHost, startVm, parseVmSpec, type Worker, type VmSpecInput } from "../../src/engine/index.js";
 import { READY_MARKER, SHELL_PROMPT, type BuiltImage } from "../../src/image/index.js";
-import { readWorkerStatus } from "../../src/sandbox/index.js";
+import { jailedProgramPid, readWorkerStatus } from "../../src/sandbox/index.js";
 import { BOOT_TIMEOUT_MS, TestVm, type TestVmOptions } from "../harness/test-vm.js";
-import { skipReason } from "./sandbox-harness.js";
+import { QEMU, skipReason } from "./sandbox-harness.js";
 
 /**
  * Trust placement is host-wide: VMs that other test suites run at the same time (of
@@ -82,32 +82,12 @@ export async function workerOf(vm: TestVm): Promise<WorkerIdentity> {
   return identity(join(vm.runRoot, vm.name));
 }
 
-function children(pid: number): number[] {
-  try {
-    return readdirSync(`/proc/${String(pid)}/task`).flatMap((task) =>
-      readFileSync(`/proc/${String(pid)}/task/${task}/children`, "utf8").split(" ").filter((entry) => entry !== "").map(Number),
-    );
-  } catch {
-    return [];
-  }
-}
-
-/** `pid` or its first descendant whose program is QEMU. */
-function findQemu(pid: number): number | undefined {
-  const queue = [pid];
-  for (let next = queue.shift(); next !== undefined; next = queue.shift()) {
-    if (readFileSync(`/proc/${String(next)}/comm`, "utf8").startsWith("qemu-system")) return next;
-    queue.push(...children(next));
-  }
-  return undefined;
-}
-
 async function identity(runDir: string): Promise<WorkerIdentity> {
   const jailPid = (await readWorkerStatus(runDir)).childPid;
   if (jailPid === undefined) throw new Error(`no jailed worker reported in ${runDir} (is the sandbox on?)`);
   // setpriv becomes QEMU a moment after bwrap reports the jail.
   let qemuPid: number | undefined;
-  await waitUntil(() => (qemuPid = findQemu(jailPid)) !== undefined, 10_000, `QEMU under jail pid ${String(jailPid)}`);
+  await waitUntil(() => (qemuPid = jailedProgramPid(jailPid, QEMU) ?? undefined) !== undefined, 10_000, `QEMU under jail pid ${String(jailPid)}`);
   const pid = qemuPid ?? 0;
   const status = readFileSync(`/proc/${String(pid)}/status`, "utf8");
   const field = (name: string): string[] => new RegExp(`^${name}:\\s+(.*)$`, "m").exec(status)?.[1]?.trim().split(/\s+/) ?? [];
