@@ -18,6 +18,9 @@ export const HOST_PACKAGES = [
   ["/usr/bin/tcpdump", "tcpdump"],
   ["/usr/bin/gcc", "gcc"],
   ["/usr/bin/dpkg-deb", "dpkg"],
+  // The default guest kernel (Debian cloud) is LZ4-compressed; the image builder unpacks
+  // its vmlinux for PVH boot.
+  ["/usr/bin/lz4", "lz4"],
 ];
 
 function missingPackages() {

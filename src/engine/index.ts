@@ -8,4 +8,5 @@ export { describeOutcome, type Outcome, type VmState } from "./lifecycle.js";
 export { Worker, WorkerStartError, WorkerStateError, type WorkerEvent } from "./worker.js";
 export { defaultRunRoot, listLiveWorkers, readWorkerRecord, type WorkerRecord } from "./run-dir.js";
 export { planVm, startVm, type PlannedVm } from "./launch.js";
+export { checkKernelFile, type KernelFormat } from "./kernel-image.js";
 export { QmpClient, QmpError } from "./qmp/client.js";

@@ -26,11 +26,18 @@ import { runCommand } from "./host-command.js";
 import { type KernelTree, kernelFromFile, kernelFromPackage, sha256File } from "./kernel-source.js";
 import { guestModulePath, selectModules } from "./kernel-modules.js";
 import { BUILDER_VERSION, type ImageManifest, readManifest } from "./manifest.js";
+import { extractPvhVmlinux } from "./vmlinux.js";
+import { checkKernelFile } from "../engine/kernel-image.js";
 import { formatModulesDep } from "./modules-dep.js";
 import { type AddedPath, DEFAULT_KERNEL_PACKAGE, DEFAULT_MODULES, type KernelSource } from "./options.js";
 
 /** File names inside an image directory. */
-export const IMAGE_FILES = { kernel: "vmlinuz", initrd: "initrd.img", manifest: "manifest.json" } as const;
+export const IMAGE_FILES = {
+  kernel: "vmlinuz",
+  pvhKernel: "vmlinux",
+  initrd: "initrd.img",
+  manifest: "manifest.json",
+} as const;
 
 /** Where busybox-static installs busybox. */
 export const DEFAULT_BUSYBOX_PATH = "/bin/busybox";
@@ -64,8 +71,10 @@ export interface BuildImageOptions {
 /** An image ready to boot. */
 export interface BuiltImage {
   readonly outDir: string;
-  /** The bzImage: QEMU `-kernel`. */
+  /** What to boot (QEMU `-kernel`): the PVH vmlinux when the image has one, else the bzImage. */
   readonly kernelPath: string;
+  /** The bzImage, as the kernel package shipped it. */
+  readonly bzImagePath: string;
   /** The gzip'd newc initramfs: QEMU `-initrd`. */
   readonly initrdPath: string;
   /** `uname -r` in the guest. */
@@ -92,7 +101,8 @@ function kernelSourceLabel(source: KernelSource): string {
 function builtImage(outDir: string, manifest: ImageManifest, rebuilt: boolean): BuiltImage {
   return {
     outDir,
-    kernelPath: join(outDir, IMAGE_FILES.kernel),
+    kernelPath: join(outDir, manifest.outputs.pvhKernel?.file ?? IMAGE_FILES.kernel),
+    bzImagePath: join(outDir, IMAGE_FILES.kernel),
     initrdPath: join(outDir, IMAGE_FILES.initrd),
     kernelVersion: manifest.kernel.release,
     manifestPath: join(outDir, IMAGE_FILES.manifest),
@@ -109,6 +119,15 @@ async function verifiedManifest(outDir: string): Promise<ImageManifest | undefin
     const path = join(outDir, output.file);
     const info = await stat(path).catch(() => undefined);
     if (info?.size !== output.sizeBytes || (await sha256File(path)) !== output.sha256) return undefined;
+  }
+  // The vmlinux is derived from the verified bzImage and is ~50 MB: hashing it would cost
+  // every `npm start` ~0.1 s, so its size and its PVH note are what is checked here.
+  const pvh = manifest.outputs.pvhKernel;
+  if (pvh !== undefined) {
+    const path = join(outDir, pvh.file);
+    const info = await stat(path).catch(() => undefined);
+    if (info?.size !== pvh.sizeBytes) return undefined;
+    if ((await checkKernelFile(path).catch(() => undefined))?.format !== "pvh-elf") return undefined;
   }
   return manifest;
 }
@@ -351,12 +370,16 @@ export async function buildImage(options: BuildImageOptions = {}): Promise<Built
   const suffix = `.tmp-${process.pid}`;
   const initrdTemp = join(outDir, `${IMAGE_FILES.initrd}${suffix}`);
   const kernelTemp = join(outDir, `${IMAGE_FILES.kernel}${suffix}`);
+  const pvhTemp = join(outDir, `${IMAGE_FILES.pvhKernel}${suffix}`);
   const manifestTemp = join(outDir, `${IMAGE_FILES.manifest}${suffix}`);
   try {
     const packed = await packInitramfs(tree, initrdTemp, progressStream);
     await copyFile(kernel.kernelPath, kernelTemp);
     const [kernelStat, initrdStat] = [await stat(kernelTemp), await stat(initrdTemp)];
     const kernelSha256 = await sha256File(kernelTemp);
+    const pvh = await extractPvhVmlinux(kernelTemp, pvhTemp);
+    if (pvh !== true) onStatus(`Booting the bzImage: no vmlinux for PVH boot (${pvh})`);
+    const pvhStat = pvh === true ? await stat(pvhTemp) : undefined;
     const manifest: ImageManifest = {
       format: 1,
       builderVersion: BUILDER_VERSION,
@@ -396,12 +419,23 @@ export async function buildImage(options: BuildImageOptions = {}): Promise<Built
           sizeBytes: initrdStat.size,
           sha256: await sha256File(initrdTemp),
         },
+        ...(pvhStat === undefined
+          ? {}
+          : {
+              pvhKernel: {
+                file: IMAGE_FILES.pvhKernel,
+                sizeBytes: pvhStat.size,
+                sha256: await sha256File(pvhTemp),
+              },
+            }),
       },
     };
     await writeFile(manifestTemp, `${JSON.stringify(manifest, null, 2)}\n`);
     // Each rename is atomic: a reader sees the old file or the new one, never half of
     // one; the manifest goes last and is checked against the outputs when read.
     await rename(kernelTemp, join(outDir, IMAGE_FILES.kernel));
+    if (pvhStat !== undefined) await rename(pvhTemp, join(outDir, IMAGE_FILES.pvhKernel));
+    else await rm(join(outDir, IMAGE_FILES.pvhKernel), { force: true });
     await rename(initrdTemp, join(outDir, IMAGE_FILES.initrd));
     await rename(manifestTemp, join(outDir, IMAGE_FILES.manifest));
     onStatus(
@@ -409,7 +443,9 @@ export async function buildImage(options: BuildImageOptions = {}): Promise<Built
     );
     return builtImage(outDir, manifest, true);
   } finally {
-    await Promise.all([initrdTemp, kernelTemp, manifestTemp].map((path) => rm(path, { force: true })));
+    await Promise.all(
+      [initrdTemp, kernelTemp, pvhTemp, manifestTemp].map((path) => rm(path, { force: true })),
+    );
   }
 }
 

@@ -20,6 +20,7 @@ const PACKAGE_OF: Readonly<Record<string, string>> = {
   "dpkg-deb": "dpkg",
   ldd: "libc-bin",
   xz: "xz-utils",
+  lz4: "lz4",
   zstd: "zstd",
 };
 

@@ -11,7 +11,7 @@ import * as z from "zod";
  * Version of the builder's output: bump it when the image layout or `/init` contract
  * changes in a way a digest of the generated files would not show.
  */
-export const BUILDER_VERSION = 2;
+export const BUILDER_VERSION = 3;
 
 const sha256 = z.string().regex(/^[0-9a-f]{64}$/);
 
@@ -53,7 +53,12 @@ export const manifestSchema = z.object({
     regular: z.array(z.object({ path: z.string(), sizeBytes: z.number().int().nonnegative(), sha256 })),
   }),
   initrd: z.object({ format: z.literal("newc+gzip"), uncompressedBytes: z.number().int() }),
-  outputs: z.object({ kernel: outputSchema, initrd: outputSchema }),
+  outputs: z.object({
+    kernel: outputSchema,
+    initrd: outputSchema,
+    /** The bzImage's vmlinux, booted through its PVH entry (no self-decompression); absent when the kernel has none. */
+    pvhKernel: outputSchema.optional(),
+  }),
 });
 
 /** A parsed manifest. */

@@ -7,16 +7,17 @@
  */
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { existsSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { dirname, join, resolve } from "node:path";
+import { basename, dirname, join, resolve } from "node:path";
 import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { gunzipSync } from "node:zlib";
 import { ConfigError, HostError } from "../../src/util/errors.js";
 import { READY_MARKER, buildImage, type BuiltImage } from "../../src/image/index.js";
 import { readCpioArchive } from "../../src/image/initramfs/cpio-reader.js";
+import { checkKernelFile } from "../../src/engine/index.js";
 
 const CLI = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..", "src", "cli", "main.js");
 /** Generous: the 2-core machines we test on are shared; an idle boot takes ~2-3 s. */
@@ -109,13 +110,21 @@ after(async () => {
   await rm(workDir, { recursive: true, force: true });
 });
 
-test("image build: a fresh directory gets vmlinuz, initrd.img and a manifest that matches them", async () => {
+test("image build: a fresh directory gets vmlinuz, its PVH vmlinux, initrd.img and a manifest that matches them", async () => {
   assert.equal(image.rebuilt, true);
+  assert.equal(basename(image.bzImagePath), "vmlinuz");
+  assert.equal(
+    basename(image.kernelPath),
+    "vmlinux",
+    "the Debian cloud kernel has a PVH entry: its vmlinux is what boots",
+  );
+  assert.deepEqual(await checkKernelFile(image.kernelPath), { format: "pvh-elf" });
   assert.match(image.kernelVersion, /^\d+\.\d+\.\d+-\d+-cloud-amd64$/);
   const manifest = JSON.parse(await readFile(image.manifestPath, "utf8")) as BuiltImage["manifest"];
   assert.equal(manifest.kernel.release, image.kernelVersion);
   assert.match(manifest.kernel.package ?? "", /^linux-image-\d.*-cloud-amd64$/);
   assert.equal(manifest.outputs.initrd.sizeBytes, (await readFile(image.initrdPath)).length);
+  assert.equal(manifest.outputs.pvhKernel?.sizeBytes, (await stat(image.kernelPath)).size);
   const regular = new Map(manifest.files.regular.map((file) => [file.path, file]));
   assert.ok((regular.get("/bin/busybox")?.sizeBytes ?? 0) > 500_000);
   assert.match(regular.get("/init")?.sha256 ?? "", /^[0-9a-f]{64}$/);
@@ -164,21 +173,22 @@ test("image build: the initramfs is a newc archive with /init, busybox, modules 
   assert.equal(listed.stdout.trim().split("\n").length, members.length);
 });
 
-test("image build: the image boots to the ready marker, runs commands and powers off with exit 0", async () => {
-  const result = await bootAndType(
-    image.kernelPath,
-    image.initrdPath,
-    `echo "sum=$((40 + 2))"; cat /root/hello.txt; ${DYNAMIC_BINARY} PAGESIZE; lsmod | grep -c virtio; poweroff\n`,
-  );
+for (const kernel of ["vmlinux", "vmlinuz"] as const)
+  test(`image build: the image boots (${kernel}) to the ready marker, runs commands and powers off with exit 0`, async () => {
+    const result = await bootAndType(
+      kernel === "vmlinux" ? image.kernelPath : image.bzImagePath,
+      image.initrdPath,
+      `echo "sum=$((40 + 2))"; cat /root/hello.txt; ${DYNAMIC_BINARY} PAGESIZE; lsmod | grep -c virtio; poweroff\n`,
+    );
 
-  assert.notEqual(result.markerMs, undefined, `no ${READY_MARKER} in:\n${result.output}`);
-  assert.equal(result.code, 0, `QEMU exit code ${result.code} after:\n${result.output}`);
-  assert.match(result.output, /sum=42/);
-  assert.ok(result.output.includes(addedText.trim()), "the added file is in the guest");
-  assert.match(result.output, /\r?\n4096\r?\n/, "the added dynamic binary runs with its copied libraries");
-  assert.match(result.output, /\n# /, "the shell shows its prompt");
-  console.log(`# boot to ${READY_MARKER}: ${(result.markerMs ?? 0).toFixed(0)} ms (TCG, microvm)`);
-});
+    assert.notEqual(result.markerMs, undefined, `no ${READY_MARKER} in:\n${result.output}`);
+    assert.equal(result.code, 0, `QEMU exit code ${result.code} after:\n${result.output}`);
+    assert.match(result.output, /sum=42/);
+    assert.ok(result.output.includes(addedText.trim()), "the added file is in the guest");
+    assert.match(result.output, /\r?\n4096\r?\n/, "the added dynamic binary runs with its copied libraries");
+    assert.match(result.output, /\n# /, "the shell shows its prompt");
+    console.log(`# boot to ${READY_MARKER}: ${(result.markerMs ?? 0).toFixed(0)} ms (TCG, microvm)`);
+  });
 
 test("image build: the same inputs again are not rebuilt; --force rebuilds the same bytes", async () => {
   const options = {
@@ -251,7 +261,7 @@ test("image build: --kernel FILE without host modules skips the default modules 
   }
   const fromFile = await buildImage({
     outDir: join(workDir, "from-file"),
-    kernel: { kind: "file", path: image.kernelPath },
+    kernel: { kind: "file", path: image.bzImagePath },
   });
 
   assert.equal(fromFile.kernelVersion, image.kernelVersion);
@@ -261,7 +271,7 @@ test("image build: --kernel FILE without host modules skips the default modules 
   await assert.rejects(
     buildImage({
       outDir: join(workDir, "from-file-2"),
-      kernel: { kind: "file", path: image.kernelPath },
+      kernel: { kind: "file", path: image.bzImagePath },
       modules: ["virtio_blk"],
     }),
     /--modules: kernel .* has no modules on this host/,
