@@ -12,7 +12,7 @@
  * `add rule` or `add element`.
  */
 import { canonicalKeyOfJson, compileStage, mapDeclaration, mapElements, mapRule, mapSpec, stageRules, type CompiledMap, type RuleCount } from "./acl.js";
-import type { AclDirection, Port, Switch } from "./model.js";
+import type { AclDirection, AclRule, Port, Switch } from "./model.js";
 
 /** Seconds a flow stays in the flow log after its last packet. */
 export const FLOW_IDLE_TIMEOUT_S = 600;
@@ -194,13 +194,37 @@ function guardLines(port: Port): string[] {
   return lines;
 }
 
+/** Which directions have switch-wide rules and which ports have rules of their own, per ACL list. */
+interface AclIndex {
+  readonly shared: ReadonlySet<AclDirection>;
+  /** `<direction> <vm>:<nic>` */
+  readonly own: ReadonlySet<string>;
+}
+/** States are immutable: an ACL list is indexed once, not scanned (10,000 rules) on every attach. */
+const aclIndexes = new WeakMap<readonly AclRule[], AclIndex>();
+
+function aclIndex(acls: readonly AclRule[]): AclIndex {
+  let index = aclIndexes.get(acls);
+  if (index === undefined) {
+    const shared = new Set<AclDirection>();
+    const own = new Set<string>();
+    for (const rule of acls) {
+      if (rule.port === undefined) shared.add(rule.direction);
+      else own.add(`${rule.direction} ${rule.port.vmName}:${rule.port.nic}`);
+    }
+    index = { shared, own };
+    aclIndexes.set(acls, index);
+  }
+  return index;
+}
+
 /** Whether the shared stage of a direction has anything to do (cheap: no compilation). */
 function sharedStageUsed(sw: Switch, direction: AclDirection): boolean {
-  return sw.defaultDeny || sw.acls.some((rule) => rule.direction === direction && rule.port === undefined);
+  return sw.defaultDeny || aclIndex(sw.acls).shared.has(direction);
 }
 
 function hasOwnRules(sw: Switch, port: Port, direction: AclDirection): boolean {
-  return sw.acls.some((rule) => rule.direction === direction && rule.port?.vmName === port.vmName && rule.port.nic === port.nic);
+  return aclIndex(sw.acls).own.has(`${direction} ${port.vmName}:${port.nic}`);
 }
 
 /**
