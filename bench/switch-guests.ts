@@ -17,7 +17,8 @@ import { homedir, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { palisadeCacheDir, READY_MARKER, SHELL_PROMPT } from "../src/image/index.js";
-import { VirtualSwitches, type AclRuleInput } from "../src/network/index.js";
+import { VirtualSwitches } from "../src/network/index.js";
+import { benchRules } from "./lib-switch.js";
 
 const CLI = join(dirname(fileURLToPath(import.meta.url)), "..", "src", "cli", "main.js");
 const BOOT_TIMEOUT_MS = 120_000;
@@ -73,18 +74,6 @@ class Guest {
   }
 }
 
-/** Same rule shapes as bench/switch.ts: distinct hosts and services that never match the test traffic. */
-function rules(count: number): AclRuleInput[] {
-  return Array.from({ length: count }, (_, index): AclRuleInput => ({
-    direction: index % 2 === 0 ? "in" : "out",
-    action: index % 1000 === 999 ? "allow" : "deny",
-    protocol: index % 3 === 0 ? "udp" : "tcp",
-    remote: { address: 0xac100000 + index, prefixLength: 32 },
-    portRange: { first: 1000 + (index % 5000), last: 1000 + (index % 5000) },
-    priority: 100 + Math.floor(index / 1000),
-  }));
-}
-
 interface Measure {
   mbitPerS: number;
   rttMs: number;
@@ -138,7 +127,7 @@ export async function main(args: string[]): Promise<void> {
     for (const count of ruleCounts) {
       if (count !== loaded) {
         if (loaded > 0) await switches.removeAcl("bench", "all");
-        if (count > 0) await switches.addAcls("bench", rules(count));
+        if (count > 0) await switches.addAcls("bench", benchRules(count));
         loaded = count;
       }
       let palisade: Measure = { mbitPerS: 0, rttMs: Infinity };

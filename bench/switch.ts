@@ -14,7 +14,8 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { VirtualSwitches, closeFd, openTap, type AclRuleInput } from "../src/network/index.js";
+import { VirtualSwitches, closeFd, openTap } from "../src/network/index.js";
+import { benchRules } from "./lib-switch.js";
 
 const tag = `pb${process.pid % 100000}`;
 const HOST = `${tag}h`;
@@ -57,20 +58,6 @@ function inNs(netns: string, argv: string[]): string[] {
 function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.floor(sorted.length / 2)] ?? NaN;
-}
-
-/** 10,000-rule lists look like real block lists: distinct hosts and services, a few allow runs. */
-function rules(count: number): AclRuleInput[] {
-  return Array.from({ length: count }, (_, index): AclRuleInput => ({
-    direction: index % 2 === 0 ? "in" : "out",
-    action: index % 1000 === 999 ? "allow" : "deny",
-    protocol: index % 3 === 0 ? "udp" : "tcp",
-    // 172.16.0.0/12: never the benchmark's own 10.99.0.0/24 traffic, so every packet is
-    // looked up against every map and then passes.
-    remote: { address: 0xac100000 + index, prefixLength: 32 },
-    portRange: { first: 1000 + (index % 5000), last: 1000 + (index % 5000) },
-    priority: 100 + Math.floor(index / 1000),
-  }));
 }
 
 interface Measure {
@@ -146,7 +133,7 @@ async function child(): Promise<void> {
   await sh(["ip", "link", "del", "plainc"]);
   await switches.create({ name: "big", type: "private" });
   let start = performance.now();
-  await switches.addAcls("big", rules(10_000));
+  await switches.addAcls("big", benchRules(10_000));
   const rules10kMs = performance.now() - start;
   const attach10k: number[] = [];
   for (let nic = 0; nic < 11; nic++) {
@@ -196,7 +183,7 @@ export async function main(args: string[]): Promise<void> {
       }
       let loaded = 0;
       for (const count of ruleCounts) {
-        if (count > loaded) await switches.addAcls("bench", rules(count).slice(loaded));
+        if (count > loaded) await switches.addAcls("bench", benchRules(count).slice(loaded));
         loaded = Math.max(loaded, count);
         const { plain, palisade } = await measurePair(seconds, rounds);
         const label = `${count} rules, flow log ${flowLog ? "on" : "off"}:`.padEnd(28);
