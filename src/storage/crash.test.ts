@@ -202,3 +202,39 @@ test("crash: a merge cut at every write leaves the child reading the same disk o
   }
   assert.ok(cut > 10, `only ${cut} cut points`);
 });
+
+test("crash: a log replay (disk check --repair, or any read-write open) cut at every write leaves an image that opens with the same data", async () => {
+  const size = 8 * MiB;
+  const seed = new MemoryFile();
+  await (await VhdxImage.create(seed, { sizeBytes: size, type: "dynamic", blockSizeBytes: MiB })).close();
+  // A writer that flushed and never closed: its last log entry is still pending.
+  const dirtyFile = new MemoryFile(seed.bytes());
+  const writer = await VhdxImage.open(dirtyFile, { readonly: false });
+  await writer.write(MiB + 512, new Uint8Array(8192).fill(5));
+  await writer.write(6 * MiB, new Uint8Array(4096).fill(6));
+  await writer.flush();
+  const dirty = dirtyFile.bytes();
+  const probe = await VhdxImage.open(new MemoryFile(dirty, { writable: false }), { readonly: true });
+  assert.equal(probe.replayedLog, true, "the fixture has no pending log");
+  const want = await probe.read(0, size);
+  await probe.close();
+
+  let cut = 0;
+  for (;;) {
+    const file = new FaultFile(dirty, { cutAfter: cut, torn: cut % 2 === 1 });
+    try {
+      await (await VhdxImage.open(file, { readonly: false })).close();
+    } catch (error: unknown) {
+      if (!(error instanceof PowerCut)) throw error;
+    }
+    if (!file.wasCut) break;
+    for (const keepUnflushed of [true, false]) {
+      const after = await VhdxImage.open(new MemoryFile(file.crashImage(keepUnflushed), { writable: false }), { readonly: true });
+      assert.deepEqual(await after.read(0, size), want, `repair cut after write ${cut}: the data changed`);
+      await after.close();
+    }
+    cut++;
+  }
+  // The replayed descriptor's write, then the two header writes that clear the LogGuid.
+  assert.ok(cut >= 3, `only ${cut} cut points`);
+});
