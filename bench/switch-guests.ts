@@ -8,7 +8,7 @@
  * The peer is the same bridge with the same two TAPs and the same guests, with Palisade's
  * nftables table deleted: what is left is a plain Linux bridge with plain TAPs, so the
  * ratio is exactly the switch's own cost. Palisade and the plain bridge are measured
- * alternately, best of N each, so that both see the same load on a shared host. Ping
+ * alternately (ABBA), best of N each, so that both see the same load on a shared host. Ping
  * times are averages of 50 (the TCG guest's clock ticks every 4 ms).
  */
 import { execFile, spawn, type ChildProcess } from "node:child_process";
@@ -122,7 +122,7 @@ export async function main(args: string[]): Promise<void> {
     await server.exec("iperf3 -s -D");
     await client.exec("ping -c 3 -W 5 10.98.0.2 >/dev/null", 60_000); // ARP, and the guests are up
 
-    console.log(`VM-to-VM, two TCG guests (1 vCPU, 256 MiB) on one switch, iperf3 TCP ${seconds}s and ping, best of ${rounds}, Palisade and plain interleaved:`);
+    console.log(`VM-to-VM, two TCG guests (1 vCPU, 256 MiB) on one switch, iperf3 TCP ${seconds}s and ping, best of ${rounds}, Palisade and plain interleaved (ABBA):`);
     let loaded = 0;
     for (const count of ruleCounts) {
       if (count !== loaded) {
@@ -134,11 +134,17 @@ export async function main(args: string[]): Promise<void> {
       let plain: Measure = { mbitPerS: 0, rttMs: Infinity };
       const best = (a: Measure, b: Measure): Measure => ({ mbitPerS: Math.max(a.mbitPerS, b.mbitPerS), rttMs: Math.min(a.rttMs, b.rttMs) });
       for (let round = 0; round < rounds; round++) {
-        palisade = best(palisade, await measure(client, seconds));
-        // The plain bridge: the same bridge and TAPs without Palisade's table; repair puts it back.
-        await sh(["ip", "netns", "exec", netns, "nft", "delete", "table", "bridge", table]);
-        plain = best(plain, await measure(client, seconds));
-        await switches.repair();
+        // ABBA: whichever goes second in a round (warmer guests, other jobs) goes first in the next.
+        for (const side of round % 2 === 0 ? ["palisade", "plain"] : ["plain", "palisade"]) {
+          if (side === "palisade") {
+            palisade = best(palisade, await measure(client, seconds));
+            continue;
+          }
+          // The plain bridge: the same bridge and TAPs without Palisade's table; repair puts it back.
+          await sh(["ip", "netns", "exec", netns, "nft", "delete", "table", "bridge", table]);
+          plain = best(plain, await measure(client, seconds));
+          await switches.repair();
+        }
       }
       console.log(
         `  ${`${count} rules:`.padEnd(14)}palisade ${palisade.mbitPerS.toFixed(0)} Mbit/s vs plain ${plain.mbitPerS.toFixed(0)} Mbit/s (${(palisade.mbitPerS / plain.mbitPerS).toFixed(2)}x); ping ${palisade.rttMs.toFixed(3)} vs ${plain.rttMs.toFixed(3)} ms`,

@@ -92,12 +92,13 @@ after(async () => {
 });
 
 test("switch CLI: create, list, show, acl add/list/remove, delete", async () => {
-  const created = await palisade("create", "lab", "--type", "private", "--default-deny");
+  const created = await palisade("create", "lab", "--type", "private", "--default-deny", "--stateful");
   assert.equal(created.code, 0, created.stderr);
   assert.match(created.stdout, /^Created private switch lab \(bridge palb[0-9a-f]{8}\)$/m);
 
   const list = await inProcess("list", "--json");
-  assert.deepEqual((JSON.parse(list) as { name: string; defaultDeny: boolean }[]).map((sw) => [sw.name, sw.defaultDeny]), [["lab", true]]);
+  assert.deepEqual((JSON.parse(list) as { name: string; defaultDeny: boolean; stateful: boolean }[]).map((sw) => [sw.name, sw.defaultDeny, sw.stateful]), [["lab", true, true]]);
+  assert.match(await inProcess("show", "lab"), /default deny, acls stateful,/);
 
   const rule = await inProcess("acl", "add", "lab", "--port", "web:net0", "--direction", "in", "--action", "allow", "--proto", "tcp", "--port-range", "80-443", "--remote", "10.0.0.0/8", "--priority", "500", "--json");
   assert.deepEqual(JSON.parse(rule), { id: 1, port: "web:net0", direction: "in", action: "allow", protocol: "tcp", remote: "10.0.0.0/8", portRange: "80-443", priority: 500 });
