@@ -259,6 +259,7 @@ test("cli: convert raw→vhdx→vhd→raw keeps the data and the holes; map and 
 
   assert.ok(readFileSync(back).equals(expected));
   assert.match(qemu("qemu-img", ["compare", "-f", "raw", "-F", "vhdx", raw, vhdx]), /Images are identical/);
+  assert.match(qemu("qemu-img", ["compare", "-f", "raw", "-F", "vpc", raw, vhd]), /Images are identical/);
   const map = JSON.parse(palisade(["disk", "map", "--json", vhdx]).stdout) as { offset: number; length: number; state: string }[];
   const dataBytes = map.filter((r) => r.state === "data").reduce((sum, r) => sum + r.length, 0);
   // 1 MiB blocks: 2-5 MiB and 40 MiB hold data (4 blocks, and within them only the
