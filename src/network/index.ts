@@ -33,7 +33,7 @@ export {
 export type { Ipv4Cidr, PortRange, PortRef } from "./addresses.js";
 export { checkAclRule, compileStage, evaluateStage, stageRules } from "./acl.js";
 export type { AclPacket, AclRuleInput, AclVerdict } from "./acl.js";
-export { nftScript } from "./ruleset.js";
+export { conntrackScript, nftScript, portAddScript, portRemoveScript, ruleCounts, STATEFUL_MARK } from "./ruleset.js";
 export type { FlowRecord } from "./flows.js";
 export { ACL_PRIORITY_DEFAULT, ACL_PRIORITY_MAX, ACL_PRIORITY_MIN, SWITCH_TYPES } from "./model.js";
 export type { AclRule, AclAction, AclDirection, AclProtocol, Mirror, Port, Switch, SwitchType } from "./model.js";
