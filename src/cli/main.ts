@@ -41,8 +41,10 @@ function exitCodeFor(error: unknown): number {
   if (error instanceof ExitError) return error.exitCode;
   if (error instanceof ConfigError) return EXIT.config;
   if (error instanceof HostError) return EXIT.host;
-  // Policy and config errors are the user's input, whatever layer found them.
-  if (error instanceof PalisadeError && /^(config|policy)\./.test(error.code)) return EXIT.config;
+  // Policy and config errors are the user's input, whatever layer found them; so is a
+  // disk file whose structures are wrong, or a disk operation the file does not allow.
+  if (error instanceof PalisadeError && /^(config|policy|vhd|vhdx)\./.test(error.code)) return EXIT.config;
+  if (error instanceof PalisadeError && error.code.startsWith("disk.") && error.code !== "disk.io") return EXIT.config;
   if (error instanceof PalisadeError) return EXIT.failure;
   return EXIT.failure;
 }

@@ -9,6 +9,7 @@ import { workerResourceLimits, type CompiledPolicy } from "../policy/index.js";
 import {
   allocateUid,
   jailCommandArgv,
+  jailedProgramPid,
   prepareJail,
   prepareRuntimeTree,
   probeSandboxHost,
@@ -97,7 +98,10 @@ export async function planWorkerJail(
       },
       wrap: (command) => jailCommandArgv(jailSpec, command, host),
       async qemuPid() {
-        return (await readWorkerStatus(paths.runDir)).childPid ?? null;
+        // bwrap's child is QEMU itself for a detached jail, but for an attached one it is
+        // bwrap's reaper (pid 1 of the jail) with QEMU below it: look for the program.
+        const jailPid = (await readWorkerStatus(paths.runDir)).childPid;
+        return jailPid === undefined ? null : (jailedProgramPid(jailPid, qemuBinary) ?? jailPid);
       },
       async cleanup() {
         await prepared?.cleanup();

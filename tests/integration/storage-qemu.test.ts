@@ -296,7 +296,7 @@ test("cli: a VHDX with both headers damaged fails with one line naming file, str
 
   const r = palisade(["disk", "info", path]);
 
-  assert.equal(r.status, 1);
+  assert.equal(r.status, 2, "a broken image is a bad file given by the user: exit 2");
   assert.equal(r.stderr.trim().split("\n").length, 1);
   assert.match(r.stderr, /broken\.vhdx: header 1 at 0x10004: Checksum: .* \[vhdx\.bad-header\]/);
 });
@@ -332,7 +332,7 @@ test("cli: a raw image shrinks only when the cut-off tail holds no data", () => 
   const refused = palisade(["disk", "resize", path, "--size", "4M"]);
   const allowed = palisade(["disk", "resize", path, "--size", "7M", "--json"]);
 
-  assert.equal(refused.status, 1);
+  assert.equal(refused.status, 2);
   assert.match(refused.stderr, /shrink\.raw: cannot shrink to 4194304 bytes: data at 0x600000 past the new end \[disk\.bad-size\]/);
   assert.equal(allowed.status, 0, allowed.stderr);
   assert.deepEqual(JSON.parse(allowed.stdout), { path, virtualSizeBytes: 7 * MiB });
