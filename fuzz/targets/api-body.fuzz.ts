@@ -65,7 +65,18 @@ export function seeds(): Uint8Array[] {
         scope: "web",
       }),
     ),
+    encode(
+      0,
+      JSON.stringify({
+        name: "a2",
+        kernel: "/boot/vmlinuz",
+        autostart: true,
+        autostartDelaySeconds: 30,
+        restartPolicy: { mode: "on-failure", maxRetries: 5, backoffSeconds: 0.5 },
+      }),
+    ),
     encode(1, JSON.stringify({ memoryMiB: 1024, append: null, ifGeneration: 1 })),
+    encode(1, JSON.stringify({ restartPolicy: { mode: "never" }, autostartDelaySeconds: null })),
     encode(2, JSON.stringify({ name: "db", description: "databases" })),
     encode(3, JSON.stringify({ name: "peek", operations: ["vm.console-read"] })),
     encode(4, JSON.stringify({ name: "Peeker", tasks: ["peek"], operations: ["vm.view-config"] })),

@@ -40,7 +40,7 @@ export function resolveServiceSocket(
   const address = parseListenAddress(value);
   if (address.kind === "tcp")
     throw new NotSupportedError(
-      "Connecting over TCP is not yet supported; use unix:PATH",
+      "The service does not listen on TCP in this version (remote access needs TLS and tokens, not implemented yet); use unix:PATH, or ssh -L to reach a remote socket",
       "service.tcp-unsupported",
     );
   return address.path;

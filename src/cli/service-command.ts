@@ -141,7 +141,7 @@ export function registerServiceCommands(program: Command): void {
     .option("--data-dir <dir>", `store, locks and per-VM directories (default ${defaultDataDir()})`)
     .option(
       "--listen <address>",
-      "unix:PATH, or tcp://HOST:PORT (not yet supported)",
+      "unix:PATH (tcp://HOST:PORT is refused: TLS and tokens are not implemented yet)",
       `unix:${DEFAULT_SOCKET_PATH}`,
     )
     .option("--stop-timeout <seconds>", "graceful stop (ACPI power button) before a forced stop", "30")

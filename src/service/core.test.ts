@@ -225,34 +225,39 @@ async function settle(predicate: () => boolean): Promise<void> {
   for (let i = 0; i < 200 && !predicate(); i++) await sleep(10);
 }
 
+/** w1 with an on-failure policy (no backoff), started; returns its run directory. */
+async function startedWithPolicy(core: ServiceCore, maxRetries: number): Promise<string> {
+  configure(core, { restartPolicy: { mode: "on-failure", maxRetries, backoffSeconds: 0 } });
+  await core.lifecycle("w1", "start");
+  return core.runDir(core.vms.get("w1"));
+}
+
+const starts = (runtime: ScriptedRuntime): number => runtime.calls.filter((c) => c.startsWith("start")).length;
+
 test(
   "core: restart policy on-failure restarts a crashed worker, not one the guest powered off",
   withCore(async (core, runtime) => {
-    configure(core, { restartPolicy: { mode: "on-failure", maxRetries: 2, backoffSeconds: 0 } });
-    await core.lifecycle("w1", "start");
-    const runDir = core.runDir(core.vms.get("w1"));
+    const runDir = await startedWithPolicy(core, 2);
 
     runtime.exit(runDir, { state: "crashed", exitReason: "worker (QEMU) killed by signal SIGKILL (9)" });
     assert.match(core.vms.get("w1").stateReason ?? "", /SIGKILL \(9\); restart 1 of 2 in 0 s/);
     await settle(() => core.vms.get("w1").state === "running");
 
-    assert.equal(runtime.calls.filter((c) => c.startsWith("start")).length, 2);
+    assert.equal(starts(runtime), 2);
     assert.deepEqual(events(core, "vm.restart"), ["scheduled", "ok"]);
     assert.deepEqual(core.restartsOf("w1"), { attempts: 1, pending: false });
 
     runtime.exit(runDir, { state: "stopped", exitReason: "guest powered off" });
     await sleep(30);
     assert.equal(core.vms.get("w1").state, "stopped");
-    assert.equal(runtime.calls.filter((c) => c.startsWith("start")).length, 2);
+    assert.equal(starts(runtime), 2);
   }),
 );
 
 test(
   "core: restart policy gives up after maxRetries and says so; a user start begins a new series",
   withCore(async (core, runtime) => {
-    configure(core, { restartPolicy: { mode: "on-failure", maxRetries: 1, backoffSeconds: 0 } });
-    await core.lifecycle("w1", "start");
-    const runDir = core.runDir(core.vms.get("w1"));
+    const runDir = await startedWithPolicy(core, 1);
     runtime.exit(runDir, { state: "crashed", exitReason: "guest panicked" });
     await settle(() => core.vms.get("w1").state === "running");
     runtime.exit(runDir, { state: "crashed", exitReason: "guest panicked" });
@@ -270,10 +275,9 @@ test(
 test(
   "core: a restart whose start fails is retried within the policy, then given up, without throwing",
   withCore(async (core, runtime) => {
-    configure(core, { restartPolicy: { mode: "on-failure", maxRetries: 2, backoffSeconds: 0 } });
-    await core.lifecycle("w1", "start");
+    const runDir = await startedWithPolicy(core, 2);
     runtime.startAnswer = () => Promise.reject(new Error("qemu exited 1"));
-    runtime.exit(core.runDir(core.vms.get("w1")), { state: "crashed", exitReason: "guest panicked" });
+    runtime.exit(runDir, { state: "crashed", exitReason: "guest panicked" });
     await settle(() => events(core, "vm.restart").includes("gave-up"));
 
     assert.deepEqual(events(core, "vm.restart"), ["scheduled", "failed", "scheduled", "failed", "gave-up"]);
@@ -292,7 +296,7 @@ test(
     // Already running: nothing to do.
     core.autostart();
     await sleep(30);
-    assert.equal(runtime.calls.filter((c) => c.startsWith("start")).length, 1);
+    assert.equal(starts(runtime), 1);
 
     await core.lifecycle("w1", "kill");
     runtime.startAnswer = () => Promise.reject(new Error("no such kernel"));

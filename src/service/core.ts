@@ -48,7 +48,8 @@ export interface CoreOptions {
 interface Supervision {
   readonly attempts: number;
   readonly lastStartMs: number | null;
-  readonly pending: boolean;
+  /** The timer of a scheduled restart. */
+  readonly pending: NodeJS.Timeout | null;
 }
 
 /** The service minus its HTTP front. */
@@ -163,9 +164,8 @@ export class ServiceCore {
     }, GROUP_COMMIT_WINDOW_MS);
   }
 
-  #recordState(vm: VmRecord, state: VmState, reason: string | null, reasonOnly = false): void {
-    if (vm.state === state && !reasonOnly) return;
-    if (vm.state === state && vm.stateReason === reason) return;
+  #recordState(vm: VmRecord, state: VmState, reason: string | null): void {
+    if (vm.state === state) return;
     const time = new Date().toISOString();
     this.transaction(() => {
       this.vms.setState(vm.name, state, reason, time);
@@ -213,7 +213,7 @@ export class ServiceCore {
    * `autostartDelaySeconds`. A failure is audited and does not stop the service.
    */
   autostart(): void {
-    const pending = new Set([...this.#supervision].filter(([, s]) => s.pending).map(([name]) => name));
+    const pending = new Set([...this.#supervision].filter(([, s]) => s.pending !== null).map(([name]) => name));
     const plan = autostartPlan(
       this.vms.list().map((vm) => ({ ...vm.spec, name: vm.name, state: vm.state })),
       pending,
@@ -226,16 +226,16 @@ export class ServiceCore {
   /** The VM's current series of automatic restarts (for the API). */
   restartsOf(name: string): { attempts: number; pending: boolean } {
     const s = this.#supervision.get(name);
-    return { attempts: s?.attempts ?? 0, pending: s?.pending ?? false };
+    return { attempts: s?.attempts ?? 0, pending: (s?.pending ?? null) !== null };
   }
 
-  #later(delayMs: number, fn: () => Promise<void>): void {
-    if (this.#closing) return;
+  #later(delayMs: number, fn: () => Promise<void>): NodeJS.Timeout {
     const timer = setTimeout(() => {
       this.#timers.delete(timer);
       if (!this.#closing) void fn();
     }, delayMs);
     this.#timers.add(timer);
+    return timer;
   }
 
   /** A worker ended on its own (or was found dead at service start): its restart policy decides. */
@@ -243,52 +243,57 @@ export class ServiceCore {
     if (state !== "crashed" && state !== "stopped") return;
     const vm = this.vms.find(name);
     if (vm === undefined || this.#closing) return;
-    const history = this.#supervision.get(name) ?? { attempts: 0, lastStartMs: null, pending: false };
+    const history = this.#supervision.get(name) ?? { attempts: 0, lastStartMs: null, pending: null };
     const decision = decideRestart(vm.spec.restartPolicy, state, history, Date.now());
     if (!decision.restart) {
       if (decision.gaveUp) {
-        this.#supervision.set(name, { ...history, pending: false });
-        this.#audit(vm, "vm.restart", "gave-up", `${decision.reason}; last: ${reason ?? "?"}`);
-        this.#recordState(vm, "crashed", `${reason ?? "crashed"}; ${decision.reason}`, true);
+        this.#supervision.set(name, { ...history, pending: null });
+        this.#audit(vm, "vm.restart", "gave-up", `${reason ?? "crashed"}; ${decision.reason}`, true);
       }
       return;
     }
-    this.#supervision.set(name, { attempts: decision.attempt, lastStartMs: history.lastStartMs, pending: true });
     const why = `${reason ?? "crashed"}; restart ${decision.attempt} of ${decision.of} in ${decision.delayMs / 1000} s`;
-    this.#recordState(vm, "crashed", why, true);
-    this.#audit(vm, "vm.restart", "scheduled", why);
-    this.#later(decision.delayMs, () => this.#systemStart(name, "vm.restart"));
+    this.#audit(vm, "vm.restart", "scheduled", why, true);
+    const timer = this.#later(decision.delayMs, () => this.#systemStart(name, "vm.restart"));
+    this.#supervision.set(name, { attempts: decision.attempt, lastStartMs: history.lastStartMs, pending: timer });
   }
 
   /** A start the service makes on its own (autostart, restart policy); audited, never thrown. */
   async #systemStart(name: string, operation: "vm.autostart" | "vm.restart"): Promise<void> {
     const supervision = this.#supervision.get(name);
-    if (supervision !== undefined) this.#supervision.set(name, { ...supervision, pending: false });
+    if (supervision !== undefined) this.#supervision.set(name, { ...supervision, pending: null });
     const vm = this.vms.find(name);
-    if (vm === undefined) return;
+    // Deleted, or started by someone meanwhile: nothing to do.
+    if (vm === undefined || (vm.state !== "stopped" && vm.state !== "crashed")) return;
     try {
       await this.lifecycle(name, "start", "system");
       this.#audit(vm, operation, "ok", null);
     } catch (error: unknown) {
+      if (this.#closing) return;
       const message = error instanceof Error ? error.message : String(error);
+      process.stderr.write(`palisade service: ${operation} of VM ${name} failed: ${message}\n`);
       try {
         this.#audit(vm, operation, error instanceof PalisadeError ? error.code : "failed", message);
+        // A start that failed on its own (not one raced by a user's action) counts as a crash.
+        const raced = error instanceof ConflictError || error instanceof NotFoundError;
+        if (operation === "vm.restart" && !raced && this.vms.find(name) !== undefined)
+          this.#superviseExit(name, "crashed", `restart failed: ${message}`);
       } catch (auditError: unknown) {
         process.stderr.write(`palisade service: cannot audit ${operation} of ${name}: ${String(auditError)}\n`);
       }
-      process.stderr.write(`palisade service: ${operation} of VM ${name} failed: ${message}\n`);
-      // Someone else started or deleted it meanwhile: nothing to retry.
-      if (error instanceof ConflictError || error instanceof NotFoundError || this.#closing) return;
-      const now = this.vms.find(name);
-      if (operation === "vm.restart" && now !== undefined && (now.state === "stopped" || now.state === "crashed"))
-        this.#superviseExit(name, "crashed", `restart failed: ${message}`);
     }
   }
 
-  #audit(vm: VmRecord, operation: string, result: string, detail: string | null): void {
+  /**
+   * Audits a supervision event by `system`; with `asReason`, the VM's state becomes
+   * `crashed` with `detail` as its reason, in the same transaction.
+   */
+  #audit(vm: VmRecord, operation: string, result: string, detail: string | null, asReason = false): void {
+    const time = new Date().toISOString();
     this.transaction(() => {
+      if (asReason) this.vms.setState(vm.name, "crashed", detail, time);
       this.record({
-        time: new Date().toISOString(),
+        time,
         kind: "event",
         principal: "system",
         uid: null,
@@ -305,7 +310,9 @@ export class ServiceCore {
   /**
    * Runs a lifecycle action: checks the state (409 with the current state otherwise),
    * records the transition, calls the runtime, records the outcome. On failure the VM
-   * returns to the state it was in, or to what the runtime reports.
+   * returns to the state it was in, or to what the runtime reports. `by` says who asked
+   * (a user's start begins a new series of automatic restarts); `timings` gets the time
+   * spent in the runtime (`runtime`, ms).
    *
    * @throws {ConflictError} `vm.busy` or `vm.bad-state`
    */
@@ -313,6 +320,7 @@ export class ServiceCore {
     name: string,
     action: Exclude<VmAction, "delete" | "reconfigure">,
     by: "user" | "system" = "user",
+    timings?: Map<string, number>,
   ): Promise<VmRecord> {
     const vm = this.vms.get(name);
     if (this.runtime === unavailableRuntime) throw notYetError();
@@ -333,7 +341,12 @@ export class ServiceCore {
       this.#recordState(vm, check.during, `${action} requested`);
       let status: RuntimeStatus;
       try {
-        status = await this.#call(action, vm, runDir);
+        const called = performance.now();
+        try {
+          status = await this.#call(action, vm, runDir);
+        } finally {
+          timings?.set("runtime", performance.now() - called);
+        }
       } catch (error: unknown) {
         const now = await this.runtime.status(runDir).catch(() => null);
         this.#recordState(this.vms.get(name), now?.state ?? vm.state, `${action} failed`);
@@ -343,10 +356,11 @@ export class ServiceCore {
       if (action === "start") {
         // A start asked for by a user begins a new series of automatic restarts.
         const before = this.#supervision.get(name);
+        if (before?.pending != null) clearTimeout(before.pending);
         this.#supervision.set(name, {
           attempts: by === "user" ? 0 : (before?.attempts ?? 0),
           lastStartMs: Date.now(),
-          pending: false,
+          pending: null,
         });
       }
       return this.vms.get(name);

@@ -67,6 +67,12 @@ export function validationError(where: "body" | "params" | "query", error: z.Zod
   return new ValidationError(`Field ${path}: ${message}`, path);
 }
 
+/** A `Server-Timing` header value: the handler's `total` since `startedAt`, then `timings`. */
+export function serverTiming(startedAt: number, timings: ReadonlyMap<string, number>): string {
+  const entries = [["total", performance.now() - startedAt] as const, ...timings];
+  return entries.map(([name, ms]) => `${name};dur=${ms.toFixed(2)}`).join(", ");
+}
+
 function errorBody(error: ApiError): Record<string, unknown> {
   return { error: { code: error.code, message: error.message, ...error.extra } };
 }
@@ -261,6 +267,7 @@ export function buildApp(core: ServiceCore, options: AppOptions = {}): FastifyIn
       method: r.method,
       url: r.url,
       handler: async (request, reply) => {
+        const startedAt = performance.now();
         let principal: Principal | null = null;
         let ctx: RequestContext | null = null;
         try {
@@ -277,6 +284,7 @@ export function buildApp(core: ServiceCore, options: AppOptions = {}): FastifyIn
           ctx = {
             principal: who,
             time: new Date().toISOString(),
+            timings: new Map(),
             audit,
             require(operation, object) {
               audit.operation = operation;
@@ -331,6 +339,7 @@ export function buildApp(core: ServiceCore, options: AppOptions = {}): FastifyIn
               return value;
             });
           }
+          if (context.timings.size > 0) reply.header("server-timing", serverTiming(startedAt, context.timings));
           return await reply.code(r.status ?? 200).send(result);
         } catch (error: unknown) {
           return fail(reply, error, ctx, r.operation, principal);

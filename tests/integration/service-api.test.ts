@@ -400,6 +400,20 @@ test("service: a second service on the same data dir refuses to start with a cle
   );
 });
 
+test("service: TCP is refused as unsupported, by the service before it touches anything and by the CLI", { skip }, () => {
+  const tcpDataDir = join(dir, "tcp-data");
+  const run = spawnSync(process.execPath, [cliMain, "service", "run", "--data-dir", tcpDataDir, "--listen", "tcp://127.0.0.1:7777"], {
+    encoding: "utf8",
+    timeout: 20_000,
+  });
+  assert.equal(run.status, 1);
+  assert.match(run.stderr, /Listening on TCP is not supported by this version: .*TLS and tokens.*\[service\.tcp-unsupported\]/);
+  assert.equal(existsSync(tcpDataDir), false);
+  const client = spawnSync(process.execPath, [cliMain, "vm", "list", "--connect", "tcp://127.0.0.1:7777"], { encoding: "utf8", timeout: 20_000 });
+  assert.equal(client.status, 1);
+  assert.match(client.stderr, /does not listen on TCP.*\[service\.tcp-unsupported\]/);
+});
+
 // Kill -9 at several points of a burst of writes; afterwards every VM in the store has its
 // audit entry (and only those), the chain verifies, and every VM can be shown and deleted.
 for (const killAfterMs of [15, 60, 200]) {

@@ -19,6 +19,12 @@ export interface RequestContext {
   require(operation: Operation, object: AuthzObject): void;
   /** Whether the caller may do `operation` on `object` (for filtering lists; not recorded). */
   may(operation: Operation, object: AuthzObject): boolean;
+  /**
+   * Durations (ms) the handler measured, by name, sent in the answer's `Server-Timing`
+   * header beside the handler's `total` (the lifecycle routes report `runtime`: the time
+   * spent in the VM engine, so the service's own share is `total − runtime`).
+   */
+  readonly timings: Map<string, number>;
   /** Fields of the request's audit entry; handlers fill in what they learn. */
   readonly audit: {
     operation: string;

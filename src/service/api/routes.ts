@@ -232,7 +232,7 @@ export function buildRoutes(core: ServiceCore): Route[] {
         operation,
         mode: "async",
       },
-      async (_ctx, vm) => view(await core.lifecycle(vm.name, action)),
+      async (ctx, vm) => view(await core.lifecycle(vm.name, action, "user", ctx.timings)),
     );
   const caller = (ctx: RequestContext) => ({
     uid: ctx.principal.uid,
