@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- switch-guests [--seconds N] [--rounds N] [--rules 0,100,10000]`:
+ * `npm run bench -- switch-guests [--seconds N] [--rounds N] [--rules 0,100,10000] [--no-flow-log]`:
  * VM-to-VM TCP throughput (iperf3) and ping latency between two real Palisade guests
  * (`palisade run --net switch=…`, iperf3 added to the guest image with `--add-binary`),
  * through a Palisade switch and through a plain Linux bridge, in a network namespace the
@@ -95,6 +95,7 @@ export async function main(args: string[]): Promise<void> {
   const seconds = Number(option("--seconds", "5")) || 5;
   const rounds = Number(option("--rounds", "2")) || 2;
   const ruleCounts = option("--rules", "0,100,10000").split(",").map(Number);
+  const flowLog = !args.includes("--no-flow-log");
 
   const imageDir = join(palisadeCacheDir(process.env, homedir()), "images", "bench-iperf3");
   await sh([process.execPath, CLI, "image", "build", "--add-binary", "/usr/bin/iperf3", "--out", imageDir], 600_000);
@@ -105,7 +106,7 @@ export async function main(args: string[]): Promise<void> {
   const switches = new VirtualSwitches({ stateDir, netns });
   const guests: Guest[] = [];
   try {
-    await switches.create({ name: "bench", type: "private" });
+    await switches.create({ name: "bench", type: "private", flowLog });
     const table = switches.get("bench").table;
     for (const [index, address] of ["10.98.0.1/24", "10.98.0.2/24"].entries()) {
       const guest = new Guest([
@@ -122,7 +123,7 @@ export async function main(args: string[]): Promise<void> {
     await server.exec("iperf3 -s -D");
     await client.exec("ping -c 3 -W 5 10.98.0.2 >/dev/null", 60_000); // ARP, and the guests are up
 
-    console.log(`VM-to-VM, two TCG guests (1 vCPU, 256 MiB) on one switch, iperf3 TCP ${seconds}s and ping, best of ${rounds}, Palisade and plain interleaved (ABBA):`);
+    console.log(`VM-to-VM, two TCG guests (1 vCPU, 256 MiB) on one switch (flow log ${flowLog ? "on" : "off"}), iperf3 TCP ${seconds}s and ping, best of ${rounds}, Palisade and plain interleaved (ABBA):`);
     let loaded = 0;
     for (const count of ruleCounts) {
       if (count !== loaded) {
