@@ -9,8 +9,9 @@
  *    same guest (the default image, TCG) started by the engine (`startVm`, what `palisade
  *    run` and the service call) to its ready marker, with and without the worker's jail
  *    (`--no-guest` skips);
- * 4. memory the jail adds per VM: the private memory of bwrap's monitor process, the only
- *    process the jail adds (QEMU runs as the jail's pid 1).
+ * 4. memory the jail adds per VM: the private memory of the processes the jail adds
+ *    (bwrap's monitor; for an attached worker also bwrap's reaper, the jail's pid 1), and
+ *    QEMU's own private memory plain vs jailed.
  * Runs are interleaved (plain, jailed, plain, …) so drift hits both sides alike.
  */
 import { spawn, spawnSync } from "node:child_process";
@@ -25,6 +26,7 @@ import {
   jailArgv,
   jailCommandArgv,
   jailPaths,
+  jailedProgramPid,
   markInheritedFdsCloseOnExec,
   prepareJail,
   prepareRuntimeTree,
@@ -113,6 +115,26 @@ async function engineToReady(
   const readyMs = performance.now() - started;
   await worker.kill();
   return readyMs;
+}
+
+/** Waits (up to 20 s) until a QMP socket accepts a connection. */
+async function waitForSocket(path: string): Promise<void> {
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    const connected = await new Promise<boolean>((resolve) => {
+      const client = connect(path);
+      client.once("connect", () => {
+        client.destroy();
+        resolve(true);
+      });
+      client.once("error", () => {
+        resolve(false);
+      });
+    });
+    if (connected) return;
+    if (Date.now() > deadline) throw new Error(`QMP socket ${path} not ready in 20 s`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
 }
 
 function privateKiB(pid: number): number {
@@ -208,27 +230,42 @@ export async function main(args: string[]): Promise<void> {
       );
     }
 
-    // Memory: a jailed QEMU left running; bwrap's monitor is the jail's only extra process.
+    // Memory: the same QEMU plain and jailed, left running (-S). The jail adds bwrap's
+    // monitor (outside) and, for an attached worker (`palisade run`), bwrap's reaper as the
+    // jail's pid 1; a detached worker's QEMU is itself pid 1. Also compared: QEMU's own
+    // private memory plain vs jailed (the runtime tree shares its pages with the host's files).
     rmSync(socket, { force: true });
-    // The status file holds every earlier run's documents: start it afresh for this worker.
-    writeFileSync(jailPaths(spec.runDir).statusFile, "");
-    const argv = jailArgv(spec, qemuArgs, host);
-    const child = spawn(argv[0] ?? "", argv.slice(1), { env: {}, stdio: "ignore" });
-    let qemuPid: number | undefined;
-    for (let tries = 0; tries < 500 && qemuPid === undefined; tries++) {
-      qemuPid = (await readWorkerStatus(spec.runDir)).childPid;
-      await new Promise((resolve) => setTimeout(resolve, 10));
-    }
+    const plainChild = spawn(QEMU, qemuArgs, { env: {}, stdio: "ignore" });
+    await waitForSocket(socket);
     await new Promise((resolve) => setTimeout(resolve, 500));
-    const monitorPid = Number(
-      /^PPid:\s+(\d+)$/m.exec(readFileSync(`/proc/${String(qemuPid)}/status`, "utf8"))?.[1],
-    );
-    console.log(
-      `memory per VM          bwrap monitor private ${privateKiB(monitorPid)} KiB; jailed QEMU private ${privateKiB(qemuPid ?? 0)} KiB (guest RAM untouched under -S)`,
-    );
-    child.kill("SIGKILL");
-    if (qemuPid !== undefined) process.kill(qemuPid, "SIGKILL");
-    await new Promise((resolve) => child.once("exit", resolve));
+    const plainQemuKiB = privateKiB(plainChild.pid ?? 0);
+    plainChild.kill("SIGKILL");
+    await new Promise((resolve) => plainChild.once("exit", resolve));
+    for (const attached of [false, true]) {
+      rmSync(socket, { force: true });
+      // The status file holds every earlier run's documents: start it afresh for this worker.
+      writeFileSync(jailPaths(spec.runDir).statusFile, "");
+      const argv = jailArgv({ ...spec, dieWithParent: attached }, qemuArgs, host);
+      const child = spawn(argv[0] ?? "", argv.slice(1), { env: {}, stdio: "ignore" });
+      let jailPid: number | undefined;
+      for (let tries = 0; tries < 500 && jailPid === undefined; tries++) {
+        jailPid = (await readWorkerStatus(spec.runDir)).childPid;
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      await waitForSocket(socket);
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      const qemuPid = jailPid === undefined ? undefined : (jailedProgramPid(jailPid, QEMU) ?? jailPid);
+      const monitorPid = Number(/^PPid:\s+(\d+)$/m.exec(readFileSync(`/proc/${String(jailPid)}/status`, "utf8"))?.[1]);
+      const monitorKiB = privateKiB(monitorPid);
+      const reaperKiB = attached && jailPid !== undefined && jailPid !== qemuPid ? privateKiB(jailPid) : 0;
+      const qemuKiB = privateKiB(qemuPid ?? 0);
+      console.log(
+        `memory per VM (${attached ? "attached" : "detached"}) bwrap monitor ${monitorKiB} KiB${attached ? ` + reaper ${reaperKiB} KiB` : ""} = ${monitorKiB + reaperKiB} KiB of extra processes; QEMU private plain ${plainQemuKiB} KiB, jailed ${qemuKiB} KiB (guest RAM untouched under -S)`,
+      );
+      child.kill("SIGKILL");
+      if (qemuPid !== undefined) process.kill(qemuPid, "SIGKILL");
+      await new Promise((resolve) => child.once("exit", resolve));
+    }
     await prepared.cleanup();
     console.log("targets (issue 7): ≤ 50 ms per start, ≤ 2 MiB per VM");
   } finally {

@@ -100,3 +100,11 @@ test("workerResourceLimits: a VM larger than the policy allows is refused", () =
   assert.throws(() => workerResourceLimits(compiled, { memoryMiB: 8192, vcpus: 1 }), /limits\.maxMemoryMiB/);
   assert.throws(() => workerResourceLimits(compiled, { memoryMiB: 256, vcpus: 5 }), /limits\.maxVcpus/);
 });
+
+test("workerResourceLimits: the policy's I/O weight reaches the worker's limits (absent when unset)", () => {
+  const weighted = compilePolicy(resolvePolicy({ limits: { ioWeight: 50 } }), tcg);
+  const plain = compilePolicy(resolvePolicy("default"), tcg);
+
+  assert.equal(workerResourceLimits(weighted, { memoryMiB: 256, vcpus: 1 }).ioWeight, 50);
+  assert.equal("ioWeight" in workerResourceLimits(plain, { memoryMiB: 256, vcpus: 1 }), false);
+});

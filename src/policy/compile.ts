@@ -153,6 +153,8 @@ export interface WorkerResourceLimits {
   /** CPU in percent of one host CPU, capped at 100 × vCPUs (a worker cannot use more usefully). */
   readonly cpuPercent: number;
   readonly openFiles: number;
+  /** Relative I/O weight (cgroup v2 `io.weight` scale), when the policy sets one. */
+  readonly ioWeight?: number;
 }
 
 /**
@@ -172,5 +174,6 @@ export function workerResourceLimits(
     // One emulation thread per vCPU plus QEMU's main and I/O threads (up to 100 % more).
     cpuPercent: Math.min(compiled.limits.cpuPercent, 100 * (vm.vcpus + 1)),
     openFiles: compiled.limits.openFiles,
+    ...(compiled.limits.ioWeight === undefined ? {} : { ioWeight: compiled.limits.ioWeight }),
   };
 }
