@@ -306,3 +306,29 @@ test(
     assert.match(core.audit.query({ vm: "w1" }).at(-1)?.detail ?? "", /no such kernel/);
   }),
 );
+
+test(
+  "core.reconcile: a worker found dead by a signal restarts under on-failure; one found powered off does not",
+  withCore(async (core, runtime) => {
+    configure(core, { restartPolicy: { mode: "on-failure", backoffSeconds: 0 } });
+    core.transaction(() => {
+      core.vms.setState("w1", "running", null, "2026-01-01T00:00:01.000Z");
+    });
+    runtime.attachAnswer = { state: "crashed", exitReason: "worker (QEMU) killed by signal SIGKILL (9) while the service was down" };
+
+    await core.reconcile();
+    assert.deepEqual(core.restartsOf("w1"), { attempts: 1, pending: true });
+    await settle(() => core.vms.get("w1").state === "running");
+    assert.equal(starts(runtime), 1);
+
+    await core.lifecycle("w1", "kill");
+    core.transaction(() => {
+      core.vms.setState("w1", "running", null, "2026-01-01T00:00:02.000Z");
+    });
+    runtime.attachAnswer = { state: "stopped", exitReason: "worker (QEMU) exited normally (code 0) while the service was down" };
+    await core.reconcile();
+    await sleep(30);
+    assert.equal(core.vms.get("w1").state, "stopped");
+    assert.equal(starts(runtime), 1);
+  }),
+);

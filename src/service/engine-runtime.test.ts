@@ -13,3 +13,11 @@ test("statusOfOutcome: poweroff and requested stops are stopped; panics, hangs a
   assert.match(unexplained.exitReason ?? "", /without a shutdown event: killed or crashed/);
   assert.match(statusOfOutcome({ kind: "worker-exit", exitCode: null, signal: "SIGKILL", stderr: "" }).exitReason ?? "", /killed by SIGKILL/);
 });
+
+test("statusOfOutcome: an exit without a shutdown event is named by the jail's exit code when there is one", () => {
+  const killed = statusOfOutcome({ kind: "worker-exit", exitCode: null, signal: null, stderr: "" }, 137);
+  assert.deepEqual(killed, { state: "crashed", exitReason: "worker (QEMU) killed by signal SIGKILL (9)" });
+  assert.equal(statusOfOutcome({ kind: "worker-exit", exitCode: null, signal: null, stderr: "" }, 0).state, "stopped");
+  // A known outcome is not overridden by the code.
+  assert.equal(statusOfOutcome({ kind: "poweroff" }, 137).state, "stopped");
+});

@@ -84,6 +84,8 @@ export function readJailExitCode(runDir: string): number | undefined {
 }
 
 const OWNERS_FILE = "owners.json";
+/** Host facts that name no cgroup (cleanupJail reads only `root` and `cgroups` of them). */
+const NO_CGROUPS = { root: false, cgroups: { version: "none" } } as SandboxHostFacts;
 const NAME_FILE = "vm-name";
 
 /** Undoes jails from their records; `root` is `<data-dir>/jail-leftovers`. */
@@ -135,9 +137,10 @@ export class JailLeftovers {
   }
 
   async #undo(runDir: string, vmName: string): Promise<void> {
-    const host = this.#host();
+    // Without host facts no cgroup can be named; the file owners are still given back.
+    const host = this.#host() ?? NO_CGROUPS;
     // INVARIANT: cleanupJail reads only vmId (its cgroups) and runDir (its control files).
-    if (host !== null) await cleanupJail({ vmId: vmName, runDir } as JailSpec, host);
+    await cleanupJail({ vmId: vmName, runDir } as JailSpec, host);
     await releaseUid(vmName, this.#stateDir);
   }
 }
