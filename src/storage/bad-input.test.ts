@@ -77,6 +77,17 @@ function vhdxItem(bytes: Uint8Array, guid: Uint8Array): number {
   throw new Error("metadata item not found");
 }
 
+/** Offset of the metadata table entry (ItemId, Offset, Length, flags) of a VHDX item. */
+function vhdxEntry(bytes: Uint8Array, guid: Uint8Array): number {
+  const region = 2 * MiB;
+  const count = new DataView(bytes.buffer).getUint16(region + 10, true);
+  for (let i = 0; i < count; i++) {
+    const at = region + 32 + i * 32;
+    if (Buffer.from(bytes.subarray(at, at + 16)).equals(guid)) return at;
+  }
+  throw new Error("metadata item not found");
+}
+
 function setVhdxBat(bytes: Uint8Array, index: number, state: number, fileOffset: number): void {
   new DataView(bytes.buffer).setBigUint64(3 * MiB + index * 8, (BigInt(fileOffset / MiB) << 20n) | BigInt(state), true);
 }
@@ -161,6 +172,29 @@ const VHDX_CASES: { label: string; edit: (b: Uint8Array) => Uint8Array | undefin
     message: /BAT.*(overlap|same|also)/i,
   },
   { label: "BAT entry with an undefined state (4)", edit: (b) => { setVhdxBat(b, 0, 4, 4 * MiB); }, code: /^vhdx\.bad-bat$/, message: /BAT.*State/i },
+  { label: "metadata table with a wrong signature", edit: (b) => { flip(b, 2 * MiB, 0xff); }, code: /^vhdx\.bad-metadata$/, message: /metadata.*Signature/ },
+  {
+    label: "a required metadata item missing (virtual disk size)",
+    edit: (b) => {
+      const at = vhdxEntry(b, VIRTUAL_DISK_SIZE_GUID);
+      flip(b, at, 0xff); // another, unknown item id...
+      be(b).setUint32(at + 24, 0, true); // ...not marked required
+    },
+    code: /^vhdx\.bad-metadata$/,
+    message: /virtual disk size.*required item missing/,
+  },
+  {
+    label: "an unknown metadata item marked required",
+    edit: (b) => { flip(b, vhdxEntry(b, VIRTUAL_DISK_SIZE_GUID), 0xff); },
+    code: /^vhdx\.bad-metadata$/,
+    message: /metadata.*ItemId.*unknown item marked required/,
+  },
+  {
+    label: "a metadata item outside the metadata region",
+    edit: (b) => { be(b).setUint32(vhdxEntry(b, FILE_PARAMETERS_GUID) + 16, 0xfffff000, true); },
+    code: /^vhdx\.bad-metadata$/,
+    message: /metadata.*Offset.*outside the metadata region/,
+  },
   { label: "truncated inside the BAT region", edit: (b) => b.slice(0, 3 * MiB + 512 * 1024), code: /^vhdx\.(truncated|bad-region-table|bad-bat)$/, message: /(region table|BAT)/ },
   { label: "truncated inside a payload block", edit: (b) => b.slice(0, 4 * MiB + 4096), code: /^vhdx\.bad-bat$/, message: /BAT.*FileOffset/ },
   { label: "truncated inside the header section", edit: (b) => b.slice(0, 100_000), code: /^vhdx\.truncated$/, message: /file.*header section/ },
@@ -267,6 +301,19 @@ const VHD_CASES: typeof VHDX_CASES = [
     edit: (b) => { be(b).setUint32(BAT + 4, be(b).getUint32(BAT)); },
     code: /^vhd\.bad-bat$/,
     message: /BAT.*entry 1/,
+  },
+  {
+    label: "parent locator pointing past the end of the file",
+    edit: (b) => {
+      setVhdDynamicHeader(b, (v) => {
+        v.setUint32(576, 0x5732_6b75); // "W2ku"
+        v.setUint32(576 + 4, 512);
+        v.setUint32(576 + 8, 512);
+        v.setBigUint64(576 + 16, 1n << 40n);
+      });
+    },
+    code: /^vhd\.bad-dynamic-header$/,
+    message: /dynamic disk header.*ParentLocatorEntry 0.*outside the file/,
   },
   { label: "truncated inside a block", edit: (b) => b.slice(0, 2048 + 512 + 100_000), code: /^vhd\.bad-bat$/, message: /BAT.*entry/ },
   { label: "truncated below one sector", edit: (b) => b.slice(0, 300), code: /^vhd\.truncated$/, message: /file/ },

@@ -8,17 +8,19 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createImage, FaultFile, MemoryFile, openImage, PowerCut, VhdxImage } from "../../src/storage/index.js";
 
 const MiB = 1024 * 1024;
-const CLI = fileURLToPath(new URL("../../src/cli/main.js", import.meta.url));
+/** The shipped CLI: the bundle scripts/bundle.mjs makes beside the compiled tree (OUTDIR/bin). */
+const CLI = fileURLToPath(new URL("../../bin/palisade.js", import.meta.url));
 let dir = "";
 
 before(() => {
+  assert.ok(existsSync(CLI), `${CLI} is missing: bundle the CLI first (npm run build)`);
   dir = mkdtempSync(join(tmpdir(), "palisade-storage-"));
 });
 after(() => {
@@ -344,4 +346,20 @@ test("cli: a flag the format has no field for is a configuration error (exit 2) 
 
   assert.equal(r.status, 2);
   assert.match(r.stderr, /--logical-sector: not a setting of vhd images .*\[disk\.bad-flag\]/);
+});
+
+test("cli: on a terminal, convert draws a progress bar on stderr that ends at 100% and a new line", () => {
+  const src = join(dir, "tty.raw");
+  const bytes = new Uint8Array(64 * MiB);
+  bytes.set(pattern(MiB, 21), 10 * MiB);
+  writeFileSync(src, bytes);
+  const dst = join(dir, "tty.vhdx");
+  // script(1) runs the command on a pseudo-terminal and copies what it prints.
+  const shell = `exec ${[process.execPath, CLI, "disk", "convert", src, dst].map((a) => `'${a}'`).join(" ")}`;
+
+  const r = spawnSync("script", ["-qec", shell, "/dev/null"], { encoding: "utf8", timeout: 120_000 });
+
+  assert.equal(r.status, 0, r.stdout + r.stderr);
+  assert.match(r.stdout, /\rconvert \[#{30}\] 100%\r?\n$/);
+  assert.match(qemu("qemu-img", ["compare", "-f", "raw", "-F", "vhdx", src, dst]), /Images are identical/);
 });
