@@ -65,6 +65,15 @@ test("lifecycle: more resets than allowed in the window is a reset loop", () => 
   assert.deepEqual(actions, ["quit"]);
 });
 
+test("lifecycle: resets with the guest ready in between are a user rebooting, not a loop", () => {
+  const reset = event("RESET", { guest: true, reason: "guest-reset" });
+  const ready: LifecycleInput = { kind: "ready" };
+  const { state } = run([ready, reset, ready, reset, ready, reset, ready, reset], POLICY, [0, 100, 200, 300, 400, 500, 600, 700]);
+
+  assert.equal(state.outcome, null);
+  assert.equal(state.resetTimesMs.length, 1, "the count restarts at each deliberate reboot");
+});
+
 test("lifecycle: resets spread beyond the window are ordinary reboots", () => {
   const reset = event("RESET", { guest: true, reason: "guest-reset" });
   const { state } = run([reset, reset, reset], POLICY, [0, 20_000, 40_000]);

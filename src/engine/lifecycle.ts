@@ -32,7 +32,10 @@ export type LifecycleAction =
 
 export interface LifecyclePolicy {
   readonly onPanic: "exit" | "restart";
-  /** More resets than this within `resetWindowMs` is a reset loop (a triple-faulting guest). */
+  /**
+   * More resets than this within `resetWindowMs`, with the guest never ready in between,
+   * is a reset loop (a triple-faulting guest).
+   */
   readonly maxResets: number;
   readonly resetWindowMs: number;
 }
@@ -133,7 +136,10 @@ function onQmpEvent(
       return { next: { ...state, ready: false }, actions: [{ kind: "qmp", command: "system_reset" }, { kind: "qmp", command: "cont" }] };
     case "RESET": {
       if (data.guest !== true) return { next: state, actions: [] };
-      const recent = [...state.resetTimesMs.filter((t) => nowMs - t < policy.resetWindowMs), nowMs];
+      // A guest that reached its ready marker since the last reset rebooted on purpose (a
+      // user's `reboot`); only resets with no ready boot between them make a loop.
+      const history = state.ready ? [] : state.resetTimesMs;
+      const recent = [...history.filter((t) => nowMs - t < policy.resetWindowMs), nowMs];
       const next = { ...state, ready: false, resetTimesMs: recent };
       if (recent.length > policy.maxResets) {
         return end(next, { kind: "reset-loop", resets: recent.length, windowMs: policy.resetWindowMs }, [QUIT]);
