@@ -213,6 +213,8 @@ export function registerServiceCommands(program: Command): void {
           accel?: string;
         },
       ) => {
+        if (flags.restartBackoff !== undefined && flags.restart === undefined)
+          throw new ConfigError("vm create: --restart-backoff goes with --restart on-failure", "config.bad-flag");
         const fromSpec = flags.spec === undefined ? {} : specBody(flags.spec);
         const kernel = flags.kernel ?? (fromSpec.kernel as string | undefined);
         if (kernel === undefined) throw new ConfigError("vm create: --kernel or --spec is required", "config.bad-flag");
@@ -231,9 +233,7 @@ export function registerServiceCommands(program: Command): void {
           ...(flags.autostartDelay === undefined
             ? {}
             : { autostartDelaySeconds: Math.round(parseSecondsFlag(flags.autostartDelay, "--autostart-delay") / 1000) }),
-          ...(flags.restart === undefined && flags.restartBackoff === undefined
-            ? {}
-            : { restartPolicy: parseRestartFlag(flags.restart ?? "on-failure", flags.restartBackoff) }),
+          ...(flags.restart === undefined ? {} : { restartPolicy: parseRestartFlag(flags.restart, flags.restartBackoff) }),
           ...(flags.readyMarker === undefined ? {} : { readyMarker: flags.readyMarker }),
           ...(flags.bootTimeout === undefined
             ? {}

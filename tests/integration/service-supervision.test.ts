@@ -10,7 +10,17 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { chmodSync, copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  copyFileSync,
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { request } from "node:http";
 import type { Socket } from "node:net";
 import { tmpdir } from "node:os";
@@ -92,7 +102,9 @@ function call(method: string, path: string, body?: unknown): Promise<Answer> {
         path,
         timeout: 90_000,
         headers:
-          payload === undefined ? {} : { "content-type": "application/json", "content-length": payload.length },
+          payload === undefined
+            ? {}
+            : { "content-type": "application/json", "content-length": payload.length },
       },
       (res) => {
         const chunks: Buffer[] = [];
@@ -111,7 +123,10 @@ function call(method: string, path: string, body?: unknown): Promise<Answer> {
 
 async function ok<T = VmBody>(method: string, path: string, body?: unknown): Promise<T> {
   const answer = await call(method, path, body);
-  assert.ok(answer.status >= 200 && answer.status < 300, `${method} ${path}: ${answer.status} ${JSON.stringify(answer.body)}`);
+  assert.ok(
+    answer.status >= 200 && answer.status < 300,
+    `${method} ${path}: ${answer.status} ${JSON.stringify(answer.body)}`,
+  );
   return answer.body as T;
 }
 
@@ -128,12 +143,18 @@ async function createVm(name: string, extra: Record<string, unknown> = {}): Prom
 }
 
 /** Polls `predicate` until it holds; every wait is bounded. */
-async function waitFor<T>(what: string, probe: () => Promise<T>, predicate: (value: T) => boolean, timeoutMs = BOOT_MS): Promise<T> {
+async function waitFor<T>(
+  what: string,
+  probe: () => Promise<T>,
+  predicate: (value: T) => boolean,
+  timeoutMs = BOOT_MS,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = await probe();
     if (predicate(value)) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; last: ${JSON.stringify(value).slice(-500)}`);
+    if (Date.now() > deadline)
+      throw new Error(`timed out waiting for ${what}; last: ${JSON.stringify(value).slice(-500)}`);
     await sleep(200);
   }
 }
@@ -141,7 +162,12 @@ async function waitFor<T>(what: string, probe: () => Promise<T>, predicate: (val
 const recent = async (name: string): Promise<string> =>
   (await ok<{ output: string }>("GET", `/v1/vms/${name}/console/recent`)).output;
 
-const waitReady = (name: string): Promise<string> => waitFor(`${name} ready`, () => recent(name), (text) => text.includes(READY));
+const waitReady = (name: string): Promise<string> =>
+  waitFor(
+    `${name} ready`,
+    () => recent(name),
+    (text) => text.includes(READY),
+  );
 
 const stateOf = async (name: string): Promise<VmBody> => ok("GET", `/v1/vms/${name}`);
 
@@ -179,9 +205,11 @@ function alive(pid: number): boolean {
 /** QEMU processes of VM `id` (its UUID is on the command line). */
 function qemuOf(id: string): number[] {
   const found = spawnSync("pgrep", ["-f", `uuid ${id}`], { encoding: "utf8" });
-  return found.stdout.split("\n").filter((l) => l !== "").map(Number);
+  return found.stdout
+    .split("\n")
+    .filter((l) => l !== "")
+    .map(Number);
 }
-
 
 interface Restarts {
   attempts: number;
@@ -197,7 +225,10 @@ interface AuditRow {
 const tag = String(process.pid);
 
 function record(vm: VmBody): { pid: number; qemuPid?: number } {
-  return JSON.parse(readFileSync(join(dataDir, "vms", vm.id, "worker.json"), "utf8")) as { pid: number; qemuPid?: number };
+  return JSON.parse(readFileSync(join(dataDir, "vms", vm.id, "worker.json"), "utf8")) as {
+    pid: number;
+    qemuPid?: number;
+  };
 }
 
 /** kill -9 of the VM's QEMU itself (inside its jail), as a crash would end it. */
@@ -214,7 +245,8 @@ function cgroupsOf(name: string): string[] {
   const visit = (base: string, depth: number): void => {
     if (existsSync(join(base, "palisade", name))) found.push(join(base, "palisade", name));
     if (depth === 0) return;
-    for (const entry of readdirSync(base, { withFileTypes: true })) if (entry.isDirectory()) visit(join(base, entry.name), depth - 1);
+    for (const entry of readdirSync(base, { withFileTypes: true }))
+      if (entry.isDirectory()) visit(join(base, entry.name), depth - 1);
   };
   visit("/sys/fs/cgroup", 1);
   return found;
@@ -262,36 +294,77 @@ after(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-test("restart policy: a worker killed with -9 is started again; a guest poweroff is not", { skip }, async () => {
-  const name = `phoenix-${tag}`;
-  const vm = await createVm(name, { restartPolicy: { mode: "on-failure", maxRetries: 2, backoffSeconds: 1 } });
-  await ok("POST", `/v1/vms/${name}/start`);
-  await waitReady(name);
-  const firstPid = killQemu(vm);
+test(
+  "restart policy: a worker killed with -9 is started again; a guest poweroff is not",
+  { skip },
+  async () => {
+    const name = `phoenix-${tag}`;
+    assert.ok(image);
+    // Defined through the CLI, whose flags make the restart policy.
+    const cli = (...args: string[]) =>
+      spawnSync(process.execPath, [cliMain, "vm", ...args, "--connect", `unix:${socketPath}`], {
+        encoding: "utf8",
+        timeout: 30_000,
+      });
+    const created = cli(
+      "create",
+      name,
+      "--kernel",
+      image.kernelPath,
+      "--initrd",
+      image.initrdPath,
+      "--memory",
+      "128M",
+      "--ready-marker",
+      READY,
+      "--restart",
+      "on-failure:2",
+      "--restart-backoff",
+      "1",
+    );
+    assert.equal(created.status, 0, created.stderr);
+    assert.match(cli("show", name).stdout, /restart\s+on-failure, at most 2, backoff 1 s doubling/);
+    const vm = await stateOf(name);
+    await ok("POST", `/v1/vms/${name}/start`);
+    await waitReady(name);
+    const firstPid = killQemu(vm);
 
-  const restarted = await waitFor(
-    "restart",
-    () => ok<VmBody & { restarts: Restarts }>("GET", `/v1/vms/${name}`),
-    (v) => v.state === "running" && v.restarts.attempts === 1 && existsSync(join(dataDir, "vms", vm.id, "worker.json")) && record(vm).pid !== firstPid,
-  );
-  assert.equal(alive(firstPid), false);
-  const restart = (await audit(name)).filter((e) => e.operation === "vm.restart");
-  assert.deepEqual(restart.map((e) => e.result), ["scheduled", "ok"]);
-  assert.match(restart[0]?.detail ?? "", /killed by signal SIGKILL \(9\).*restart 1 of 2 in 1 s/);
-  assert.equal(restarted.restarts.pending, false);
-  await waitReady(name);
+    const restarted = await waitFor(
+      "restart",
+      () => ok<VmBody & { restarts: Restarts }>("GET", `/v1/vms/${name}`),
+      (v) =>
+        v.state === "running" &&
+        v.restarts.attempts === 1 &&
+        existsSync(join(dataDir, "vms", vm.id, "worker.json")) &&
+        record(vm).pid !== firstPid,
+    );
+    assert.equal(alive(firstPid), false);
+    const restart = (await audit(name)).filter((e) => e.operation === "vm.restart");
+    assert.deepEqual(
+      restart.map((e) => e.result),
+      ["scheduled", "ok"],
+    );
+    assert.match(restart[0]?.detail ?? "", /killed by signal SIGKILL \(9\).*restart 1 of 2 in 1 s/);
+    assert.equal(restarted.restarts.pending, false);
+    await waitReady(name);
 
-  // The guest powers itself off: stopped, and it stays stopped.
-  const socket = await openConsole(name, true);
-  socket.end("poweroff\n");
-  const off = await waitFor("poweroff", () => stateOf(name), (v) => v.state === "stopped", 60_000);
-  assert.match(off.stateReason ?? "", /powered off/);
-  await sleep(3000);
-  assert.equal((await stateOf(name)).state, "stopped");
-  assert.deepEqual(qemuOf(vm.id), []);
-  assert.deepEqual((await audit(name)).filter((e) => e.operation === "vm.restart").length, 2);
-  await ok("DELETE", `/v1/vms/${name}`);
-});
+    // The guest powers itself off: stopped, and it stays stopped.
+    const socket = await openConsole(name, true);
+    socket.end("poweroff\n");
+    const off = await waitFor(
+      "poweroff",
+      () => stateOf(name),
+      (v) => v.state === "stopped",
+      60_000,
+    );
+    assert.match(off.stateReason ?? "", /powered off/);
+    await sleep(3000);
+    assert.equal((await stateOf(name)).state, "stopped");
+    assert.deepEqual(qemuOf(vm.id), []);
+    assert.deepEqual((await audit(name)).filter((e) => e.operation === "vm.restart").length, 2);
+    await ok("DELETE", `/v1/vms/${name}`);
+  },
+);
 
 test(
   "service restart: autostart VMs start after survivors are re-attached; a failed autostart is audited; workers that end unheld are reported and their jails undone",
@@ -320,7 +393,12 @@ test(
     // The service dies; so does one worker while nobody watches.
     await killService();
     const ghostPid = killQemu(ghostVm);
-    await waitFor("ghost's jail to end", () => Promise.resolve(alive(ghostPid)), (a) => !a, 30_000);
+    await waitFor(
+      "ghost's jail to end",
+      () => Promise.resolve(alive(ghostPid)),
+      (a) => !a,
+      30_000,
+    );
     rmSync(kernelCopy);
     service = await startService();
 
@@ -338,9 +416,17 @@ test(
     assert.equal(record(lazarusVm).pid, lazarusPid);
 
     // Autostart: the one whose kernel vanished fails, audited; the other starts after its delay.
-    await waitFor("autostart", () => stateOf(auto), (v) => v.state === "running", 60_000);
+    await waitFor(
+      "autostart",
+      () => stateOf(auto),
+      (v) => v.state === "running",
+      60_000,
+    );
     await waitReady(auto);
-    assert.deepEqual((await audit(auto)).filter((e) => e.operation === "vm.autostart").map((e) => e.result), ["ok"]);
+    assert.deepEqual(
+      (await audit(auto)).filter((e) => e.operation === "vm.autostart").map((e) => e.result),
+      ["ok"],
+    );
     const failed = await waitFor(
       "failed autostart audited",
       () => audit(broken),
@@ -356,7 +442,12 @@ test(
 
     // The re-attached worker dies under the new service: reported with its signal, jail undone.
     killQemu(lazarusVm);
-    const dead = await waitFor("lazarus crash recorded", () => stateOf(lazarus), (v) => v.state === "crashed", 30_000);
+    const dead = await waitFor(
+      "lazarus crash recorded",
+      () => stateOf(lazarus),
+      (v) => v.state === "crashed",
+      30_000,
+    );
     assert.match(dead.stateReason ?? "", /killed by signal SIGKILL \(9\)/);
     assert.deepEqual(cgroupsOf(lazarus), []);
     assert.ok(!uidClaims().includes(lazarus), `uid claims: ${uidClaims().join(", ")}`);
