@@ -51,6 +51,8 @@ export class StateStore {
   /** ACL lists by content file name and back; the files never change once written. */
   readonly #aclsByFile = new Map<string, readonly AclRule[]>();
   readonly #fileByAcls = new WeakMap<readonly AclRule[], string>();
+  /** The ACL files the last write of this process referenced; undefined before the first. */
+  #referencedKey: string | undefined;
 
   constructor(dir: string) {
     this.dir = dir;
@@ -152,7 +154,11 @@ export class StateStore {
     writeDurably(this.#file, `${JSON.stringify(stored)}\n`);
     this.#cache = { key: fileKey(statSync(this.#file)), state };
     const referenced = new Set(stored.switches.flatMap((sw) => ("aclFile" in sw ? [sw.aclFile] : [])));
-    if (this.#aclsByFile.size > referenced.size) this.#collectAcls(referenced);
+    // On the first write of a process (a crash may have left a file behind) and whenever the
+    // set of ACL files changed; an attach, which changes no ACL, lists no directory.
+    const key = [...referenced].sort().join(",");
+    if (key !== this.#referencedKey) this.#collectAcls(referenced);
+    this.#referencedKey = key;
   }
 
   /** Deletes ACL files no switch names any more (after the state naming them was replaced). */
