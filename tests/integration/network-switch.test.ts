@@ -142,3 +142,18 @@ test("stateful ACLs: replies to a connection a VM opened pass a deny; the connec
     for (const server of servers) server.kill();
   }
 });
+
+test("stateful ACLs on an internal switch: the host's replies to a VM pass, the host's own connections to it do not", async () => {
+  await switches.create({ name: "stint", type: "internal", subnet: { address: 0x0a480000, prefixLength: 24 }, stateful: true });
+  const vm = await lab.vmNamespace("stint", "ia2", "10.72.0.5/24", "52:54:00:72:00:05");
+  await switches.addAcl("stint", { port: { vmName: "ia2", nic: "net0" }, direction: "in", action: "deny", protocol: "tcp", priority: 100 });
+  const servers = [execFile("ip", ["netns", "exec", host, "busybox", "nc", "-ll", "-p", "5020", "-e", "/bin/true"]), execFile("ip", ["netns", "exec", vm, "busybox", "nc", "-ll", "-p", "5021", "-e", "/bin/true"])];
+  try {
+    await sleep(200); // let the listeners bind
+
+    assert.ok(await connects(vm, "10.72.0.1", 5020), "the host's replies (bridge output) belong to the VM's connection");
+    assert.ok(!(await connects(host, "10.72.0.5", 5021)), "a connection the host opens is judged by the deny");
+  } finally {
+    for (const server of servers) server.kill();
+  }
+});
