@@ -15,7 +15,7 @@ import { homedir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { ConfigError, HostError, errorMessage } from "../util/errors.js";
-import { z } from "zod";
+import * as z from "zod";
 import { aclRuleSchema, switchSchema, type AclRule, type NetworkState } from "./model.js";
 
 /** `switches.json` as stored: ACL rules inline (older files) or in a file named by `aclFile`. */
