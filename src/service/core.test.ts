@@ -332,3 +332,26 @@ test(
     assert.equal(starts(runtime), 1);
   }),
 );
+
+test(
+  "core.reconcile: a restart pending when the service stopped is made at its next start; a given-up VM stays crashed",
+  withCore(async (core, runtime) => {
+    configure(core, { restartPolicy: { mode: "on-failure", backoffSeconds: 0 } });
+    core.transaction(() => {
+      core.vms.setState("w1", "crashed", "guest panicked; restart 2 of 3 in 2 s", "2026-01-01T00:00:01.000Z");
+    });
+    await core.reconcile();
+    await settle(() => core.vms.get("w1").state === "running");
+    assert.equal(starts(runtime), 1);
+    assert.match(core.audit.query({ vm: "w1" }).find((e) => e.operation === "vm.restart")?.detail ?? "", /^guest panicked; restart 1 of 3/);
+
+    await core.lifecycle("w1", "kill");
+    core.transaction(() => {
+      core.vms.setState("w1", "crashed", "guest panicked; restart policy gave up after 3 restarts", "2026-01-01T00:00:02.000Z");
+    });
+    await core.reconcile();
+    await sleep(30);
+    assert.equal(core.vms.get("w1").state, "crashed");
+    assert.equal(starts(runtime), 1);
+  }),
+);

@@ -22,7 +22,7 @@ import {
   type VmState,
 } from "./lifecycle.js";
 import type { DataDirPaths } from "./paths.js";
-import { autostartPlan, decideRestart } from "./restart-policy.js";
+import { autostartPlan, decideRestart, GAVE_UP } from "./restart-policy.js";
 import { startCheckpointer, type Checkpointer } from "./store/checkpointer.js";
 import { openStore } from "./store/database.js";
 import { PolicyStore } from "./store/policy-store.js";
@@ -190,7 +190,15 @@ export class ServiceCore {
    */
   async reconcile(): Promise<void> {
     for (const vm of this.vms.list()) {
-      if (vm.state === "stopped" || vm.state === "crashed") continue;
+      if (vm.state === "stopped") continue;
+      if (vm.state === "crashed") {
+        // A restart pending when the previous service stopped is made now (a new series);
+        // one whose policy had given up stays crashed.
+        const reason = vm.stateReason ?? "crashed";
+        if (!reason.includes(GAVE_UP))
+          this.#superviseExit(vm.name, "crashed", reason.replace(/; restart \d+ of \d+ in [\d.]+ s$/, ""));
+        continue;
+      }
       let status: RuntimeStatus | null;
       try {
         status = await this.runtime.attach(this.runDir(vm), vm.name);
@@ -213,7 +221,9 @@ export class ServiceCore {
    * `autostartDelaySeconds`. A failure is audited and does not stop the service.
    */
   autostart(): void {
-    const pending = new Set([...this.#supervision].filter(([, s]) => s.pending !== null).map(([name]) => name));
+    const pending = new Set(
+      [...this.#supervision].filter(([, s]) => s.pending !== null).map(([name]) => name),
+    );
     const plan = autostartPlan(
       this.vms.list().map((vm) => ({ ...vm.spec, name: vm.name, state: vm.state })),
       pending,
@@ -255,7 +265,11 @@ export class ServiceCore {
     const why = `${reason ?? "crashed"}; restart ${decision.attempt} of ${decision.of} in ${decision.delayMs / 1000} s`;
     this.#audit(vm, "vm.restart", "scheduled", why, true);
     const timer = this.#later(decision.delayMs, () => this.#systemStart(name, "vm.restart"));
-    this.#supervision.set(name, { attempts: decision.attempt, lastStartMs: history.lastStartMs, pending: timer });
+    this.#supervision.set(name, {
+      attempts: decision.attempt,
+      lastStartMs: history.lastStartMs,
+      pending: timer,
+    });
   }
 
   /** A start the service makes on its own (autostart, restart policy); audited, never thrown. */
@@ -279,7 +293,9 @@ export class ServiceCore {
         if (operation === "vm.restart" && !raced && this.vms.find(name) !== undefined)
           this.#superviseExit(name, "crashed", `restart failed: ${message}`);
       } catch (auditError: unknown) {
-        process.stderr.write(`palisade service: cannot audit ${operation} of ${name}: ${String(auditError)}\n`);
+        process.stderr.write(
+          `palisade service: cannot audit ${operation} of ${name}: ${String(auditError)}\n`,
+        );
       }
     }
   }

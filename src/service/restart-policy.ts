@@ -21,6 +21,9 @@ export const MAX_BACKOFF_MS = 300_000;
 /** A run that lasted this long before crashing starts a new series: its crash is restart 1 again. */
 export const STABLE_RUN_MS = 600_000;
 
+/** How a given-up series is named in the VM's state reason (a service restart leaves it crashed). */
+export const GAVE_UP = "restart policy gave up";
+
 /** The restarts of the current series of one VM. */
 export interface RestartHistory {
   /** Restarts made since the last start a user asked for (or since a stable run). */
@@ -58,7 +61,7 @@ export function decideRestart(
   if (done >= max)
     return {
       restart: false,
-      reason: `restart policy gave up after ${done} restart${done === 1 ? "" : "s"}`,
+      reason: `${GAVE_UP} after ${done} restart${done === 1 ? "" : "s"}`,
       gaveUp: true,
     };
   const base = (policy.backoffSeconds ?? DEFAULT_BACKOFF_SECONDS) * 1000;
