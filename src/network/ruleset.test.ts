@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { switchNames } from "./addresses.js";
 import type { Port, Switch } from "./model.js";
-import { conntrackScript, nftScript, nftTable, parseTableObjects, portAddScript, portRemoveScript, ruleCounts, totalRuleCounts } from "./ruleset.js";
+import { conntrackScript, conntrackZone, nftScript, nftTable, parseTableObjects, portAddScript, portRemoveScript, ruleCounts, totalRuleCounts } from "./ruleset.js";
 
 function port(vmName: string, ifname: string, mac: string): Port {
   return { vmName, nic: "net0", ifname, kind: "tap", mac, macGuard: true, dhcpGuard: true, routerGuard: true, createdAt: "2026-01-01T00:00:00Z" };
@@ -159,6 +159,7 @@ test("ruleset: a stateful switch lets known connections skip the ACL stages, mar
 
   assert.match(text, /iifname != @members return\n {4}meta mark & 0x00100000 == 0x00100000 goto flowlog\n {4}iifname vmap @port_out/);
   assert.match(conntrack, new RegExp(`iifname "${sw.bridge}" ct state established,related meta mark set meta mark \\| 0x00100000`));
+  assert.match(conntrack, new RegExp(`priority -300; policy accept;\\n {4}iifname "${sw.bridge}" ct zone set ${conntrackZone(sw)}\\n`));
   assert.equal(conntrackScript(lab()), undefined);
 });
 

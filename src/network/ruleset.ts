@@ -428,6 +428,11 @@ export function nftTable(sw: Switch, counts?: StageCounts): string {
  */
 export const STATEFUL_MARK = "0x00100000";
 
+/** The conntrack zone of a stateful switch (1–65535, from its id; 0 is the host's default zone). */
+export function conntrackZone(sw: Switch): number {
+  return (Number.parseInt(sw.id.slice(0, 4), 16) % 65535) + 1;
+}
+
 /**
  * The ip-family companion table of a stateful switch, `table ip palisade_<id>`. Bridged
  * IPv4 frames reach the ip hooks through br_netfilter (the bridge's `nf_call_iptables`,
@@ -438,10 +443,15 @@ export const STATEFUL_MARK = "0x00100000";
 export function conntrackScript(sw: Switch): string | undefined {
   if (!sw.stateful) return undefined;
   const mark = `ct state established,related meta mark set meta mark | ${STATEFUL_MARK}`;
+  const zone = `ct zone set ${conntrackZone(sw)}`;
   return [
     `table ip ${sw.table} {}`,
     `flush table ip ${sw.table}`,
     `table ip ${sw.table} {`,
+    // Before conntrack (-200): the switch's own zone, so that two switches with the same
+    // addresses (private networks often are) never share a connection entry.
+    `  chain zone_prerouting {\n    type filter hook prerouting priority -300; policy accept;\n    iifname ${quote(sw.bridge)} ${zone}\n  }`,
+    `  chain zone_output {\n    type filter hook output priority -300; policy accept;\n    oifname ${quote(sw.bridge)} ${zone}\n  }`,
     // After conntrack (-200), before anything else the host may filter with.
     `  chain prerouting {\n    type filter hook prerouting priority -150; policy accept;\n    iifname ${quote(sw.bridge)} ${mark}\n  }`,
     `  chain output {\n    type filter hook output priority -150; policy accept;\n    oifname ${quote(sw.bridge)} ${mark}\n  }`,

@@ -157,3 +157,18 @@ test("stateful ACLs on an internal switch: the host's replies to a VM pass, the 
     for (const server of servers) server.kill();
   }
 });
+
+test("stateful switches with the same subnet keep their connections apart (one conntrack zone each)", async () => {
+  const zones: string[] = [];
+  for (const name of ["zone1", "zone2"]) {
+    await switches.create({ name, type: "private", stateful: true });
+    const a = await lab.vmNamespace(name, `${name}a`, "10.81.0.1/24", `52:54:00:81:0${name.slice(-1)}:01`);
+    await lab.vmNamespace(name, `${name}b`, "10.81.0.2/24", `52:54:00:81:0${name.slice(-1)}:02`);
+    assert.ok(await ping(a, "10.81.0.2"), `${name}: a reaches b`);
+    zones.push(/ct zone set (\d+)/.exec(await must(host, ["nft", "list", "table", "ip", switches.get(name).table]))?.[1] ?? assert.fail("no zone"));
+  }
+
+  const table = await must(host, ["cat", "/proc/net/nf_conntrack"]);
+  assert.notEqual(zones[0], zones[1]);
+  for (const zone of zones) assert.match(table, new RegExp(`icmp .*src=10\\.81\\.0\\.1 dst=10\\.81\\.0\\.2 .*zone=${zone}`), `an entry in zone ${zone}:\n${table}`);
+});
