@@ -234,7 +234,11 @@ export async function main(args: string[]): Promise<void> {
     // monitor (outside) and, for an attached worker (`palisade run`), bwrap's reaper as the
     // jail's pid 1; a detached worker's QEMU is itself pid 1. Also compared: QEMU's own
     // private memory plain vs jailed (the runtime tree shares its pages with the host's files).
-    rmSync(socket, { force: true });
+    // A killed QEMU leaves its sockets; root's would block the jailed QEMU (sticky run dir).
+    const removeSockets = (): void => {
+      for (const name of ["qmp.sock", "console.sock"]) rmSync(join(spec.runDir, name), { force: true });
+    };
+    removeSockets();
     const plainChild = spawn(QEMU, qemuArgs, { env: {}, stdio: "ignore" });
     await waitForSocket(socket);
     await new Promise((resolve) => setTimeout(resolve, 500));
@@ -242,7 +246,7 @@ export async function main(args: string[]): Promise<void> {
     plainChild.kill("SIGKILL");
     await new Promise((resolve) => plainChild.once("exit", resolve));
     for (const attached of [false, true]) {
-      rmSync(socket, { force: true });
+      removeSockets();
       // The status file holds every earlier run's documents: start it afresh for this worker.
       writeFileSync(jailPaths(spec.runDir).statusFile, "");
       const argv = jailArgv({ ...spec, dieWithParent: attached }, qemuArgs, host);
