@@ -21,6 +21,8 @@ export const HOST_PACKAGES = [
   // The default guest kernel (Debian cloud) is LZ4-compressed; the image builder unpacks
   // its vmlinux for PVH boot.
   ["/usr/bin/lz4", "lz4"],
+  // bench switch-guests puts iperf3 into its guests (image build --add-binary).
+  ["/usr/bin/iperf3", "iperf3"],
 ];
 
 function missingPackages() {
