@@ -24,4 +24,5 @@ export {
   type CompiledLimits,
   type WorkerResourceLimits,
 } from "./compile.js";
+export { assertPolicyWithin, policyExcesses } from "./ceiling.js";
 export { checkTrustPlacement, type TrustPlacementVm, type TrustPlacementDecision } from "./trust.js";
