@@ -100,7 +100,7 @@ test("qemu-argv: QEMU's seccomp switches are appended as given", () => {
 });
 
 test("kernel command line: TCG gets the host TSC frequency and lpj (the microvm boot-hang fix)", () => {
-  assert.deepEqual(timingArgs("tcg", 2_445_404), ["tsc_early_khz=2445404", "lpj=9781616"]);
+  assert.deepEqual(timingArgs("tcg", 2_445_404), ["tsc_early_khz=2445404", "lpj=9781616", "tsc=reliable"]);
   assert.deepEqual(timingArgs("kvm", 2_445_404), []);
   assert.deepEqual(timingArgs("tcg", null), []);
 });
@@ -108,5 +108,5 @@ test("kernel command line: TCG gets the host TSC frequency and lpj (the microvm 
 test("kernel command line: Palisade's arguments first, the user's override them by key", () => {
   const line = kernelCommandLine(testSpec({ append: "quiet console=hvc0" }), "tcg", 2_000_000);
 
-  assert.equal(line, "panic=-1 reboot=t tsc_early_khz=2000000 lpj=8000000 quiet console=hvc0");
+  assert.equal(line, "panic=-1 reboot=t tsc_early_khz=2000000 lpj=8000000 tsc=reliable quiet console=hvc0");
 });

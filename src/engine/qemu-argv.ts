@@ -49,7 +49,15 @@ const GUEST_HZ = 250;
  */
 export function timingArgs(accel: Accel, tscKhz: number | null): string[] {
   if (accel !== "tcg" || tscKhz === null || tscKhz <= 0) return [];
-  return [`tsc_early_khz=${tscKhz}`, `lpj=${Math.round((tscKhz * 1000) / GUEST_HZ)}`];
+  return [
+    `tsc_early_khz=${tscKhz}`,
+    `lpj=${Math.round((tscKhz * 1000) / GUEST_HZ)}`,
+    // TCG's TSC follows the host's monotonic clock, but the guest's clocksource watchdog
+    // compares it with jiffies, which run late whenever the host is busy, declares it
+    // unstable and falls back to 4 ms jiffies: every guest timestamp (ping, iperf, logs)
+    // then has 4 ms resolution. The TSC is the good clock here; trust it.
+    "tsc=reliable",
+  ];
 }
 
 /** The guest kernel command line: Palisade's arguments first, the user's last (they win). */

@@ -33,12 +33,16 @@ for (const cpus of [1, 2]) {
     try {
       const online = await vm.exec("grep -c ^processor /proc/cpuinfo");
       const memTotal = await vm.exec("grep MemTotal /proc/meminfo");
+      const clock = await vm.exec("cat /sys/devices/system/clocksource/clocksource0/current_clocksource");
       const exit = await vm.powerOff();
 
       assert.equal(online.stdout.trim(), String(cpus));
       const kib = Number(/MemTotal:\s+(\d+) kB/.exec(memTotal.stdout)?.[1]);
       // The kernel keeps a little for itself: between 200 and 256 MiB of 256 MiB show up.
       assert.ok(kib > 200 * 1024 && kib <= 256 * 1024, `MemTotal ${kib} kB`);
+      // Under TCG the guest keeps the TSC (tsc=reliable); under KVM it has kvm-clock. Never
+      // the 4 ms jiffies it fell back to when its watchdog distrusted TCG's TSC.
+      assert.match(clock.stdout.trim(), /^(tsc|kvm-clock)$/);
       assert.deepEqual(exit, { code: 0, signal: null });
     } finally {
       await vm.dispose();
