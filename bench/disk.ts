@@ -3,7 +3,9 @@
  * conversion and BlockImage random I/O, side by side with qemu-img in the same run.
  *
  * 1. convert raw→vhdx, vhdx→raw, vhd→vhdx of an image with mixed data and holes (per
- *    32 MiB: 8 MiB of data, the rest holes), `palisade disk convert` vs `qemu-img convert`;
+ *    32 MiB: 8 MiB of data, the rest holes), `palisade disk convert` (the shipped CLI
+ *    bundle; also the library in a process of its own, and in this process: no start-up)
+ *    vs `qemu-img convert`;
  * 2. 4 KiB random reads and writes through BlockImage on a dynamic VHDX and on raw, at
  *    queue depth 1 and 32 (a 512 MiB fully allocated working set).
  * Prints the median and the best of `--runs` runs and the ratios. Targets: every convert
@@ -19,7 +21,7 @@ import { existsSync, mkdirSync, openSync, closeSync, writeSync, rmSync, ftruncat
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { convertImage, openImage, type BlockImage } from "../src/storage/index.js";
+import { convertImage, openImage, type BlockImage, type DiskFormat } from "../src/storage/index.js";
 
 const MiB = 1024 * 1024;
 const here = dirname(fileURLToPath(import.meta.url));
@@ -110,7 +112,7 @@ export async function main(args: string[]): Promise<void> {
   const library = join(here, "..", "src", "storage", "index.js");
   const libraryConvert = (from: string, to: string, format: string): number =>
     run(process.execPath, ["--input-type=module", "-e", `const s = await import(${JSON.stringify(library)}); await s.convertImage(${JSON.stringify(from)}, ${JSON.stringify(to)}, { format: ${JSON.stringify(format)} });`]);
-  const cases: { name: string; from: string; to: string; format: string; qemu: string[] }[] = [
+  const cases: { name: string; from: string; to: string; format: DiskFormat; qemu: string[] }[] = [
     { name: "raw -> vhdx", from: src, to: join(dir, "out.vhdx"), format: "vhdx", qemu: ["-f", "raw", "-O", "vhdx", "-o", "subformat=dynamic"] },
     { name: "vhdx -> raw", from: vhdx, to: join(dir, "out.raw"), format: "raw", qemu: ["-f", "vhdx", "-O", "raw"] },
     { name: "vhd -> vhdx", from: vhd, to: join(dir, "out.vhdx"), format: "vhdx", qemu: ["-f", "vpc", "-O", "vhdx", "-o", "subformat=dynamic"] },
@@ -122,29 +124,37 @@ export async function main(args: string[]): Promise<void> {
   // qemu-img convert writes its output with cache=unsafe: nothing is flushed at the end.
   // Palisade flushes the new image before renaming it into place; "qemu-img+sync" is
   // qemu-img followed by an fsync of its output, the same durability.
-  console.log("convert, seconds: median (best)  palisade CLI     palisade lib     qemu-img+sync    qemu-img (no flush)   CLI/(qemu-img+sync) (target <= 1.00)   CLI/qemu-img");
-  type Who = "library" | "cli" | "qemu" | "qemuSync";
+  // "in-process" is convertImage called in this process: the conversion without any
+  // process start-up (the CLI's cost is that plus Node's and the CLI's start-up).
+  console.log("convert, seconds: median (best)  palisade CLI     palisade lib     in-process       qemu-img+sync    qemu-img (no flush)   CLI/(qemu-img+sync) (target <= 1.00)   in-process/(qemu-img+sync)   CLI/qemu-img");
+  type Who = "inProcess" | "library" | "cli" | "qemu" | "qemuSync";
   for (const c of cases) {
-    const times: Record<Who, number[]> = { library: [], cli: [], qemu: [], qemuSync: [] };
-    const runners: Record<Who, () => number> = {
-      library: () => libraryConvert(c.from, c.to, c.format),
-      cli: () => run(process.execPath, [CLI, "disk", "convert", c.from, c.to, "--format", c.format]),
-      qemu: () => run("qemu-img", ["convert", ...c.qemu, c.from, c.to]),
-      qemuSync: () => run("sh", ["-c", 'qemu-img convert "$@" && sync "$0"', c.to, ...c.qemu, c.from, c.to]),
+    const times: Record<Who, number[]> = { inProcess: [], library: [], cli: [], qemu: [], qemuSync: [] };
+    const runners: Record<Who, () => Promise<number>> = {
+      inProcess: async () => {
+        spawnSync("sync", [], { timeout: 120_000 });
+        const started = performance.now();
+        await convertImage(c.from, c.to, { format: c.format });
+        return (performance.now() - started) / 1000;
+      },
+      library: () => Promise.resolve(libraryConvert(c.from, c.to, c.format)),
+      cli: () => Promise.resolve(run(process.execPath, [CLI, "disk", "convert", c.from, c.to, "--format", c.format])),
+      qemu: () => Promise.resolve(run("qemu-img", ["convert", ...c.qemu, c.from, c.to])),
+      qemuSync: () => Promise.resolve(run("sh", ["-c", 'qemu-img convert "$@" && sync "$0"', c.to, ...c.qemu, c.from, c.to])),
     };
     for (let i = 0; i < runs; i++) {
       // Rotate who goes first: the page cache favours later readers.
-      const all: Who[] = ["library", "cli", "qemu", "qemuSync"];
+      const all: Who[] = ["inProcess", "library", "cli", "qemu", "qemuSync"];
       for (const who of all.map((_, k) => all[(k + i) % all.length] ?? "qemu")) {
         remove(c.to);
-        times[who].push(runners[who]());
+        times[who].push(await runners[who]());
       }
       remove(c.to);
     }
     const cell = (values: number[]): string => `${median(values).toFixed(2)} (${Math.min(...values).toFixed(2)})`.padStart(13);
     const ratio = (a: number[], b: number[]): string => `${(median(a) / median(b)).toFixed(2)} (${(Math.min(...a) / Math.min(...b)).toFixed(2)})`;
     console.log(
-      `  ${c.name.padEnd(30)} ${cell(times.cli)}    ${cell(times.library)}    ${cell(times.qemuSync)}    ${cell(times.qemu)}         ${ratio(times.cli, times.qemuSync).padStart(14)}                   ${ratio(times.cli, times.qemu)}`,
+      `  ${c.name.padEnd(30)} ${cell(times.cli)}    ${cell(times.library)}    ${cell(times.inProcess)}    ${cell(times.qemuSync)}    ${cell(times.qemu)}         ${ratio(times.cli, times.qemuSync).padStart(14)}                   ${ratio(times.inProcess, times.qemuSync).padStart(14)}               ${ratio(times.cli, times.qemu)}`,
     );
   }
 
