@@ -5,6 +5,9 @@
  *   msrs     read MSRs 0x0-0x1FFF, 0x40000000-0x400001FF, 0xC0000000-0xC0011FFF through
  *            /dev/cpu/0/msr and write back each value read
  *   garbage  run 50 pages of random bytes as code, each in a child process
+ *   pci      for every PCI device: read its whole config space and write it back, then
+ *            map each memory BAR (/sys/bus/pci/devices/D/resourceN, first 64 KiB) and
+ *            read and write back every 32-bit word
  *   spin S   spin for S seconds
  * Prints "<mode>: start" first and "<mode>: done …" last, so the host sees how far it got.
  */
@@ -16,7 +19,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/io.h>
+#include <dirent.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -27,6 +32,39 @@ static void sweep_msrs(int fd, uint32_t first, uint32_t last, unsigned *readable
     if (pread(fd, &value, sizeof value, (off_t)msr) != sizeof value) continue;
     (*readable)++;
     if (pwrite(fd, &value, sizeof value, (off_t)msr) == sizeof value) (*written)++;
+  }
+}
+
+/* Config space, then every memory BAR of one device; counts what it touched. */
+static void probe_pci_device(const char *name, unsigned *bars, unsigned long *words) {
+  char path[256];
+  snprintf(path, sizeof path, "/sys/bus/pci/devices/%s/config", name);
+  int fd = open(path, O_RDWR);
+  if (fd >= 0) {
+    unsigned char config[4096];
+    ssize_t got = pread(fd, config, sizeof config, 0);
+    if (got > 0 && pwrite(fd, config, (size_t)got, 0) < 0) perror(path);
+    close(fd);
+  }
+  for (int bar = 0; bar < 6; bar++) {
+    snprintf(path, sizeof path, "/sys/bus/pci/devices/%s/resource%d", name, bar);
+    fd = open(path, O_RDWR | O_SYNC);
+    if (fd < 0) continue; /* no such BAR, or an I/O BAR (the port sweep covers those) */
+    struct stat st;
+    if (fstat(fd, &st) == 0 && st.st_size > 0) {
+      size_t length = st.st_size < 65536 ? (size_t)st.st_size : 65536;
+      volatile uint32_t *bar_map = mmap(NULL, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+      if (bar_map != MAP_FAILED) {
+        (*bars)++;
+        for (size_t i = 0; i < length / 4; i++) {
+          uint32_t value = bar_map[i];
+          bar_map[i] = value;
+          (*words)++;
+        }
+        munmap((void *)bar_map, length);
+      }
+    }
+    close(fd);
   }
 }
 
@@ -41,6 +79,21 @@ int main(int argc, char **argv) {
       outb(value, (unsigned short)port);
     }
     printf("ports: done 65536\n");
+    return 0;
+  }
+  if (strcmp(mode, "pci") == 0) {
+    DIR *dir = opendir("/sys/bus/pci/devices");
+    if (dir == NULL) { perror("/sys/bus/pci/devices"); return 1; }
+    unsigned devices = 0, bars = 0;
+    unsigned long words = 0;
+    for (struct dirent *entry; (entry = readdir(dir)) != NULL;) {
+      if (entry->d_name[0] == '.') continue;
+      printf("pci: %s\n", entry->d_name);
+      probe_pci_device(entry->d_name, &bars, &words);
+      devices++;
+    }
+    closedir(dir);
+    printf("pci: done devices=%u bars=%u words=%lu\n", devices, bars, words);
     return 0;
   }
   if (strcmp(mode, "msrs") == 0) {
@@ -79,6 +132,6 @@ int main(int argc, char **argv) {
     printf("spin: done\n");
     return 0;
   }
-  fprintf(stderr, "usage: hostile-guest ports|msrs|garbage|spin SECONDS\n");
+  fprintf(stderr, "usage: hostile-guest ports|msrs|garbage|pci|spin SECONDS\n");
   return 2;
 }

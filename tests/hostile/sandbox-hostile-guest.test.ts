@@ -3,7 +3,8 @@
  * by `palisade run` (the engine's command line, the worker's jail): guest A runs random
  * bytes as code, reads and writes back every MSR in 0x0–0x1FFF, 0x40000000–0x400001FF and
  * 0xC0000000–0xC0011FFF, writes and reads unassigned guest-physical MMIO from ring 0
- * (palisade_hostile.ko action=mmio), and every one of the 65,536 I/O ports. Asserted: A
+ * (palisade_hostile.ko action=mmio), every one of the 65,536 I/O ports, then every PCI
+ * device's config space and memory BARs (each read and written back). Asserted: A
  * sees no device class the policy does not grant (display, USB, network); A's worker
  * either goes on or `palisade run` ends with an exit code and a reason; neighbour B's
  * console heartbeat keeps ticking.
@@ -25,7 +26,7 @@ after(() => {
 });
 
 test(
-  "sandbox: a hostile guest (random code, every MSR, unassigned MMIO, all 65,536 I/O ports) harms neither the host nor its neighbour",
+  "sandbox: a hostile guest (random code, every MSR, unassigned MMIO, all 65,536 I/O ports, every PCI config space and BAR) harms neither the host nor its neighbour",
   { skip },
   async (t) => {
     const started = Date.now();
@@ -52,7 +53,7 @@ test(
       const classes = census.stdout.split(/\s+/).filter((cls) => cls !== "");
       const vendors = (await a.exec("cat /sys/bus/pci/devices/*/vendor")).stdout.split(/\s+/).filter((id) => id !== "");
       a.send(
-        `${GUEST_PROGRAM} garbage; ${GUEST_PROGRAM} msrs; insmod ${GUEST_MODULE} action=mmio; dmesg | grep 'palisade_hostile: mmio'; ${GUEST_PROGRAM} ports; echo ATTACKS-""END\n`,
+        `${GUEST_PROGRAM} garbage; ${GUEST_PROGRAM} msrs; insmod ${GUEST_MODULE} action=mmio; dmesg | grep 'palisade_hostile: mmio'; ${GUEST_PROGRAM} ports; ${GUEST_PROGRAM} pci; echo ATTACKS-""END\n`,
       );
       // The guest may die or hang on the port sweep: what happens to the worker is the point.
       const aExited = (): boolean => a.child.exitCode !== null || a.child.signalCode !== null;
@@ -64,7 +65,7 @@ test(
       // Still running: the worker answers the console (or hangs in the guest, its business).
       const aRunning = !aExited();
       t.diagnostic(
-        `A: ${a.output.match(/(garbage|msrs|ports): (start|done[^\r\n]*)/g)?.join("; ") ?? "no attack output"}; ${aRunning ? "still running" : `palisade run exited ${String(a.child.exitCode ?? a.child.signalCode)}: ${a.stderr.trim().split("\n").slice(-2).join(" / ")}`}; B ticked ${String(ticks(b.output))} times; ${phases.join(", ")}`,
+        `A: ${a.output.match(/(garbage|msrs|ports|pci): (start|done[^\r\n]*)/g)?.join("; ") ?? "no attack output"}; ${aRunning ? "still running" : `palisade run exited ${String(a.child.exitCode ?? a.child.signalCode)}: ${a.stderr.trim().split("\n").slice(-2).join(" / ")}`}; B ticked ${String(ticks(b.output))} times; ${phases.join(", ")}`,
       );
 
       assert.ok(classes.length > 0, "no PCI devices listed");
@@ -91,6 +92,8 @@ test(
       assert.match(a.output, /ports: start/);
       // Every port read and written back, or the worker ended (with a reason, below).
       if (aRunning) assert.match(a.output, /ports: done 65536/);
+      // Every PCI device's config space and memory BARs read and written back.
+      if (aRunning) assert.match(a.output, /pci: done devices=[1-9]\d* bars=[1-9]\d* words=[1-9]/);
       if (!aRunning) {
         // Exited: with a documented exit code and a reason on stderr, never silently.
         assert.ok([0, 4, 5, 6, 7].includes(a.child.exitCode ?? -1), `exit ${String(a.child.exitCode ?? a.child.signalCode)}`);
