@@ -85,7 +85,8 @@ export async function planWorkerJail(
   const gaps = sandboxGaps(probed);
   if (!probed.root || probed.bwrap === null || probed.setpriv === null) return { jail: null, gaps };
   const host = await withRuntimeTree(probed, qemuBinary, stateDir);
-  const uid = await allocateUid(spec.name, stateDir);
+  // Claims are keyed by the VM's uuid: names are unique per run root, not per host.
+  const uid = await allocateUid(spec.uuid, stateDir);
   const jailSpec = jailSpecFor(spec, paths, policy, accel, uid, qemuBinary, detached);
   let prepared: PreparedJail | null = null;
   let released = false;
@@ -107,7 +108,7 @@ export async function planWorkerJail(
         await prepared?.cleanup();
         if (!released) {
           released = true;
-          await releaseUid(spec.name, stateDir);
+          await releaseUid(spec.uuid, stateDir);
         }
       },
     },
@@ -179,7 +180,16 @@ function fileStamp(path: string): string {
   }
 }
 
-/** Where the sandbox keeps its uid claims: beside the run directories. */
+/**
+ * Where the sandbox keeps its uid claims, host probe and runtime trees: one directory for
+ * the whole host (`PALISADE_SANDBOX_DIR`, else `/run/palisade/sandbox` as root), whatever
+ * run root a VM uses. The service, `palisade run` and tests each had a pool beside their
+ * own run root, over the same uid range: two running VMs could be handed one uid, kept
+ * apart only by "no process runs as it yet". Unprivileged runs never jail; their state
+ * stays beside their run root.
+ */
 export function sandboxStateDir(runRoot: string): string {
-  return join(runRoot, "..", "sandbox");
+  const configured = process.env.PALISADE_SANDBOX_DIR;
+  if (configured !== undefined && configured !== "") return configured;
+  return process.getuid?.() === 0 ? "/run/palisade/sandbox" : join(runRoot, "..", "sandbox");
 }

@@ -167,7 +167,7 @@ export class EngineRuntime implements VmRuntime {
     if (record === null) {
       const orphan = findQemuByQmpSocket(join(runDir, "qmp.sock"));
       if (orphan === null) {
-        if (vmName !== undefined && existsSync(runDir)) await this.#undoJail(runDir, vmName);
+        if (vmName !== undefined && existsSync(runDir)) await this.#undoJail(runDir, vmName, undefined);
         return null;
       }
       try {
@@ -175,7 +175,7 @@ export class EngineRuntime implements VmRuntime {
       } catch {
         // Gone meanwhile.
       }
-      if (vmName !== undefined) await this.#undoJail(runDir, vmName);
+      if (vmName !== undefined) await this.#undoJail(runDir, vmName, undefined);
       removeRunDir(runDir);
       return {
         state: "stopped",
@@ -194,7 +194,7 @@ export class EngineRuntime implements VmRuntime {
       if (!isWorkerAlive(record.pid, record.uuid)) return this.#endedUnheld(runDir, record);
       throw error;
     }
-    if (record.jailed) this.#leftovers.keep(id, runDir, record.name);
+    if (record.jailed) this.#leftovers.keep(id, runDir, record.name, record.uuid);
     await this.#hold(runDir, worker, record.jailed);
     return this.#statusOf(worker);
   }
@@ -203,7 +203,7 @@ export class EngineRuntime implements VmRuntime {
   async #endedUnheld(runDir: string, record: WorkerRecord): Promise<RuntimeStatus> {
     const log = summarizeStderr(readLog(runDir));
     const exitCode = readJailExitCode(runDir);
-    if (record.jailed) await this.#undoJail(runDir, record.name);
+    if (record.jailed) await this.#undoJail(runDir, record.name, record.uuid);
     removeRunDir(runDir);
     const exit = exitCode === undefined ? null : describeJailExit(exitCode);
     return {
@@ -212,9 +212,9 @@ export class EngineRuntime implements VmRuntime {
     };
   }
 
-  async #undoJail(runDir: string, vmName: string): Promise<void> {
+  async #undoJail(runDir: string, vmName: string, uuid: string | undefined): Promise<void> {
     try {
-      await this.#leftovers.cleanRunDir(runDir, vmName);
+      await this.#leftovers.cleanRunDir(runDir, vmName, uuid);
     } catch (error: unknown) {
       process.stderr.write(`palisade service: cannot undo the jail of ${runDir}: ${String(error)}\n`);
     }

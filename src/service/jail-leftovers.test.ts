@@ -56,12 +56,12 @@ test(
       const disk = join(dir, "disk.img");
       writeFileSync(disk, "");
       // As prepareJail leaves it: the disk handed to the worker's uid, its owner recorded.
-      await allocateUid("vm-a", stateDir, { range: { first: 64990, count: 5 } });
+      await allocateUid("uuid-a", stateDir, { range: { first: 64990, count: 5 } });
       writeFileSync(join(runDir, ".jail", "owners.json"), JSON.stringify([{ path: disk, uid: 0, gid: 0 }]));
       chownSync(disk, 64990, 64990);
       const leftovers = new JailLeftovers(join(dir, "jail-leftovers"), () => null, stateDir);
 
-      leftovers.keep("id-1", runDir, "vm-a");
+      leftovers.keep("id-1", runDir, "vm-a", "uuid-a");
       rmSync(runDir, { recursive: true });
       assert.equal(leftovers.has("id-1"), true);
       await leftovers.cleanKept("id-1");

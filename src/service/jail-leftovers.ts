@@ -87,6 +87,7 @@ const OWNERS_FILE = "owners.json";
 /** Host facts that name no cgroup (cleanupJail reads only `root` and `cgroups` of them). */
 const NO_CGROUPS = { root: false, cgroups: { version: "none" } } as SandboxHostFacts;
 const NAME_FILE = "vm-name";
+const UUID_FILE = "vm-uuid";
 
 /** Undoes jails from their records; `root` is `<data-dir>/jail-leftovers`. */
 export class JailLeftovers {
@@ -105,11 +106,12 @@ export class JailLeftovers {
   }
 
   /** Keeps a copy of the records of the jail in `runDir` (a live worker the service re-attached). */
-  keep(id: string, runDir: string, vmName: string): void {
+  keep(id: string, runDir: string, vmName: string, uuid: string): void {
     const controlDir = join(this.#root, id, ".jail");
     mkdirSync(controlDir, { recursive: true, mode: 0o700 });
     const owners = join(jailPaths(runDir).controlDir, OWNERS_FILE);
     if (existsSync(owners)) copyFileSync(owners, join(controlDir, OWNERS_FILE));
+    writeFileSync(join(this.#root, id, UUID_FILE), uuid, { mode: 0o600 });
     writeFileSync(join(this.#root, id, NAME_FILE), vmName, { mode: 0o600 });
   }
 
@@ -122,25 +124,32 @@ export class JailLeftovers {
   async cleanKept(id: string): Promise<void> {
     const dir = join(this.#root, id);
     let vmName: string;
+    let uuid: string | undefined;
     try {
       vmName = readFileSync(join(dir, NAME_FILE), "utf8");
+      uuid = existsSync(join(dir, UUID_FILE)) ? readFileSync(join(dir, UUID_FILE), "utf8") : undefined;
     } catch {
       return;
     }
-    await this.#undo(dir, vmName);
+    await this.#undo(dir, vmName, uuid);
     rmSync(dir, { recursive: true, force: true });
   }
 
   /** Undoes the jail of a worker that ended while nobody held it, from its own run directory. */
-  async cleanRunDir(runDir: string, vmName: string): Promise<void> {
-    await this.#undo(runDir, vmName);
+  async cleanRunDir(runDir: string, vmName: string, uuid: string | undefined): Promise<void> {
+    await this.#undo(runDir, vmName, uuid);
   }
 
-  async #undo(runDir: string, vmName: string): Promise<void> {
+  /**
+   * `uuid` keys the worker's uid claim; unknown (no worker record left), the claim is
+   * reclaimed by the pool once its owner (the previous service) is gone and no process
+   * runs as the uid.
+   */
+  async #undo(runDir: string, vmName: string, uuid: string | undefined): Promise<void> {
     // Without host facts no cgroup can be named; the file owners are still given back.
     const host = this.#host() ?? NO_CGROUPS;
     // INVARIANT: cleanupJail reads only vmId (its cgroups) and runDir (its control files).
     await cleanupJail({ vmId: vmName, runDir } as JailSpec, host);
-    await releaseUid(vmName, this.#stateDir);
+    if (uuid !== undefined) await releaseUid(uuid, this.#stateDir);
   }
 }
