@@ -19,6 +19,7 @@ import {
   parseCidr,
   parsePortRange,
   parsePortRef,
+  parseVlan,
   type AclAction,
   type AclDirection,
   type AclProtocol,
@@ -77,7 +78,7 @@ function switchView(sw: Switch): Record<string, unknown> {
     stateful: sw.stateful,
     flowLog: sw.flowLog,
     createdAt: sw.createdAt,
-    ports: sw.ports.map((port) => ({ port: formatPortRef(port), ifname: port.ifname, kind: port.kind, mac: port.mac, vlan: port.vlan, peerNetns: port.peerNetns, macGuard: port.macGuard, dhcpGuard: port.dhcpGuard, routerGuard: port.routerGuard })),
+    ports: sw.ports.map((port) => ({ port: formatPortRef(port), ifname: port.ifname, kind: port.kind, mac: port.mac, vlan: port.vlan ?? null, peerNetns: port.peerNetns, macGuard: port.macGuard, dhcpGuard: port.dhcpGuard, routerGuard: port.routerGuard })),
     acls: sw.acls.map(ruleView),
     mirrors: sw.mirrors.map((mirror) => ({ from: formatPortRef(mirror.from), to: "port" in mirror.to ? formatPortRef(mirror.to.port) : mirror.to.ifname })),
   };
@@ -193,7 +194,7 @@ export function registerSwitchCommands(program: Command, output: SwitchCommandOu
           `  ports (${sw.ports.length}):`,
           ...sw.ports.map((port) => {
             const guards = counters.guards.get(formatPortRef(port));
-            return `    ${formatPortRef(port)}  ${port.ifname} ${port.kind} ${port.mac}${port.vlan === undefined ? "" : ` vlan ${port.vlan}`}  dropped: spoofed ${guards?.mac ?? 0}, dhcp ${guards?.dhcp ?? 0}, ra ${guards?.routerAdvert ?? 0}`;
+            return `    ${formatPortRef(port)}  ${port.ifname} ${port.kind} ${port.mac} vlan ${port.vlan === undefined ? "untagged" : String(port.vlan)}  dropped: spoofed ${guards?.mac ?? 0}, dhcp ${guards?.dhcp ?? 0}, ra ${guards?.routerAdvert ?? 0}`;
           }),
           `  acls (${sw.acls.length}), see "switch acl list"; default-deny drops ${counters.defaultDeny.packets}`,
           ...sw.mirrors.map((mirror) => `  mirror ${formatPortRef(mirror.from)} -> ${"port" in mirror.to ? formatPortRef(mirror.to.port) : mirror.to.ifname}`),
@@ -239,9 +240,11 @@ export function registerSwitchCommands(program: Command, output: SwitchCommandOu
     .option("--peer-ifname <name>", "name of the guest end", "eth0")
     .option("--mac <mac>", "MAC address (default random 52:54:00:…)")
     .option("--no-mac-guard", "allow any source MAC")
-    .action(async (switchName: string, options: { vm: string; nic: string; peerNetns: string; peerIfname: string; mac?: string; macGuard: boolean }, command: Command) => {
-      const added = await switches(command).attachVethPort({ switchName, vmName: options.vm, nic: options.nic, peerNetns: options.peerNetns, peerIfname: options.peerIfname, mac: options.mac, macGuard: options.macGuard });
-      write(`Port ${formatPortRef(added)} on ${switchName}: ${added.ifname} (${added.mac})\n`);
+    .option("--vlan <n>", "access VLAN 1-4094 (default untagged)")
+    .action(async (switchName: string, options: { vm: string; nic: string; peerNetns: string; peerIfname: string; mac?: string; macGuard: boolean; vlan?: string }, command: Command) => {
+      const vlan = options.vlan === undefined ? undefined : parseVlan(options.vlan, "--vlan");
+      const added = await switches(command).attachVethPort({ switchName, vmName: options.vm, nic: options.nic, peerNetns: options.peerNetns, peerIfname: options.peerIfname, mac: options.mac, macGuard: options.macGuard, vlan });
+      write(`Port ${formatPortRef(added)} on ${switchName}: ${added.ifname} (${added.mac})${added.vlan === undefined ? "" : `, vlan ${String(added.vlan)}`}\n`);
     });
   port
     .command("remove <switch> <port>")

@@ -12,6 +12,8 @@ import {
   parseMac,
   parsePortRange,
   parsePortRef,
+  parseVlan,
+  checkVlan,
   portIfname,
   randomMac,
   subnetPlan,
@@ -96,4 +98,14 @@ test("addresses: kernel names fit IFNAMSIZ and are stable", () => {
   assert.ok(names.bridge.length <= 15 && port.length <= 15);
   assert.equal(portIfname("lab", { vmName: "web-1", nic: "net0" }), port);
   assert.notEqual(portIfname("lab", { vmName: "web-1", nic: "net1" }), port);
+});
+
+test("addresses: VLAN ids are 1-4094, decimal, and errors name the field", () => {
+  assert.equal(parseVlan("1", "--vlan"), 1);
+  assert.equal(parseVlan("4094", "--vlan"), 4094);
+  assert.equal(checkVlan(10, "vlan"), 10);
+  for (const bad of ["0", "4095", "x", "", "-1", "1.5", "10000", " 10"]) {
+    assert.throws(() => parseVlan(bad, "--vlan"), refusedWith("network.bad-vlan", /^--vlan: .* is not a VLAN id \(1-4094\)$/), bad);
+  }
+  for (const bad of [0, 4095, Number.NaN, 1.5, -3]) assert.throws(() => checkVlan(bad, "vlan"), refusedWith("network.bad-vlan", /^vlan: /), String(bad));
 });

@@ -34,6 +34,31 @@ export function parseIpv4(text: string, what: string): number {
   return octets.reduce((value, octet) => value * 256 + octet, 0);
 }
 
+/** Lowest and highest access VLAN id (0 and 4095 are reserved by 802.1Q). */
+export const VLAN_MIN = 1;
+export const VLAN_MAX = 4094;
+
+/**
+ * Checks an access VLAN id.
+ * @throws {ConfigError} `network.bad-vlan` naming `what`.
+ */
+export function checkVlan(vlan: number, what: string): number {
+  if (!Number.isInteger(vlan) || vlan < VLAN_MIN || vlan > VLAN_MAX) {
+    throw new ConfigError(`${what}: ${String(vlan)} is not a VLAN id (${VLAN_MIN}-${VLAN_MAX})`, "network.bad-vlan");
+  }
+  return vlan;
+}
+
+/**
+ * Parses an access VLAN id given as text (decimal digits only).
+ * @throws {ConfigError} `network.bad-vlan` naming `what`.
+ * @example parseVlan("10", "--vlan") === 10
+ */
+export function parseVlan(text: string, what: string): number {
+  if (!/^\d{1,4}$/.test(text)) throw new ConfigError(`${what}: "${text}" is not a VLAN id (${VLAN_MIN}-${VLAN_MAX})`, "network.bad-vlan");
+  return checkVlan(Number(text), what);
+}
+
 /** Dotted-quad text of an unsigned 32-bit IPv4 address. */
 export function formatIpv4(address: number): string {
   return [24, 16, 8, 0].map((shift) => String(Math.floor(address / 2 ** shift) % 256)).join(".");

@@ -17,6 +17,7 @@ export type {
 export { closeFd, openTap } from "./tap.js";
 export type { OpenTapOptions } from "./tap.js";
 export {
+  checkVlan,
   formatCidr,
   formatIpv4,
   formatPortRange,
@@ -26,14 +27,17 @@ export {
   parseMac,
   parsePortRange,
   parsePortRef,
+  parseVlan,
   randomMac,
   switchNames,
   portIfname,
+  VLAN_MAX,
+  VLAN_MIN,
 } from "./addresses.js";
 export type { Ipv4Cidr, PortRange, PortRef } from "./addresses.js";
 export { checkAclRule, compileStage, evaluateStage, stageRules } from "./acl.js";
 export type { AclPacket, AclRuleInput, AclVerdict } from "./acl.js";
-export { conntrackScript, nftScript, portAddScript, portRemoveScript, ruleCounts, STATEFUL_MARK } from "./ruleset.js";
+export { conntrackScript, nftScript, portAddScript, portRemoveScript, ruleCounts, STATEFUL_MARK, VLAN_MARK_MASK, VLAN_OBJECTS, vlanId } from "./ruleset.js";
 export type { FlowRecord } from "./flows.js";
 export { ACL_PRIORITY_DEFAULT, ACL_PRIORITY_MAX, ACL_PRIORITY_MIN, SWITCH_TYPES } from "./model.js";
 export type { AclRule, AclAction, AclDirection, AclProtocol, Mirror, Port, Switch, SwitchType } from "./model.js";

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { switchNames } from "./addresses.js";
 import type { Port, Switch } from "./model.js";
-import { conntrackScript, conntrackZone, nftScript, nftTable, parseTableObjects, portAddScript, portRemoveScript, ruleCounts, totalRuleCounts } from "./ruleset.js";
+import { conntrackScript, conntrackZone, nftScript, nftTable, parseTableObjects, portAddScript, portRemoveScript, ruleCounts, totalRuleCounts, VLAN_MARK_MASK } from "./ruleset.js";
 
 function port(vmName: string, ifname: string, mac: string): Port {
   return { vmName, nic: "net0", ifname, kind: "tap", mac, macGuard: true, dhcpGuard: true, routerGuard: true, createdAt: "2026-01-01T00:00:00Z" };
@@ -33,7 +33,7 @@ test("ruleset: each port gets a MAC spoofing, DHCP server and RA guard", () => {
   assert.match(text, /udp sport 67 udp dport 68 counter name "guard_palp00000001_dhcp" drop/);
   assert.match(text, /icmpv6 type nd-router-advert counter name "guard_palp00000001_ra" drop/);
   assert.match(text, /map port_guards \{ type ifname : verdict; elements = \{ "palp00000001" : jump guard_palp00000001, "palp00000002" : jump guard_palp00000002 \} \}/);
-  assert.match(text, /chain prerouting \{\n {4}type filter hook prerouting priority -200; policy accept;\n {4}iifname vmap @port_guards\n/);
+  assert.match(text, /chain prerouting \{\n {4}type filter hook prerouting priority -200; policy accept;\n {4}meta mark set iifname map @port_vlan\n {4}iifname vmap @port_guards\n/);
 });
 
 test("ruleset: a guard switched off is not generated", () => {
@@ -49,7 +49,7 @@ test("ruleset: without rules or default deny no ACL stage is dispatched", () => 
   assert.match(text, /map port_out \{ type ifname : verdict; \}/);
   assert.match(text, /map port_in \{ type ifname : verdict; \}/);
   assert.doesNotMatch(text, /chain (in|out)_/);
-  assert.match(text, /chain forward \{\n {4}type filter hook forward priority 0; policy accept;\n {4}iifname != @members return\n {4}iifname vmap @port_out\n {4}oifname vmap @port_in\n {4}jump flowlog\n/);
+  assert.match(text, /chain forward \{\n {4}type filter hook forward priority 0; policy accept;\n {4}iifname != @members return\n {4}oifname \. meta mark & 0x00000fff != @vlan_members drop\n {4}iifname vmap @port_out\n {4}oifname vmap @port_in\n {4}jump flowlog\n/);
   assert.match(text, /set members \{ type ifname; elements = \{ "palp00000001", "palp00000002" \} \}/);
 });
 
@@ -110,6 +110,8 @@ test("ruleset: attaching a port without rules of its own is a few element insert
       `add rule bridge ${sw.table} guard_palp00000001 udp sport 547 udp dport 546 counter name "guard_palp00000001_dhcp" drop`,
       `add rule bridge ${sw.table} guard_palp00000001 icmpv6 type nd-router-advert counter name "guard_palp00000001_ra" drop`,
       `add element bridge ${sw.table} members { "palp00000001" }`,
+      `add element bridge ${sw.table} port_vlan { "palp00000001" : 0 }`,
+      `add element bridge ${sw.table} vlan_members { "palp00000001" . 0 }`,
       `add element bridge ${sw.table} port_guards { "palp00000001" : jump guard_palp00000001 }`,
       `add element bridge ${sw.table} port_in { "palp00000001" : jump in_all }`,
       "",
@@ -157,7 +159,7 @@ test("ruleset: a stateful switch lets known connections skip the ACL stages, mar
   const text = nftTable(sw);
   const conntrack = conntrackScript(sw) ?? assert.fail();
 
-  assert.match(text, /iifname != @members return\n {4}meta mark & 0x00100000 == 0x00100000 goto flowlog\n {4}iifname vmap @port_out/);
+  assert.match(text, /iifname != @members return\n {4}oifname \. meta mark & 0x00000fff != @vlan_members drop\n {4}meta mark & 0x00100000 == 0x00100000 goto flowlog\n {4}iifname vmap @port_out/);
   assert.match(conntrack, new RegExp(`iifname "${sw.bridge}" ct state established,related meta mark set meta mark \\| 0x00100000`));
   assert.match(conntrack, new RegExp(`priority -300; policy accept;\\n {4}iifname "${sw.bridge}" ct zone set ${conntrackZone(sw)}\\n`));
   assert.equal(conntrackScript(lab()), undefined);
@@ -175,4 +177,32 @@ test("ruleset: allowed traffic is logged after one protocol dispatch", () => {
 
   assert.match(text, /chain flowlog \{\n {4}meta l4proto vmap \{ tcp : goto flowlog_tcp, udp : goto flowlog_udp \}\n/);
   assert.match(text, /chain flowlog_tcp \{\n {4}tcp flags syn add @flows_tcp_first \{ iifname \. ip saddr \. ip daddr \. tcp sport \. tcp dport \}\n {4}update @flows_tcp /);
+});
+
+test("ruleset: access VLANs are a port-to-id map, a member set and one drop per hook", () => {
+  const sw = lab({
+    ports: [{ ...port("web", "palp00000001", "52:54:00:00:00:01"), vlan: 10 }, port("db", "palp00000002", "52:54:00:00:00:02")],
+  });
+  const text = nftTable(sw);
+
+  assert.match(text, /map port_vlan \{ type ifname : mark; elements = \{ "palp00000001" : 10, "palp00000002" : 0 \} \}/);
+  assert.match(text, /set vlan_members \{ type ifname \. mark; elements = \{ "palp00000001" \. 10, "palp00000002" \. 0 \} \}/);
+  // The id is set where a frame enters, before the guards; checked before ACLs and the stateful shortcut.
+  assert.match(text, /hook prerouting priority -200; policy accept;\n {4}meta mark set iifname map @port_vlan\n/);
+  assert.match(text, new RegExp(`iifname != @members return\\n {4}oifname \\. meta mark & ${VLAN_MARK_MASK} != @vlan_members drop\\n`));
+  assert.match(text, /iifname != @members return\n {4}meta mark & 0x00000fff != 0 drop\n/);
+  assert.match(text, /oifname != @members return\n {4}oifname \. meta mark & 0x00000000 != @vlan_members drop\n/);
+  // An uplink is untagged.
+  assert.match(nftTable(lab({ type: "external", uplink: "eth9", ports: [] })), /map port_vlan \{ type ifname : mark; elements = \{ "eth9" : 0 \} \}/);
+
+  const tagged = { ...port("app", "palp00000003", "52:54:00:00:00:03"), vlan: 20 };
+  assert.match(portAddScript(sw, tagged), /add element bridge \S+ port_vlan \{ "palp00000003" : 20 \}\nadd element bridge \S+ vlan_members \{ "palp00000003" \. 20 \}\n/);
+  assert.match(portRemoveScript(sw, tagged), /delete element bridge \S+ port_vlan \{ "palp00000003" \}\ndelete element bridge \S+ vlan_members \{ "palp00000003" \. 20 \}\n/);
+});
+
+test("ruleset: a full apply empties the membership sets before declaring them again", () => {
+  const sw = lab();
+  const existing = parseTableObjects({ nftables: [{ set: { name: "members" } }, { set: { name: "vlan_members" } }, { map: { name: "port_vlan" } }] });
+  const script = nftScript(sw, existing);
+  assert.ok(script.startsWith(`flush table bridge ${sw.table}\nflush set bridge ${sw.table} members\nflush set bridge ${sw.table} vlan_members\ndelete map bridge ${sw.table} port_vlan\n`), script);
 });

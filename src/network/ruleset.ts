@@ -180,6 +180,35 @@ export function totalRuleCounts(sw: Switch, counts: StageCounts): Map<number, Ru
 /** The named verdict maps that send a port's packets to its guard and ACL chains. */
 export const DISPATCH_MAPS = { guards: "port_guards", out: "port_out", in: "port_in" } as const;
 
+/**
+ * Access VLANs without kernel VLAN support (no bridge VLAN filtering, no 8021Q, no tc vlan
+ * action on this kernel): `port_vlan` maps every member interface to its VLAN id (0:
+ * untagged, also the uplink's), and `prerouting` sets a frame's mark to the id of the port
+ * it entered by; `vlan_members` holds each member's `ifname . id` pair, and `forward` drops
+ * a frame whose output port is not in that pair with the frame's id. The host (the
+ * bridge's own interface) is untagged: `input` drops frames with a non-zero id and
+ * `output` sends only to ports whose pair has id 0.
+ */
+export const VLAN_OBJECTS = { map: "port_vlan", set: "vlan_members" } as const;
+/** The mark bits holding a frame's VLAN id (Palisade sets the mark of frames entering a port). */
+export const VLAN_MARK_MASK = "0x00000fff";
+
+/** A port's VLAN id in the ruleset: 0 when untagged. */
+export function vlanId(port: Port): number {
+  return port.vlan ?? 0;
+}
+
+function vlanMembers(sw: Switch): (readonly [string, number])[] {
+  return [...sw.ports.map((port) => [port.ifname, vlanId(port)] as const), ...(sw.uplink === undefined ? [] : [[sw.uplink, 0] as const])];
+}
+
+/** The map and set of {@link VLAN_OBJECTS}, declared with every member of the switch. */
+function vlanDeclarations(sw: Switch): { map: string; set: string } {
+  const members = vlanMembers(sw);
+  const elements = (separator: string): string => (members.length === 0 ? "" : ` elements = { ${members.map(([ifname, id]) => `${quote(ifname)}${separator}${id}`).join(", ")} }`);
+  return { map: `map ${VLAN_OBJECTS.map} { type ifname : mark;${elements(" : ")} }`, set: `set ${VLAN_OBJECTS.set} { type ifname . mark;${elements(" . ")} }` };
+}
+
 function verdictMap(name: string, entries: readonly (readonly [string, string])[]): string {
   const elements = entries.length === 0 ? "" : ` elements = { ${entries.map(([ifname, chain]) => `${quote(ifname)} : jump ${chain}`).join(", ")} }`;
   return `map ${name} { type ifname : verdict;${elements} }`;
@@ -243,6 +272,8 @@ export function portAddScript(sw: Switch, port: Port): string {
     `flush chain ${table} ${guard}`,
     ...guardLines(port).map((line) => `add rule ${table} ${guard} ${line}`),
     `add element ${table} members { ${quote(port.ifname)} }`,
+    `add element ${table} ${VLAN_OBJECTS.map} { ${quote(port.ifname)} : ${vlanId(port)} }`,
+    `add element ${table} ${VLAN_OBJECTS.set} { ${quote(port.ifname)} . ${vlanId(port)} }`,
     `add element ${table} ${DISPATCH_MAPS.guards} { ${quote(port.ifname)} : jump ${guard} }`,
   ];
   for (const direction of ["out", "in"] as const) {
@@ -268,7 +299,12 @@ export function portAddScript(sw: Switch, port: Port): string {
 export function portRemoveScript(sw: Switch, port: Port): string {
   const table = `bridge ${sw.table}`;
   const names = guardCounterNames(port);
-  const lines = [`delete element ${table} ${DISPATCH_MAPS.guards} { ${quote(port.ifname)} }`, `delete element ${table} members { ${quote(port.ifname)} }`];
+  const lines = [
+    `delete element ${table} ${DISPATCH_MAPS.guards} { ${quote(port.ifname)} }`,
+    `delete element ${table} members { ${quote(port.ifname)} }`,
+    `delete element ${table} ${VLAN_OBJECTS.map} { ${quote(port.ifname)} }`,
+    `delete element ${table} ${VLAN_OBJECTS.set} { ${quote(port.ifname)} . ${vlanId(port)} }`,
+  ];
   const owned: string[] = [];
   for (const direction of ["out", "in"] as const) {
     if (hasOwnRules(sw, port, direction)) {
@@ -333,6 +369,8 @@ export function nftScript(sw: Switch, existing: TableObjects | undefined, option
     // The flow log names the rule behind a flow by replaying the current rules: when the
     // rules change, older flows would be misattributed, so the log restarts.
     ...(options.resetFlows === true ? flowSets.filter((set) => existing.sets.includes(set)).map((set) => `flush set bridge ${sw.table} ${set}`) : []),
+    // Declaring a set adds to its elements: membership sets are emptied, then declared again.
+    ...["members", VLAN_OBJECTS.set].filter((set) => existing.sets.includes(set)).map((set) => `flush set bridge ${sw.table} ${set}`),
     ...existing.maps.map((name) => `delete map bridge ${sw.table} ${name}`),
     ...existing.chains.filter((name) => !BASE_CHAINS.has(name)).map((name) => `delete chain bridge ${sw.table} ${name}`),
     ...existing.counters.filter((name) => !keepCounters.has(name)).map((name) => `delete counter bridge ${sw.table} ${name}`),
@@ -365,6 +403,8 @@ export function nftTable(sw: Switch, counts?: StageCounts): string {
   // `meta ibrname`: the switch recognises its own traffic by its member interfaces.
   const members = [...sw.ports.map((port) => port.ifname), ...(sw.uplink === undefined ? [] : [sw.uplink])];
   sets.push(`set members { type ifname;${members.length === 0 ? "" : ` elements = { ${members.map(quote).join(", ")} }`} }`);
+  const vlan = vlanDeclarations(sw);
+  sets.push(vlan.set);
   const chains: string[] = [];
   const maps: string[] = [];
 
@@ -400,15 +440,21 @@ export function nftTable(sw: Switch, counts?: StageCounts): string {
   // one, an ICMP error) skips the ACL stages; conntrack runs in the ip family, see conntrackScript.
   const established = sw.stateful ? [`meta mark & ${STATEFUL_MARK} == ${STATEFUL_MARK} goto flowlog`] : [];
   // Named verdict maps, so that attaching a port is a few element insertions (see portAddScript).
-  maps.push(verdictMap(DISPATCH_MAPS.guards, guards), verdictMap(DISPATCH_MAPS.out, dispatch.out), verdictMap(DISPATCH_MAPS.in, dispatch.in));
+  maps.push(verdictMap(DISPATCH_MAPS.guards, guards), verdictMap(DISPATCH_MAPS.out, dispatch.out), verdictMap(DISPATCH_MAPS.in, dispatch.in), vlan.map);
+  // Access VLANs (see VLAN_OBJECTS), before the ACLs and the stateful shortcut.
+  const vlanForward = `oifname . meta mark & ${VLAN_MARK_MASK} != @${VLAN_OBJECTS.set} drop`;
+  // \`& 0\`: the host's frames carry VLAN id 0 whatever their mark (nft takes no constant in a concatenation).
+  const vlanOutput = `oifname . meta mark & 0x00000000 != @${VLAN_OBJECTS.set} drop`;
+  const vlanInput = `meta mark & ${VLAN_MARK_MASK} != 0 drop`;
   chains.push(
     chainBlock("deny_out", [...flowLogRules(sw, FLOW_SETS.deniedOut, "iifname", false), "drop"]),
     chainBlock("deny_in", [...flowLogRules(sw, FLOW_SETS.deniedIn, "oifname", false), "drop"]),
     ...allowedFlowLogChains(sw),
-    chainBlock("prerouting", [`iifname vmap @${DISPATCH_MAPS.guards}`], "type filter hook prerouting priority -200; policy accept;"),
-    chainBlock("forward", ["iifname != @members return", ...established, `iifname vmap @${DISPATCH_MAPS.out}`, `oifname vmap @${DISPATCH_MAPS.in}`, "jump flowlog"], "type filter hook forward priority 0; policy accept;"),
-    chainBlock("input", ["iifname != @members return", ...established, `iifname vmap @${DISPATCH_MAPS.out}`, "jump flowlog"], "type filter hook input priority 0; policy accept;"),
-    chainBlock("output", ["oifname != @members return", ...established, `oifname vmap @${DISPATCH_MAPS.in}`, "jump flowlog"], "type filter hook output priority 0; policy accept;"),
+    // A frame entering by a non-member finds no VLAN id: the rule does nothing, its mark stays.
+    chainBlock("prerouting", [`meta mark set iifname map @${VLAN_OBJECTS.map}`, `iifname vmap @${DISPATCH_MAPS.guards}`], "type filter hook prerouting priority -200; policy accept;"),
+    chainBlock("forward", ["iifname != @members return", vlanForward, ...established, `iifname vmap @${DISPATCH_MAPS.out}`, `oifname vmap @${DISPATCH_MAPS.in}`, "jump flowlog"], "type filter hook forward priority 0; policy accept;"),
+    chainBlock("input", ["iifname != @members return", vlanInput, ...established, `iifname vmap @${DISPATCH_MAPS.out}`, "jump flowlog"], "type filter hook input priority 0; policy accept;"),
+    chainBlock("output", ["oifname != @members return", vlanOutput, ...established, `oifname vmap @${DISPATCH_MAPS.in}`, "jump flowlog"], "type filter hook output priority 0; policy accept;"),
   );
   return [
     `table bridge ${sw.table} {\n`,

@@ -14,6 +14,7 @@ import {
   PORT_PREFIX,
   TABLE_PREFIX,
   checkName,
+  checkVlan,
   cidrsOverlap,
   parseIpv4,
   formatCidr,
@@ -118,6 +119,17 @@ export interface RepairReport {
   readonly restartedDhcp: string[];
   /** Switches that could not be re-applied, with the reason (e.g. their uplink is gone). */
   readonly failed: string[];
+}
+
+/**
+ * Access VLANs are enforced inside the switch by nftables; carrying one onto an uplink
+ * needs 802.1Q tags, which this kernel cannot push or pop.
+ */
+function externalVlan(sw: Switch, vlan: number): HostError {
+  return new HostError(
+    `vlan: VLAN ${vlan} on external switch "${sw.name}" would need 802.1Q tagging to the uplink ${sw.uplink ?? ""}, which this kernel lacks (CONFIG_BRIDGE_VLAN_FILTERING, CONFIG_VLAN_8021Q); use a private or internal switch for access VLANs`,
+    "network.no-vlan",
+  );
 }
 
 function unknownSwitch(name: string): ConfigError {
@@ -337,8 +349,11 @@ export class VirtualSwitches {
    * Gives a VM NIC a TAP port on a switch and returns the TAP's open file descriptor for
    * QEMU (`-netdev tap,fd=N`). The TAP disappears when the last holder of the fd closes
    * it, so a dead worker leaves nothing behind; `detachPort` removes the record.
+   * `vlan` makes the port an access port of that VLAN: it exchanges frames (unicast,
+   * broadcast, multicast, ARP) only with ports of the same VLAN; a port without one only
+   * with untagged ports and the host's interface of an internal switch.
    * @throws {ConfigError} `network.unknown-switch`, `network.port-exists`, `network.bad-mac`, `network.bad-vlan`.
-   * @throws {HostError} `network.tap-failed`, `network.command-failed`.
+   * @throws {HostError} `network.no-vlan` (a VLAN on an external switch), `network.tap-failed`, `network.command-failed`.
    */
   async attachPort(request: AttachPortRequest): Promise<AttachedPort> {
     let fd = -1;
@@ -398,11 +413,10 @@ export class VirtualSwitches {
   ): Promise<Port> {
     const ref = { vmName: checkName(request.vmName, "VM name"), nic: checkName(request.nic, "NIC name") };
     const mac = request.mac === undefined ? randomMac() : parseMac(request.mac, "mac");
-    if (request.vlan !== undefined && (!Number.isInteger(request.vlan) || request.vlan < 1 || request.vlan > 4094)) {
-      throw new ConfigError(`vlan: ${request.vlan} is not a VLAN id (1-4094)`, "network.bad-vlan");
-    }
+    if (request.vlan !== undefined) checkVlan(request.vlan, "vlan");
     return this.store.update(async (state) => {
       const sw = findSwitch(state, request.switchName);
+      if (request.vlan !== undefined && sw.type === "external") throw externalVlan(sw, request.vlan);
       const ifname = portIfname(sw.name, ref);
       const stale = sw.ports.find((port) => isPort(port, ref));
       if (stale !== undefined && (await this.#linkExists(stale.ifname))) {
@@ -450,17 +464,8 @@ export class VirtualSwitches {
   async #plugPort(sw: Switch, port: Port): Promise<void> {
     // The TAP's own MAC stays the kernel's random one: the guest's MAC (given to QEMU) is
     // what the bridge learns and what the spoofing guard allows.
+    // Access VLANs are the ruleset's (port_vlan / vlan_members): frames stay untagged on the bridge.
     await this.host.run(["ip", "link", "set", "dev", port.ifname, "master", sw.bridge, "up"]);
-    if (port.vlan !== undefined) {
-      // VLAN filtering is switched on only when a port asks for a VLAN: some kernels
-      // (CONFIG_BRIDGE_VLAN_FILTERING=n) lack it, and untagged switches work without it.
-      const filtering = await this.host.tryRun(["ip", "link", "set", "dev", sw.bridge, "type", "bridge", "vlan_filtering", "1"]);
-      if (!filtering.ok) {
-        throw new HostError(`VLAN ${port.vlan} needs bridge VLAN filtering, which this kernel lacks (${filtering.stderr.trim()})`, "network.no-vlan");
-      }
-      await this.host.run(["bridge", "vlan", "del", "dev", port.ifname, "vid", "1"]);
-      await this.host.run(["bridge", "vlan", "add", "dev", port.ifname, "vid", String(port.vlan), "pvid", "untagged"]);
-    }
   }
 
   /**
