@@ -9,4 +9,5 @@ export { Worker, WorkerStartError, WorkerStateError, type WorkerEvent } from "./
 export { defaultRunRoot, listLiveWorkers, readWorkerRecord, type WorkerRecord } from "./run-dir.js";
 export { planVm, startVm, type PlannedVm } from "./launch.js";
 export { checkKernelFile, type KernelFormat } from "./kernel-image.js";
+export { hostPolicyCeiling } from "./placement.js";
 export { QmpClient, QmpError } from "./qmp/client.js";

@@ -8,7 +8,7 @@ import { mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync, renameSync
 import { join } from "node:path";
 import * as z from "zod";
 import { ConfigError } from "../util/errors.js";
-import { checkTrustPlacement } from "../policy/index.js";
+import { PRESETS, checkTrustPlacement, resolvePolicy, type PartitionPolicy } from "../policy/index.js";
 import { isWorkerAlive, readWorkerRecord } from "./run-dir.js";
 import type { VmSpec } from "./vm-spec.js";
 
@@ -26,6 +26,11 @@ type Entry = z.infer<typeof EntrySchema>;
 const HostConfigSchema = z.strictObject({
   /** Unordered pairs of trust levels that may share this host. */
   trustPairs: z.array(z.tuple([z.string(), z.string()])).default([]),
+  /**
+   * The most any VM the service runs may be granted: a partition policy (a preset name
+   * or an object, as `--policy` takes). Absent: the `default` preset.
+   */
+  maxPolicy: z.unknown().optional(),
 });
 
 /** The host's configuration: PALISADE_HOST_CONFIG or /etc/palisade/host.json; absent means defaults. */
@@ -35,7 +40,7 @@ export function readHostConfig(): z.infer<typeof HostConfigSchema> {
   try {
     text = readFileSync(path, "utf8");
   } catch {
-    return { trustPairs: [] };
+    return { trustPairs: [], maxPolicy: undefined };
   }
   try {
     return HostConfigSchema.parse(JSON.parse(text));
@@ -89,4 +94,24 @@ export function recordPlacement(spec: VmSpec, runDir: string, dir = placementDir
   return () => {
     rmSync(file, { force: true });
   };
+}
+
+/**
+ * The host's policy ceiling: what the parent partition grants at most (the seed: each
+ * partition gets only the privileges its parent's policy grants). The service refuses a
+ * VM definition whose policy exceeds it, so a user allowed to create VMs cannot, say,
+ * turn the sandbox off or grant nested virtualization.
+ *
+ * @throws {ConfigError} `config.host-config` when `maxPolicy` is not a valid policy.
+ */
+export function hostPolicyCeiling(): PartitionPolicy {
+  const { maxPolicy } = readHostConfig();
+  if (maxPolicy === undefined) return PRESETS.default;
+  try {
+    return resolvePolicy(typeof maxPolicy === "string" ? { preset: maxPolicy } : maxPolicy);
+  } catch (error: unknown) {
+    throw new ConfigError(`Host configuration maxPolicy is not a valid partition policy: ${(error as Error).message}`, "config.host-config", {
+      cause: error,
+    });
+  }
 }

@@ -3,7 +3,8 @@
  * and a definition is accepted only if the engine's `parseVmSpec` accepts what it maps to
  * (the VM id is the spec's UUID), so what the service stores is what a worker can run.
  */
-import { parseVmSpec, type VmSpec as EngineVmSpec } from "../engine/index.js";
+import { hostPolicyCeiling, parseVmSpec, type VmSpec as EngineVmSpec } from "../engine/index.js";
+import { policyExcesses } from "../policy/index.js";
 import { ConfigError } from "../util/errors.js";
 import type { VmSpec } from "./api/schemas.js";
 import { ValidationError } from "./errors.js";
@@ -43,8 +44,9 @@ export function engineInputOf(id: string, spec: VmSpec): Record<string, unknown>
  * @throws {ValidationError} `vm.bad-spec` naming the field the engine refuses
  */
 export function engineSpecOf(id: string, spec: VmSpec): EngineVmSpec {
+  let parsed: EngineVmSpec;
   try {
-    return parseVmSpec(engineInputOf(id, spec));
+    parsed = parseVmSpec(engineInputOf(id, spec));
   } catch (error: unknown) {
     if (error instanceof ConfigError) {
       const field = /^VM spec: ([\w.]+):/.exec(error.message)?.[1];
@@ -52,6 +54,26 @@ export function engineSpecOf(id: string, spec: VmSpec): EngineVmSpec {
     }
     throw error;
   }
+  assertWithinHostCeiling(parsed);
+  return parsed;
+}
+
+/**
+ * Refuses a VM whose partition policy grants more than the host's ceiling (`maxPolicy` in
+ * the host configuration): checked at create, at every update and again at start, so a
+ * lowered ceiling applies to VMs defined before it. The trust level is left to placement,
+ * which decides which levels may share this host.
+ *
+ * @throws {ValidationError} `vm.policy-exceeds-host` naming `body.policy.<field>`
+ */
+function assertWithinHostCeiling(spec: EngineVmSpec): void {
+  const [excess] = policyExcesses(spec.policy, hostPolicyCeiling()).filter((each) => each.field !== "trustLevel");
+  if (excess === undefined) return;
+  throw new ValidationError(
+    `Field body.policy.${excess.field} ${excess.message} (the host's policy ceiling: maxPolicy in the host configuration)`,
+    `body.policy.${excess.field}`,
+    "vm.policy-exceeds-host",
+  );
 }
 
 /** Checks a definition the store has not yet given an id. */

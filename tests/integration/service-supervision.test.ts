@@ -28,6 +28,7 @@ import { dirname, join, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { ensureDefaultImage } from "../../src/image/index.js";
+import { sandboxStateDir } from "../../src/engine/worker-jail.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const cliMain = resolve(here, "../../src/cli/main.js");
@@ -252,9 +253,9 @@ function cgroupsOf(name: string): string[] {
   return found;
 }
 
-/** The VMs holding a claim in the sandbox's uid pool. */
+/** The VM ids (uuids) holding a claim in the host-wide sandbox uid pool. */
 function uidClaims(): string[] {
-  const pool = join(dataDir, "sandbox", "uid-pool");
+  const pool = join(sandboxStateDir(dataDir), "uid-pool");
   if (!existsSync(pool)) return [];
   return readdirSync(pool)
     .filter((f) => f.endsWith(".json"))
@@ -389,6 +390,7 @@ test(
     const workerUid = statSync(disks[ghost] ?? "").uid;
     assert.ok(workerUid >= 64000, `the jail hands the disk to the worker's uid (owner ${workerUid})`);
     const lazarusPid = record(lazarusVm).pid;
+    assert.ok(uidClaims().includes(ghostVm.id), `a running worker holds a uid claim: ${uidClaims().join(", ")}`);
 
     // The service dies; so does one worker while nobody watches.
     await killService();
@@ -407,7 +409,7 @@ test(
     assert.equal(ghostNow.state, "crashed");
     assert.match(ghostNow.stateReason ?? "", /killed by signal SIGKILL \(9\) while the service was down/);
     assert.deepEqual(cgroupsOf(ghost), []);
-    assert.ok(!uidClaims().includes(ghost), `uid claims: ${uidClaims().join(", ")}`);
+    assert.ok(!uidClaims().includes(ghostVm.id), `uid claims: ${uidClaims().join(", ")}`);
     assert.equal(statSync(disks[ghost] ?? "").uid, 0, "the disk's owner is given back");
     assert.equal(existsSync(join(dataDir, "vms", ghostVm.id)), false);
 
@@ -450,7 +452,7 @@ test(
     );
     assert.match(dead.stateReason ?? "", /killed by signal SIGKILL \(9\)/);
     assert.deepEqual(cgroupsOf(lazarus), []);
-    assert.ok(!uidClaims().includes(lazarus), `uid claims: ${uidClaims().join(", ")}`);
+    assert.ok(!uidClaims().includes(lazarusVm.id), `uid claims: ${uidClaims().join(", ")}`);
     assert.equal(statSync(disks[lazarus] ?? "").uid, 0, "the disk's owner is given back");
     assert.equal(existsSync(join(dataDir, "vms", lazarusVm.id)), false);
     assert.equal(existsSync(join(dataDir, "jail-leftovers", lazarusVm.id)), false);
