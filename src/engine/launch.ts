@@ -17,7 +17,7 @@ import type { VmSpec } from "./vm-spec.js";
 import { Worker } from "./worker.js";
 import { planWorkerJail, sandboxStateDir } from "./worker-jail.js";
 import { QEMU_SECCOMP_ARGS } from "../sandbox/index.js";
-import { checkPlacement, recordPlacement } from "./placement.js";
+import { checkPlacement, reservePlacement } from "./placement.js";
 
 
 export interface PlannedVm {
@@ -97,11 +97,16 @@ export interface StartOptions {
  */
 export async function startVm(requested: VmSpec, host: HostFacts, options: StartOptions): Promise<Worker> {
   const disks = await preflight(requested, host, options.runRoot);
-  checkPlacement(requested);
+  checkPlacement(requested); // fails fast, before anything is opened; reservePlacement decides
   // Decide everything (policy, accelerator) before a switch port is opened.
-  planVm(requested, host, options.runRoot, requested.nics.map((_, index) => FIRST_PASSED_FD + index), options.runDir);
-  const { spec, ports, switches } = await attachSwitchPorts(requested, options.switches);
+  const draft = planVm(requested, host, options.runRoot, requested.nics.map((_, index) => FIRST_PASSED_FD + index), options.runDir);
+  const unplace = reservePlacement(requested, draft.argvInputs.paths.runDir);
+  let ports: AttachedPort[] = [];
+  let switches: VirtualSwitches | null = null;
   try {
+    const attached = await attachSwitchPorts(requested, options.switches);
+    ({ ports, switches } = attached);
+    const spec = attached.spec;
     const plan = planVm(spec, host, options.runRoot, ports.map((_, index) => FIRST_PASSED_FD + index), options.runDir);
     options.onAccel?.(plan.accel);
     const { jail, gaps } =
@@ -120,14 +125,15 @@ export async function startVm(requested: VmSpec, host: HostFacts, options: Start
       passFds: ports.map((port) => port.fd),
       diskRealPaths: disks,
     });
-    const unplace = recordPlacement(spec, plan.argvInputs.paths.runDir);
     // The TAPs die with the worker (their only open file is in QEMU); the records go with the VM.
+    const opened = { switches, ports };
     void worker.outcome.then(async () => {
       unplace();
-      await detachSwitchPorts(switches, ports);
+      await detachSwitchPorts(opened.switches, opened.ports);
     });
     return worker;
   } catch (error: unknown) {
+    unplace();
     await detachSwitchPorts(switches, ports);
     throw error;
   } finally {

@@ -20,7 +20,15 @@ export function placementDir(): string {
   return join(process.env.XDG_RUNTIME_DIR ?? `/tmp/palisade-${process.getuid?.() ?? 0}`, "palisade", "placement");
 }
 
-const EntrySchema = z.object({ name: z.string(), uuid: z.string(), trustLevel: z.string(), runDir: z.string() });
+const EntrySchema = z.object({
+  name: z.string(),
+  uuid: z.string(),
+  trustLevel: z.string(),
+  runDir: z.string(),
+  /** The process starting the VM, and its start time: the entry holds while it lives, before the worker exists. */
+  launcherPid: z.number().int().optional(),
+  launcherStart: z.string().optional(),
+});
 type Entry = z.infer<typeof EntrySchema>;
 
 const HostConfigSchema = z.strictObject({
@@ -62,7 +70,8 @@ export function placedVms(dir = placementDir()): Entry[] {
     try {
       const entry = EntrySchema.parse(JSON.parse(readFileSync(join(dir, file), "utf8")));
       const record = readWorkerRecord(entry.runDir);
-      if (record !== null && record.uuid === entry.uuid && isWorkerAlive(record.pid, record.uuid)) live.push(entry);
+      const workerAlive = record !== null && record.uuid === entry.uuid && isWorkerAlive(record.pid, record.uuid);
+      if (workerAlive || (record === null && launcherAlive(entry))) live.push(entry);
       else rmSync(join(dir, file), { force: true });
     } catch {
       rmSync(join(dir, file), { force: true });
@@ -84,16 +93,52 @@ export function checkPlacement(spec: VmSpec, dir = placementDir()): void {
   if (!decision.ok) throw new ConfigError(decision.reason, "config.trust-placement");
 }
 
-/** Records a started VM on this host; returns the function that removes the record. */
-export function recordPlacement(spec: VmSpec, runDir: string, dir = placementDir()): () => void {
+/**
+ * Places a VM on this host before its worker starts: writes its record first, then checks
+ * it against every other live record. Two VMs of incompatible trust levels started at the
+ * same instant each see the other's record and are both refused (a retry places one);
+ * checking first and recording after the launch let both through. The record holds while
+ * this process lives and then while the worker does; the returned function removes it.
+ *
+ * @throws {ConfigError} `config.trust-placement` (the record is removed first).
+ */
+export function reservePlacement(spec: VmSpec, runDir: string, dir = placementDir()): () => void {
   mkdirSync(dir, { recursive: true, mode: 0o755 });
   const file = join(dir, `${spec.uuid}.json`);
-  const entry: Entry = { name: spec.name, uuid: spec.uuid, trustLevel: spec.policy.trustLevel, runDir };
+  const entry: Entry = {
+    name: spec.name,
+    uuid: spec.uuid,
+    trustLevel: spec.policy.trustLevel,
+    runDir,
+    launcherPid: process.pid,
+    launcherStart: processStartTime(process.pid) ?? "",
+  };
   writeFileSync(`${file}.tmp`, JSON.stringify(entry) + "\n", { mode: 0o644 });
   renameSync(`${file}.tmp`, file);
-  return () => {
+  const unplace = (): void => {
     rmSync(file, { force: true });
   };
+  try {
+    checkPlacement(spec, dir);
+  } catch (error: unknown) {
+    unplace();
+    throw error;
+  }
+  return unplace;
+}
+
+function launcherAlive(entry: Entry): boolean {
+  return entry.launcherPid !== undefined && processStartTime(entry.launcherPid) === entry.launcherStart;
+}
+
+/** Field 22 of /proc/PID/stat (start time in clock ticks since boot), or null if no such process. */
+function processStartTime(pid: number): string | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[22 - 3] ?? null;
+  } catch {
+    return null;
+  }
 }
 
 /**
