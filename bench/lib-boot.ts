@@ -3,6 +3,7 @@ import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { DEFAULT_GUEST_APPEND } from "../src/image/index.js";
 import { CLI, PROMPT, READY } from "../tests/harness/test-vm.js";
 
 export interface BootSample {
@@ -21,7 +22,7 @@ const runRoot = mkdtempSync(join(tmpdir(), "palisade-bench-run-"));
 export function palisadeRunArgs(kernel: string, initrd: string, name: string, cpus = 1): string[] {
   return [
     CLI, "run", "--kernel", kernel, "--initrd", initrd, "--memory", "256M", "--cpus", String(cpus),
-    "--append", "quiet", "--ready-marker", READY, "--name", `${name}-${process.pid}-${++counter}`,
+    "--append", DEFAULT_GUEST_APPEND, "--ready-marker", READY, "--name", `${name}-${process.pid}-${++counter}`,
     "--run-dir", runRoot, "--boot-timeout", "120",
   ];
 }

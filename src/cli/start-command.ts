@@ -4,7 +4,7 @@
  */
 import { randomUUID } from "node:crypto";
 import type { Command } from "commander";
-import { ensureDefaultImage } from "../image/index.js";
+import { DEFAULT_GUEST_APPEND, ensureDefaultImage } from "../image/index.js";
 import { defaultRunRoot, parseVmSpec } from "../engine/index.js";
 import { EXIT_CODES_HELP } from "./exit-codes.js";
 import { parseCpusFlag, parseMemoryFlag } from "./run-flags.js";
@@ -32,7 +32,7 @@ export function registerStartCommands(program: Command): void {
         uuid: randomUUID(),
         kernel: image.kernelPath,
         initrd: image.initrdPath,
-        append: "quiet",
+        append: DEFAULT_GUEST_APPEND,
         memoryMiB: parseMemoryFlag(flags.memory),
         vcpus: parseCpusFlag(flags.cpus),
         nics: flags.net === true ? [{ kind: "user" }] : [],

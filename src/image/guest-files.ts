@@ -11,6 +11,15 @@ export const READY_MARKER = "PALISADE-READY";
 /** The shell prompt on the console. */
 export const SHELL_PROMPT = "# ";
 
+/**
+ * The kernel arguments the default guest is booted with (`npm start`, the tests, the
+ * benchmarks), after the engine's own. `quiet`: the boot log is not worth its serial
+ * traps. `cryptomgr.notests`: Debian's kernel self-tests every crypto algorithm at boot,
+ * ~0.4 s of emulated CPU under TCG (measured with initcall_debug: crypto_algapi_init);
+ * those tests catch kernel bugs, not attacks, and a guest needing them (FIPS) can say so.
+ */
+export const DEFAULT_GUEST_APPEND = "quiet cryptomgr.notests";
+
 /** A file Palisade writes into the guest. */
 export interface GuestFile {
   readonly path: string;

@@ -11,7 +11,7 @@ export {
   type BuildImageOptions,
   type BuiltImage,
 } from "./build.js";
-export { READY_MARKER, SHELL_PROMPT } from "./guest-files.js";
+export { DEFAULT_GUEST_APPEND, READY_MARKER, SHELL_PROMPT } from "./guest-files.js";
 export { BUILDER_VERSION, type ImageManifest } from "./manifest.js";
 export {
   DEFAULT_KERNEL_PACKAGE,

@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { ensureDefaultImage } from "../../src/image/index.js";
+import { DEFAULT_GUEST_APPEND, ensureDefaultImage } from "../../src/image/index.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 /** The compiled CLI next to this compiled harness. */
@@ -99,7 +99,7 @@ export class TestVm {
       "--initrd", initrdPath,
       "--memory", options.memory ?? "256M",
       "--cpus", String(options.cpus ?? 1),
-      "--append", options.append ?? "quiet",
+      "--append", options.append ?? DEFAULT_GUEST_APPEND,
       "--ready-marker", READY,
       "--boot-timeout", String(BOOT_TIMEOUT_MS / 1000),
       "--run-dir", runRoot,
