@@ -7,7 +7,7 @@
  */
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { spawnSync, type ChildProcess } from "node:child_process";
 import { chmodSync, chownSync, existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from "node:fs";
 import { request } from "node:http";
 import type { Socket } from "node:net";
@@ -16,6 +16,7 @@ import { dirname, join, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { ensureDefaultImage } from "../../src/image/index.js";
+import { callSocket, startServiceAt, type Answer, type VmBody } from "./service-harness.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const cliMain = resolve(here, "../../src/cli/main.js");
@@ -27,16 +28,6 @@ const READY = "PALISADE-READY";
 /** Generous: a TCG boot takes 2-10 s on this busy 2-core machine. */
 const BOOT_MS = 120_000;
 
-interface Answer {
-  status: number;
-  body: unknown;
-}
-interface VmBody {
-  id: string;
-  name: string;
-  state: string;
-  stateReason: string | null;
-}
 
 const dir = mkdtempSync(join(tmpdir(), "palisade-life-test-"));
 chmodSync(dir, 0o755);
@@ -48,29 +39,7 @@ let user: { uid: number; gid: number } | undefined;
 let image: { kernelPath: string; initrdPath: string } | undefined;
 
 function startService(): Promise<ChildProcess> {
-  const child = spawn(
-    process.execPath,
-    [cliMain, "service", "run", "--data-dir", dataDir, "--listen", `unix:${socketPath}`],
-    { stdio: ["ignore", "ignore", "pipe"] },
-  );
-  let stderr = "";
-  return new Promise((resolvePromise, reject) => {
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL");
-      reject(new Error(`service did not start within 60 s: ${stderr}`));
-    }, 60_000);
-    child.stderr.on("data", (chunk: Buffer) => {
-      stderr += chunk.toString();
-      if (stderr.includes("listening on")) {
-        clearTimeout(timer);
-        resolvePromise(child);
-      }
-    });
-    child.once("exit", (code) => {
-      clearTimeout(timer);
-      reject(new Error(`service exited ${code}: ${stderr}`));
-    });
-  });
+  return startServiceAt(cliMain, dataDir, socketPath);
 }
 
 async function killService(): Promise<void> {
@@ -84,30 +53,7 @@ async function killService(): Promise<void> {
 }
 
 function call(method: string, path: string, body?: unknown): Promise<Answer> {
-  const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
-  return new Promise((resolvePromise, reject) => {
-    const req = request(
-      {
-        socketPath,
-        method,
-        path,
-        timeout: 90_000,
-        headers:
-          payload === undefined ? {} : { "content-type": "application/json", "content-length": payload.length },
-      },
-      (res) => {
-        const chunks: Buffer[] = [];
-        res.on("data", (c: Buffer) => chunks.push(c));
-        res.on("end", () => {
-          const text = Buffer.concat(chunks).toString();
-          resolvePromise({ status: res.statusCode ?? 0, body: text === "" ? null : JSON.parse(text) });
-        });
-      },
-    );
-    req.on("timeout", () => req.destroy(new Error(`${method} ${path} timed out`)));
-    req.on("error", reject);
-    req.end(payload);
-  });
+  return callSocket(socketPath, method, path, body, { timeoutMs: 90_000 });
 }
 
 async function ok<T = VmBody>(method: string, path: string, body?: unknown): Promise<T> {
