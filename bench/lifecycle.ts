@@ -22,14 +22,16 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { request } from "node:http";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { fileURLToPath } from "node:url";
 import { parseVmSpec, planVm, probeHost, QmpClient, startVm } from "../src/engine/index.js";
 import { ensureDefaultImage } from "../src/image/index.js";
+import { callSocket, okBody } from "../tests/harness/service.js";
+import { CLI } from "../tests/harness/test-vm.js";
 import { median, privateMemoryKiB } from "./lib-boot.js";
 
-const cliMain = resolve(fileURLToPath(import.meta.url), "../../src/cli/main.js");
+/** The shipped CLI (the bundle). */
+const cliMain = CLI;
 const READY = "PALISADE-READY";
 const BOOT_TIMEOUT_MS = 120_000;
 
@@ -59,34 +61,10 @@ class Bench {
     this.socketPath = socketPath;
   }
 
-  call(method: string, path: string, body?: unknown): Promise<Answer> {
-    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
-    return new Promise((done, fail) => {
-      const req = request(
-        {
-          socketPath: this.socketPath,
-          method,
-          path,
-          headers: payload === undefined ? {} : { "content-type": "application/json", "content-length": payload.length },
-        },
-        (res) => {
-          const chunks: Buffer[] = [];
-          res.on("data", (c: Buffer) => chunks.push(c));
-          res.on("end", () => {
-            const text = Buffer.concat(chunks).toString();
-            const answer = {
-              status: res.statusCode ?? 0,
-              body: text === "" ? null : (JSON.parse(text) as unknown),
-              timing: parseServerTiming(res.headers["server-timing"]),
-            };
-            if (answer.status >= 300) fail(new Error(`${method} ${path}: ${answer.status} ${text}`));
-            else done(answer);
-          });
-        },
-      );
-      req.on("error", fail);
-      req.end(payload);
-    });
+  async call(method: string, path: string, body?: unknown): Promise<Answer> {
+    const answer = await callSocket(this.socketPath, method, path, body, { timeoutMs: 300_000 });
+    okBody(answer, method, path);
+    return { status: answer.status, body: answer.body, timing: parseServerTiming(answer.headers["server-timing"]) };
   }
 
   /** Resolves once the console (recent output, then live) shows the ready marker. */

@@ -17,7 +17,7 @@ import type { VmSpec } from "./vm-spec.js";
 import { Worker } from "./worker.js";
 import { planWorkerJail, sandboxStateDir } from "./worker-jail.js";
 import { QEMU_SECCOMP_ARGS } from "../sandbox/index.js";
-import { checkPlacement, reservePlacement } from "./placement.js";
+import { reservePlacement } from "./placement.js";
 
 
 export interface PlannedVm {
@@ -97,7 +97,6 @@ export interface StartOptions {
  */
 export async function startVm(requested: VmSpec, host: HostFacts, options: StartOptions): Promise<Worker> {
   const disks = await preflight(requested, host, options.runRoot);
-  checkPlacement(requested); // fails fast, before anything is opened; reservePlacement decides
   // Decide everything (policy, accelerator) before a switch port is opened.
   const draft = planVm(requested, host, options.runRoot, requested.nics.map((_, index) => FIRST_PASSED_FD + index), options.runDir);
   const unplace = reservePlacement(requested, draft.argvInputs.paths.runDir);

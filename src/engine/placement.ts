@@ -9,6 +9,7 @@ import { join } from "node:path";
 import * as z from "zod";
 import { ConfigError } from "../util/errors.js";
 import { PRESETS, checkTrustPlacement, resolvePolicy, type PartitionPolicy } from "../policy/index.js";
+import { procProcessTable } from "../sandbox/index.js";
 import { isWorkerAlive, readWorkerRecord } from "./run-dir.js";
 import type { VmSpec } from "./vm-spec.js";
 
@@ -111,7 +112,7 @@ export function reservePlacement(spec: VmSpec, runDir: string, dir = placementDi
     trustLevel: spec.policy.trustLevel,
     runDir,
     launcherPid: process.pid,
-    launcherStart: processStartTime(process.pid) ?? "",
+    launcherStart: procProcessTable.startTime(process.pid) ?? "",
   };
   writeFileSync(`${file}.tmp`, JSON.stringify(entry) + "\n", { mode: 0o644 });
   renameSync(`${file}.tmp`, file);
@@ -128,17 +129,7 @@ export function reservePlacement(spec: VmSpec, runDir: string, dir = placementDi
 }
 
 function launcherAlive(entry: Entry): boolean {
-  return entry.launcherPid !== undefined && processStartTime(entry.launcherPid) === entry.launcherStart;
-}
-
-/** Field 22 of /proc/PID/stat (start time in clock ticks since boot), or null if no such process. */
-function processStartTime(pid: number): string | null {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[22 - 3] ?? null;
-  } catch {
-    return null;
-  }
+  return entry.launcherPid !== undefined && procProcessTable.startTime(entry.launcherPid) === entry.launcherStart;
 }
 
 /**

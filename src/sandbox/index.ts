@@ -34,6 +34,7 @@ export { jailedProgramPid, findJailedProgram, readProcessNode, type ProcessNode 
 export {
   allocateUid,
   releaseUid,
+  procProcessTable,
   DEFAULT_UID_RANGE,
   type UidClaim,
   type UidPoolOptions,

@@ -6,23 +6,18 @@
  */
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { spawnSync, type ChildProcess } from "node:child_process";
 import { chmodSync, existsSync, mkdtempSync, rmSync } from "node:fs";
-import { request } from "node:http";
 import { tmpdir } from "node:os";
-import { dirname, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
 import Database from "better-sqlite3";
+import { callSocket, startServiceAt, stopService, type Answer } from "../harness/service.js";
+import { CLI } from "../harness/test-vm.js";
 
-const here = dirname(fileURLToPath(import.meta.url));
-const cliMain = resolve(here, "../../src/cli/main.js");
+/** The shipped CLI (the bundle). */
+const cliMain = CLI;
 const isRoot = process.getuid?.() === 0;
 const hasUseradd = spawnSync("sh", ["-c", "command -v useradd && command -v groupadd"]).status === 0;
-
-interface Answer {
-  status: number;
-  body: unknown;
-}
 
 const dir = mkdtempSync(join(tmpdir(), "palisade-service-test-"));
 // The test user must reach the socket inside (mkdtemp makes the directory 0700).
@@ -36,76 +31,12 @@ let service: ChildProcess | undefined;
 let userIds: { uid: number; gid: number } | undefined;
 
 function startService(): Promise<ChildProcess> {
-  const child = spawn(
-    process.execPath,
-    [cliMain, "service", "run", "--data-dir", dataDir, "--listen", `unix:${socketPath}`],
-    {
-      stdio: ["ignore", "ignore", "pipe"],
-    },
-  );
-  let stderr = "";
-  child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
-  return new Promise((resolvePromise, reject) => {
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL");
-      reject(new Error(`service did not start within 20 s: ${stderr}`));
-    }, 20_000);
-    child.stderr.on("data", () => {
-      if (stderr.includes("listening on")) {
-        clearTimeout(timer);
-        resolvePromise(child);
-      }
-    });
-    child.once("exit", (code) => {
-      clearTimeout(timer);
-      reject(new Error(`service exited ${code}: ${stderr}`));
-    });
-  });
-}
-
-function stopService(child: ChildProcess, signal: NodeJS.Signals): Promise<void> {
-  return new Promise((resolvePromise) => {
-    if (child.exitCode !== null || child.signalCode !== null) {
-      resolvePromise();
-      return;
-    }
-    const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
-    child.once("exit", () => {
-      clearTimeout(timer);
-      resolvePromise();
-    });
-    child.kill(signal);
-  });
+  return startServiceAt(cliMain, dataDir, socketPath);
 }
 
 /** One request as root (this process), over the socket. */
 function call(method: string, path: string, body?: unknown, rawBody?: Buffer): Promise<Answer> {
-  const payload = rawBody ?? (body === undefined ? undefined : Buffer.from(JSON.stringify(body)));
-  return new Promise((resolvePromise, reject) => {
-    const req = request(
-      {
-        socketPath,
-        method,
-        path,
-        timeout: 10_000,
-        headers:
-          payload === undefined
-            ? {}
-            : { "content-type": "application/json", "content-length": payload.length },
-      },
-      (res) => {
-        const chunks: Buffer[] = [];
-        res.on("data", (c: Buffer) => chunks.push(c));
-        res.on("end", () => {
-          const text = Buffer.concat(chunks).toString();
-          resolvePromise({ status: res.statusCode ?? 0, body: text === "" ? null : JSON.parse(text) });
-        });
-      },
-    );
-    req.on("timeout", () => req.destroy(new Error("request timed out")));
-    req.on("error", reject);
-    req.end(payload);
-  });
+  return callSocket(socketPath, method, path, body, { timeoutMs: 10_000, ...(rawBody === undefined ? {} : { rawBody }) });
 }
 
 // The same request made by a child process running as the test user, so the kernel reports its uid.

@@ -24,15 +24,15 @@ import {
 import { request } from "node:http";
 import type { Socket } from "node:net";
 import { tmpdir } from "node:os";
-import { dirname, join, resolve } from "node:path";
+import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { fileURLToPath } from "node:url";
 import { ensureDefaultImage } from "../../src/image/index.js";
-import { callSocket, startServiceAt, type Answer, type VmBody } from "./service-harness.js";
+import { callSocket, okBody, startServiceAt, stopService, type Answer, type VmBody } from "../harness/service.js";
+import { CLI } from "../harness/test-vm.js";
 import { sandboxStateDir } from "../../src/engine/worker-jail.js";
 
-const here = dirname(fileURLToPath(import.meta.url));
-const cliMain = resolve(here, "../../src/cli/main.js");
+/** The shipped CLI (the bundle). */
+const cliMain = CLI;
 const isRoot = process.getuid?.() === 0;
 const hasTools = spawnSync("sh", ["-c", "command -v qemu-system-x86_64"]).status === 0;
 const skip = !isRoot || !hasTools ? "needs root and QEMU" : false;
@@ -56,10 +56,7 @@ async function killService(): Promise<void> {
   const child = service;
   assert.ok(child);
   service = undefined;
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const gone = new Promise((done) => child.once("exit", done));
-  child.kill("SIGKILL");
-  await gone;
+  await stopService(child);
 }
 
 function call(method: string, path: string, body?: unknown): Promise<Answer> {
@@ -67,12 +64,7 @@ function call(method: string, path: string, body?: unknown): Promise<Answer> {
 }
 
 async function ok<T = VmBody>(method: string, path: string, body?: unknown): Promise<T> {
-  const answer = await call(method, path, body);
-  assert.ok(
-    answer.status >= 200 && answer.status < 300,
-    `${method} ${path}: ${answer.status} ${JSON.stringify(answer.body)}`,
-  );
-  return answer.body as T;
+  return okBody(await call(method, path, body), method, path) as T;
 }
 
 async function createVm(name: string, extra: Record<string, unknown> = {}): Promise<VmBody> {

@@ -1,14 +1,16 @@
 /**
- * What the service's integration tests share: starting `palisade service run` on a Unix
- * socket and sending it one request as this process (root).
+ * What the service's integration tests and benchmarks share: starting `palisade service
+ * run` on a Unix socket, stopping it, and sending it one request as this process (root).
  */
+import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
-import { request } from "node:http";
+import { request, type IncomingHttpHeaders } from "node:http";
 
-/** A response: its status and parsed JSON body (null when empty). */
+/** A response: its status, parsed JSON body (null when empty) and headers. */
 export interface Answer {
   status: number;
   body: unknown;
+  headers: IncomingHttpHeaders;
 }
 
 /** The VM fields the tests read from the API. */
@@ -67,7 +69,7 @@ export function callSocket(
         res.on("data", (c: Buffer) => chunks.push(c));
         res.on("end", () => {
           const text = Buffer.concat(chunks).toString();
-          resolvePromise({ status: res.statusCode ?? 0, body: text === "" ? null : JSON.parse(text) });
+          resolvePromise({ status: res.statusCode ?? 0, body: text === "" ? null : JSON.parse(text), headers: res.headers });
         });
       },
     );
@@ -75,4 +77,26 @@ export function callSocket(
     req.on("error", reject);
     req.end(payload);
   });
+}
+
+/** Kills the service with `signal` and waits for it to exit (SIGKILL after 10 s). */
+export function stopService(child: ChildProcess, signal: NodeJS.Signals = "SIGKILL"): Promise<void> {
+  return new Promise((resolvePromise) => {
+    if (child.exitCode !== null || child.signalCode !== null) {
+      resolvePromise();
+      return;
+    }
+    const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
+    child.once("exit", () => {
+      clearTimeout(timer);
+      resolvePromise();
+    });
+    child.kill(signal);
+  });
+}
+
+/** The body of a 2xx answer; anything else fails the test, naming the request and the error. */
+export function okBody(answer: Answer, method: string, path: string): unknown {
+  assert.ok(answer.status >= 200 && answer.status < 300, `${method} ${path}: ${answer.status} ${JSON.stringify(answer.body)}`);
+  return answer.body;
 }
