@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 import { resolvePolicy } from "../policy/index.js";
-import { placedVms, reservePlacement } from "./placement.js";
+import { hostPolicyCeiling, placedVms, reservePlacement } from "./placement.js";
 import { testSpec } from "./test-fixtures.js";
 
 const standard = testSpec({ name: "std", uuid: "11111111-1111-4111-8111-111111111111" });
@@ -55,4 +55,23 @@ test("placement: a record whose launcher is gone and whose worker never started 
     assert.deepEqual(placedVms(dir), []);
     assert.deepEqual(readdirSync(dir), [], "the stale record is removed");
   });
+});
+
+test("placement: the host's policy ceiling is the default preset unless host.json names another; a bad one is refused naming maxPolicy", () => {
+  const root = mkdtempSync(join(tmpdir(), "palisade-ceiling-"));
+  const saved = process.env.PALISADE_HOST_CONFIG;
+  try {
+    process.env.PALISADE_HOST_CONFIG = join(root, "host.json");
+    assert.equal(hostPolicyCeiling().trustLevel, "standard", "no host.json: the default preset");
+    writeFileSync(process.env.PALISADE_HOST_CONFIG, JSON.stringify({ maxPolicy: "locked-down" }));
+    assert.equal(hostPolicyCeiling().network.userNet, false);
+    writeFileSync(process.env.PALISADE_HOST_CONFIG, JSON.stringify({ maxPolicy: { sandbox: { enabled: "yes" } } }));
+    assert.throws(() => hostPolicyCeiling(), (error: Error & { code?: string }) => error.code === "config.host-config" && error.message.includes('maxPolicy'));
+    writeFileSync(process.env.PALISADE_HOST_CONFIG, JSON.stringify({ maxPolicy: "no-such-preset" }));
+    assert.throws(() => hostPolicyCeiling(), { code: "config.host-config" });
+  } finally {
+    if (saved === undefined) delete process.env.PALISADE_HOST_CONFIG;
+    else process.env.PALISADE_HOST_CONFIG = saved;
+    rmSync(root, { recursive: true, force: true });
+  }
 });
