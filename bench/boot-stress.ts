@@ -8,7 +8,7 @@ import { bootOnce, median, palisadeRunArgs } from "./lib-boot.js";
 export async function main(args: string[]): Promise<void> {
   const boots = Number(args[0] ?? "100");
   const image = await defaultImage();
-  const argv = [process.execPath, ...palisadeRunArgs(image.kernelPath, image.initrdPath, "stress", 2)];
+  const argv = [...palisadeRunArgs(image.kernelPath, image.initrdPath, "stress", 2)];
   const markers: number[] = [];
   let hangs = 0;
   let failures = 0;

@@ -22,7 +22,7 @@ export async function main(args: string[]): Promise<void> {
     "-kernel", image.kernelPath, "-initrd", image.initrdPath, "-nographic",
     "-append", "console=ttyS0 panic=-1 quiet",
   ];
-  const palisade = [process.execPath, ...palisadeRunArgs(image.kernelPath, image.initrdPath, "bench")];
+  const palisade = [...palisadeRunArgs(image.kernelPath, image.initrdPath, "bench")];
   console.log(`boot benchmark: ${runs} runs each, interleaved; guest 256 MiB, 1 vCPU, TCG unless the host has KVM`);
   const samples: Record<string, BootSample[]> = { palisade: [], bare: [], q35: [] };
   const memoryKiB: number[] = [];

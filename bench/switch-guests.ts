@@ -14,13 +14,12 @@
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { homedir, tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
 import { palisadeCacheDir, READY_MARKER, SHELL_PROMPT } from "../src/image/index.js";
 import { VirtualSwitches } from "../src/network/index.js";
 import { benchRules } from "./lib-switch.js";
+import { CLI } from "../tests/harness/test-vm.js";
 
-const CLI = join(dirname(fileURLToPath(import.meta.url)), "..", "src", "cli", "main.js");
 const BOOT_TIMEOUT_MS = 120_000;
 
 async function sh(argv: readonly string[], timeoutMs = 120_000): Promise<string> {

@@ -1,12 +1,16 @@
 #!/usr/bin/env node
 /**
- * Bundles the compiled CLI (dist/src/cli/main.js) into dist/bin/palisade.js, the
- * program `npm start`, the `palisade` bin and the tests run.
+ * Bundles the compiled CLI into the program `npm start`, the `palisade` bin and the tests run:
+ *   dist/bin/cli.cjs       the whole CLI (dist/src/cli/main.js) as one CommonJS file
+ *   dist/bin/palisade.cjs  the launcher (dist/src/cli/launcher.js): compiles cli.cjs with
+ *                          V8's code cache (dist/bin/.v8-cache/, written by earlier runs)
  *
- * Why: `palisade run` sits between the user and the guest's first instruction. Loaded
- * as ~250 separate ES modules (zod alone is 99 files) Node spent ~150 ms resolving and
- * compiling them before QEMU was even spawned; one tree-shaken file per command group
- * is read and compiled in a fraction of that (bench: `npm run bench -- boot`).
+ * Why: `palisade run` sits between the user and the guest's first instruction. Loaded as
+ * ~250 ES modules Node spent ~150 ms before QEMU was spawned; as tree-shaken ES module
+ * chunks, ~50 ms of resolving, linking and compiling remained. One CommonJS file plus the
+ * bytecode of an earlier run leaves little of it (docs/design/boot-path.md; bench:
+ * `npm run bench -- boot`). Command groups stay lazy: a group's module code runs only
+ * when its command does.
  *
  * Native add-ons (koffi, better-sqlite3) cannot be bundled; fastify is left as a
  * package because it loads parts of itself by path at run time, and only the service
@@ -17,20 +21,29 @@ import { chmodSync, rmSync } from "node:fs";
 
 const outdir = "dist/bin";
 rmSync(outdir, { recursive: true, force: true });
-await build({
-  entryPoints: { palisade: "dist/src/cli/main.js" },
-  outdir,
+const common = {
   bundle: true,
-  splitting: true, // each command group stays a lazily loaded chunk
-  format: "esm",
+  format: "cjs",
   platform: "node",
   target: "node20",
-  external: ["koffi", "better-sqlite3", "fastify", "@fastify/*"],
-  // Bundled CommonJS packages (commander) call require() for Node's built-ins.
-  banner: { js: 'import { createRequire as __palisadeRequire } from "node:module"; const require = __palisadeRequire(import.meta.url);' },
-  sourcemap: "linked",
   minifyWhitespace: true,
   minifySyntax: true,
   logLevel: "warning",
+};
+await build({
+  ...common,
+  entryPoints: ["dist/src/cli/main.js"],
+  outfile: `${outdir}/cli.cjs`,
+  external: ["koffi", "better-sqlite3", "fastify", "@fastify/*"],
+  // The sources are ES modules; in one CommonJS file import.meta.url is this file's URL.
+  define: { "import.meta.url": "__palisadeBundleUrl" },
+  banner: { js: 'const __palisadeBundleUrl = require("node:url").pathToFileURL(__filename).href;' },
+  sourcemap: "linked",
 });
-chmodSync(`${outdir}/palisade.js`, 0o755);
+await build({
+  ...common,
+  entryPoints: ["dist/src/cli/launcher.js"],
+  outfile: `${outdir}/palisade.cjs`,
+  banner: { js: "#!/usr/bin/env -S NODE_EXTRA_CA_CERTS= node" },
+});
+chmodSync(`${outdir}/palisade.cjs`, 0o755);

@@ -14,6 +14,7 @@ import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, renameS
 import { join } from "node:path";
 import { ConfigError, HostError } from "../util/errors.js";
 import { runCommand, stderrSummary } from "./host-command.js";
+import { byCodeUnits } from "../util/order.js";
 
 /** What to build and for which kernel. */
 export interface GuestModuleRequest {
@@ -74,7 +75,7 @@ export function relocateHeadersMakefile(text: string, unpackedRoot: string): str
 /** The cache key of a build: the module's sources, the kernel and the compiler. */
 export function moduleDigest(sources: readonly { name: string; bytes: Buffer }[], release: string, packageVersion: string, compiler: string): string {
   const hash = createHash("sha256").update(JSON.stringify([release, packageVersion, compiler]));
-  for (const source of [...sources].sort((a, b) => a.name.localeCompare(b.name))) {
+  for (const source of [...sources].sort((a, b) => byCodeUnits(a.name, b.name))) {
     hash.update(`\0${source.name}\0${String(source.bytes.length)}\0`).update(source.bytes);
   }
   return hash.digest("hex");

@@ -7,6 +7,7 @@ import { evaluateStage, stageRules } from "./acl.js";
 import { formatPortRef, parseIpv4, type PortRef } from "./addresses.js";
 import type { Switch } from "./model.js";
 import { FLOW_CLASSES, FLOW_FIRST_SEEN_TIMEOUT_S, FLOW_IDLE_TIMEOUT_S, FLOW_SETS, firstSeenSet, flowSetName, type FlowClass } from "./ruleset.js";
+import { byCodeUnits } from "../util/order.js";
 
 /** One element of an nft set: its key fields, seconds until it expires, its counter. */
 export interface SetElement {
@@ -119,7 +120,7 @@ export function buildFlows(sw: Switch, contents: FlowSetContents, nowMs: number)
       }
     }
   }
-  return flows.sort((a, b) => b.lastSeen.localeCompare(a.lastSeen) || a.source.localeCompare(b.source));
+  return flows.sort((a, b) => byCodeUnits(b.lastSeen, a.lastSeen) || byCodeUnits(a.source, b.source));
 }
 
 function flowOf(

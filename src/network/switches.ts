@@ -35,6 +35,7 @@ import { isPort, type AclRule, type Mirror, type NetworkState, type Port, type S
 import { DEFAULT_DENY_COUNTER, conntrackScript, guardCounterNames, nftScript, parseTableObjects, portAddScript, portRemoveScript, ruleCounts, totalRuleCounts, type StageCounts } from "./ruleset.js";
 import { StateStore, defaultStateDir } from "./state-store.js";
 import { closeFd, openTap } from "./tap.js";
+import { byCodeUnits } from "../util/order.js";
 
 /** Where a {@link VirtualSwitches} keeps its state and runs its commands. */
 export interface VirtualSwitchesOptions {
@@ -167,7 +168,7 @@ export class VirtualSwitches {
 
   /** Every switch, by name. */
   list(): Switch[] {
-    return [...this.store.read().switches].sort((a, b) => a.name.localeCompare(b.name));
+    return [...this.store.read().switches].sort((a, b) => byCodeUnits(a.name, b.name));
   }
 
   /**

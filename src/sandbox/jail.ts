@@ -8,6 +8,7 @@ import { posix } from "node:path";
 import { PalisadeError } from "../util/errors.js";
 import type { SandboxHostFacts } from "./host-facts.js";
 import { runtimeTreeTops, type RuntimeTree } from "./runtime-tree.js";
+import { byCodeUnits } from "../util/order.js";
 
 /** A jail spec or host that cannot be jailed safely; `code` says which. */
 export class SandboxError extends PalisadeError {
@@ -207,7 +208,7 @@ function ancestorDirs(paths: readonly string[]): string[] {
   }
   return [...dirs]
     .filter((dir) => dir !== "/tmp")
-    .sort((a, b) => a.split("/").length - b.split("/").length || a.localeCompare(b));
+    .sort((a, b) => a.split("/").length - b.split("/").length || byCodeUnits(a, b));
 }
 
 /**
@@ -356,7 +357,7 @@ export function jailCommandArgv(
   for (const dir of firmwareDirs) argv.push("--ro-bind", dir, dir);
   argv.push("--bind", spec.runDir, spec.runDir);
   // Sorted, so a bind inside another bind is mounted after it.
-  const binds = [...spec.binds].sort((a, b) => a.hostPath.localeCompare(b.hostPath));
+  const binds = [...spec.binds].sort((a, b) => byCodeUnits(a.hostPath, b.hostPath));
   for (const bind of binds) argv.push(bind.readonly ? "--ro-bind" : "--bind", bind.hostPath, bind.hostPath);
   for (const device of spec.devices) {
     const jailPath = JAIL_DEVICES[device].path;

@@ -3,6 +3,7 @@
  * restart policy, like libvirt's `on_crash` or Hyper-V's automatic recovery), after how
  * long, and when a VM marked autostart is started once the service is up.
  */
+import { byCodeUnits } from "../util/order.js";
 
 /** A VM's restart policy as stored; absent means `never`. */
 export interface RestartPolicy {
@@ -89,5 +90,5 @@ export function autostartPlan(
   return vms
     .filter((vm) => vm.autostart && (vm.state === "stopped" || vm.state === "crashed") && !skip.has(vm.name))
     .map((vm) => ({ name: vm.name, delayMs: (vm.autostartDelaySeconds ?? 0) * 1000 }))
-    .sort((a, b) => a.delayMs - b.delayMs || a.name.localeCompare(b.name));
+    .sort((a, b) => a.delayMs - b.delayMs || byCodeUnits(a.name, b.name));
 }

@@ -1,4 +1,4 @@
-import { realpath } from "node:fs/promises";
+import { realpath, unlink } from "node:fs/promises";
 import { basename, dirname, isAbsolute, join, relative, resolve } from "node:path";
 import type { BlockImage, DiskFormat, DiskType } from "./block-image.js";
 import { DiskError, DiskFormatError } from "./errors.js";
@@ -187,7 +187,6 @@ export async function createImage(path: string, o: CreateOptions): Promise<Block
   } catch (error: unknown) {
     await file.close().catch(() => undefined);
     await parent?.close().catch(() => undefined);
-    const { unlink } = await import("node:fs/promises");
     await unlink(path).catch(() => undefined);
     throw error instanceof DiskFormatError ? error.withPath(path) : error;
   }

@@ -12,7 +12,7 @@ import { DEFAULT_GUEST_APPEND, ensureDefaultImage } from "../../src/image/index.
 const here = dirname(fileURLToPath(import.meta.url));
 /** The compiled CLI next to this compiled harness. */
 /** The shipped CLI: the bundle `npm run build` makes (scripts/bundle.mjs). */
-export const CLI = resolve(here, "..", "..", "bin", "palisade.js");
+export const CLI = resolve(here, "..", "..", "bin", "palisade.cjs");
 export const READY = "PALISADE-READY";
 /** The guest shell's prompt (root, busybox ash). */
 export const PROMPT = "# ";

@@ -10,16 +10,15 @@ import { spawn, spawnSync } from "node:child_process";
 import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { existsSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { basename, dirname, join, resolve } from "node:path";
+import { basename, join } from "node:path";
 import { after, before, test } from "node:test";
-import { fileURLToPath } from "node:url";
 import { gunzipSync } from "node:zlib";
 import { ConfigError, HostError } from "../../src/util/errors.js";
 import { READY_MARKER, buildImage, type BuiltImage } from "../../src/image/index.js";
 import { readCpioArchive } from "../../src/image/initramfs/cpio-reader.js";
 import { checkKernelFile } from "../../src/engine/index.js";
+import { CLI } from "../harness/test-vm.js";
 
-const CLI = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..", "src", "cli", "main.js");
 /** Generous: the 2-core machines we test on are shared; an idle boot takes ~2-3 s. */
 const BOOT_TIMEOUT_MS = 120_000;
 /** A small dynamically linked binary (libc only) that busybox does not provide. */

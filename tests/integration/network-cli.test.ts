@@ -7,14 +7,13 @@ import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { Command } from "commander";
 import { registerSwitchCommands } from "../../src/cli/switch-command.js";
 import { PalisadeError } from "../../src/util/errors.js";
+import { CLI } from "../harness/test-vm.js";
 
-const MAIN = join(dirname(fileURLToPath(import.meta.url)), "../../src/cli/main.js");
 const HOST = `pc${process.pid % 100000}h`;
 let stateDir = "";
 
@@ -34,7 +33,7 @@ async function run(argv: string[]): Promise<Outcome> {
 }
 
 async function palisade(...args: string[]): Promise<Outcome> {
-  return run([process.execPath, MAIN, "switch", "--state-dir", stateDir, "--netns", HOST, ...args]);
+  return run([CLI, "switch", "--state-dir", stateDir, "--netns", HOST, ...args]);
 }
 
 /** Runs `palisade switch ARGS` in this process (a spawned CLI costs ~0.5 s) and returns its stdout. */

@@ -16,7 +16,7 @@ import { createImage, FaultFile, MemoryFile, openImage, PowerCut, VhdxImage } fr
 
 const MiB = 1024 * 1024;
 /** The shipped CLI: the bundle scripts/bundle.mjs makes beside the compiled tree (OUTDIR/bin). */
-const CLI = fileURLToPath(new URL("../../bin/palisade.js", import.meta.url));
+const CLI = fileURLToPath(new URL("../../bin/palisade.cjs", import.meta.url));
 let dir = "";
 
 before(() => {
