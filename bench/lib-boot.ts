@@ -103,3 +103,27 @@ export function printRows(samples: Record<string, BootSample[]>, baseline: strin
     );
   }
 }
+
+/**
+ * Palisade's overhead as the median of per-run differences: run i of `variant` and run i
+ * of `baseline` were booted back to back, so drifts in the host's speed (steal time,
+ * frequency) cancel out in each pair, which they do not in a ratio of two medians.
+ */
+export function printPairedOverhead(variant: readonly BootSample[], baseline: readonly BootSample[], name: string, baseName: string): void {
+  for (const key of ["markerMs", "exitMs"] as const) {
+    const differences: number[] = [];
+    for (let i = 0; i < Math.min(variant.length, baseline.length); i++) {
+      const a = variant[i]?.[key];
+      const b = baseline[i]?.[key];
+      if (typeof a === "number" && typeof b === "number") differences.push(a - b);
+    }
+    const baseMedian = median(baseline.map((sample) => sample[key]).filter((value): value is number => value !== null));
+    const mid = median(differences);
+    const sorted = [...differences].sort((x, y) => x - y);
+    const quartile = (q: number): number => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? NaN;
+    console.log(
+      `${name} - ${baseName}, paired by run, to ${key === "markerMs" ? "marker" : "exit"}: median ${mid.toFixed(0)} ms ` +
+        `(${((100 * mid) / baseMedian).toFixed(1)}% of ${baseName}'s median), quartiles ${quartile(0.25).toFixed(0)} / ${quartile(0.75).toFixed(0)} ms, ${differences.length} pairs`,
+    );
+  }
+}

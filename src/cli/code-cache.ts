@@ -19,10 +19,9 @@ import { Script, constants as vmConstants } from "node:vm";
 
 /** A cache larger than this is not a cache Palisade wrote. */
 const MAX_CACHE_BYTES = 64 * 1024 * 1024;
-/** A run that reuses a valid cache rewrites it only when it compiled this much more. */
-const REWRITE_GROWTH = 1.1;
-/** Processes shorter than this with a valid cache skip the exit-time check (~4 ms). */
-const SHORT_RUN_SECONDS = 1;
+/** Commands without subcommands: their second word is an argument, not part of the key. */
+const SINGLE_WORD_COMMANDS = new Set(["run", "start"]);
+const WORD = /^[a-z][a-z-]{0,15}$/;
 
 /** The directory of caches beside a bundle. */
 export function cacheDirOf(bundlePath: string): string {
@@ -30,13 +29,19 @@ export function cacheDirOf(bundlePath: string): string {
 }
 
 /**
- * The cache file for a command group of this exact bundle file. Each group has its own:
- * `palisade run` and `palisade disk` compile different functions. Pure.
+ * The cache file for a command (`run`, `disk-convert`, `vm-list`: each compiles different
+ * functions) of this exact bundle file; null for informational invocations (`--help`,
+ * `--version`, `--print-…`), whose compiled code would make a poor cache for the real
+ * command and whose start-up matters little. Pure.
  */
-export function cacheFileFor(bundlePath: string, bundle: Pick<Stats, "ino" | "mtimeMs" | "size">, argv: readonly string[]): string {
-  const word = argv.slice(2).find((arg) => !arg.startsWith("-")) ?? "";
-  const group = /^[a-z][a-z-]{0,15}$/.test(word) ? word : "other";
-  return join(cacheDirOf(bundlePath), `${group}-${bundle.ino}-${Math.trunc(bundle.mtimeMs * 1000)}-${bundle.size}.bin`);
+export function cacheFileFor(bundlePath: string, bundle: Pick<Stats, "ino" | "mtimeMs" | "size">, argv: readonly string[]): string | null {
+  const args = argv.slice(2);
+  if (args.some((arg) => arg === "-h" || arg === "--help" || arg === "-V" || arg === "--version" || arg.startsWith("--print-"))) return null;
+  const words = args.filter((arg) => !arg.startsWith("-")).slice(0, 2);
+  const [first = "", second = ""] = words;
+  if (!WORD.test(first)) return null;
+  const command = SINGLE_WORD_COMMANDS.has(first) || !WORD.test(second) ? first : `${first}-${second}`;
+  return join(cacheDirOf(bundlePath), `${command}-${bundle.ino}-${Math.trunc(bundle.mtimeMs * 1000)}-${bundle.size}.bin`);
 }
 
 /** Up to `size` bytes from the start of `fd` (fewer if the file is shorter). */
@@ -70,14 +75,6 @@ export function readTrustedCache(file: string, euid: number): Buffer | null {
   } finally {
     closeSync(fd);
   }
-}
-
-/**
- * Whether to write a new cache at exit; pure. `previousBytes` is the size of the cache this
- * run was given and V8 accepted (null: none, or rejected).
- */
-export function shouldWriteCache(previousBytes: number | null, newBytes: number): boolean {
-  return previousBytes === null || newBytes > previousBytes * REWRITE_GROWTH;
 }
 
 /** Writes `bytes` as the cache, atomically (another CLI process may be writing it too). */
@@ -114,7 +111,7 @@ export function loadBundle(bundlePath: string, argv: readonly string[]): { expor
     closeSync(fd);
   }
   const cacheFile = cacheFileFor(bundlePath, stat, argv);
-  const cached = readTrustedCache(cacheFile, euid);
+  const cached = cacheFile === null ? null : readTrustedCache(cacheFile, euid);
   // The same wrapper Node puts around a CommonJS file, so the bundle sees what it expects.
   const wrapped = `(function (exports, require, module, __filename, __dirname) { ${source}\n})`;
   const script = new Script(wrapped, {
@@ -124,15 +121,17 @@ export function loadBundle(bundlePath: string, argv: readonly string[]): { expor
     ...(cached === null ? {} : { cachedData: cached }),
   });
   const accepted = cached !== null && !script.cachedDataRejected ? cached.length : null;
-  process.once("exit", () => {
-    if (accepted !== null && process.uptime() < SHORT_RUN_SECONDS) return;
-    try {
-      const bytes = script.createCachedData();
-      if (shouldWriteCache(accepted, bytes.length)) writeCache(cacheFile, bytes, euid);
-    } catch {
-      // A cache that cannot be written costs the next start its compile time, nothing else.
-    }
-  });
+  // Written once, by the first run of the command that succeeds: by then it has compiled
+  // the command's real path, not an error path.
+  if (cacheFile !== null && accepted === null)
+    process.once("exit", (code) => {
+      if (code !== 0) return;
+      try {
+        writeCache(cacheFile, script.createCachedData(), euid);
+      } catch {
+        // A cache that cannot be written costs the next start its compile time, nothing else.
+      }
+    });
   const module = { exports: {} as BundleExports };
   const run = script.runInThisContext() as (
     exports: unknown,
