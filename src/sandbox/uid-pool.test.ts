@@ -1,5 +1,6 @@
 import { after, test } from "node:test";
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -102,4 +103,53 @@ test("parseStatStartTime: field 22, even when the command name holds spaces and 
   const stat = "42 (a (b) c) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
 
   assert.equal(parseStatStartTime(stat), "987654");
+});
+
+test("allocateUid: separate processes allocating at once never share a uid", async () => {
+  const dir = stateDir();
+  const here = import.meta.dirname;
+  // Real processes and the real process table: a claim is live while its allocator runs,
+  // so each child prints its uid and stays until its stdin closes.
+  const script = (vm: string): string =>
+    `const { allocateUid } = await import(${JSON.stringify(join(here, "uid-pool.js"))});` +
+    `console.log(await allocateUid(${JSON.stringify(vm)}, ${JSON.stringify(dir)}, { range: { first: 64900, count: 50 } }));` +
+    `process.stdin.resume();`;
+  const children = Array.from({ length: 6 }, (_, index) =>
+    spawn(process.execPath, ["--input-type=module", "-e", script(`vm-${index}`)], { stdio: ["pipe", "pipe", "inherit"] }),
+  );
+  try {
+    const uids = await Promise.all(
+      children.map(
+        (child, index) =>
+          new Promise<number>((resolve, reject) => {
+            let out = "";
+            child.stdout.on("data", (chunk: Buffer) => {
+              out += chunk.toString();
+              if (out.endsWith("\n")) resolve(Number(out.trim()));
+            });
+            child.on("exit", (code) => reject(new Error(`child ${index} exited ${code} before printing its uid`)));
+          }),
+      ),
+    );
+    assert.equal(new Set(uids).size, uids.length, `uids handed out: ${uids.join(", ")}`);
+    assert.equal(readdirSync(join(dir, "uid-pool")).filter((name) => name.endsWith(".json")).length, uids.length);
+  } finally {
+    for (const child of children) child.stdin.end();
+  }
+});
+
+test("allocateUid: a pool lock held elsewhere past the timeout is an error naming the lock", async () => {
+  const dir = stateDir();
+  await allocateUid("a", dir, { range, processes: quietHost });
+  // Another holder of the same flock (util-linux's flock, as a second Palisade process would).
+  const holder = spawn("flock", ["--exclusive", join(dir, "uid-pool", "lock"), "sleep", "30"], { stdio: "ignore" });
+  try {
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    await assert.rejects(
+      allocateUid("b", dir, { range, processes: quietHost, lockTimeoutMs: 1000 }),
+      /uid pool lock .*uid-pool\/lock is held for more than 1000 ms/,
+    );
+  } finally {
+    holder.kill("SIGKILL");
+  }
 });

@@ -82,7 +82,7 @@ const LOCK_NB = 4;
 const LOCK_UN = 8;
 
 /** Runs `action` holding the pool's exclusive lock; waits at most `timeoutMs` for it. */
-async function withPoolLock<T>(dir: string, action: () => Promise<T>, timeoutMs = 10_000): Promise<T> {
+async function withPoolLock<T>(dir: string, timeoutMs = 10_000, action: () => Promise<T>): Promise<T> {
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const fd = openSync(posix.join(dir, "lock"), "a", 0o600);
   try {
@@ -145,6 +145,8 @@ export function isStaleClaim(
 export interface UidPoolOptions {
   readonly range?: { readonly first: number; readonly count: number };
   readonly processes?: ProcessTable;
+  /** How long to wait for the pool's lock; default 10 s. */
+  readonly lockTimeoutMs?: number;
 }
 
 /**
@@ -161,7 +163,7 @@ export async function allocateUid(
   const range = options.range ?? DEFAULT_UID_RANGE;
   const processes = options.processes ?? procProcessTable;
   const dir = posix.join(stateDir, "uid-pool");
-  return withPoolLock(dir, async () => {
+  return withPoolLock(dir, options.lockTimeoutMs, async () => {
     const claims = await readClaims(dir);
     const own = claims.find((claim) => claim.vmId === vmId);
     if (own !== undefined) {
@@ -203,7 +205,7 @@ export async function allocateUid(
 /** Releases the VM's uid (after its worker exited and its jail was cleaned up). Idempotent. */
 export async function releaseUid(vmId: string, stateDir: string): Promise<void> {
   const dir = posix.join(stateDir, "uid-pool");
-  await withPoolLock(dir, async () => {
+  await withPoolLock(dir, undefined, async () => {
     for (const claim of await readClaims(dir)) {
       if (claim.vmId === vmId) await rm(posix.join(dir, `${claim.uid}.json`), { force: true });
     }
