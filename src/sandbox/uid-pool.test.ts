@@ -127,7 +127,9 @@ test("allocateUid: separate processes allocating at once never share a uid", asy
               out += chunk.toString();
               if (out.endsWith("\n")) resolve(Number(out.trim()));
             });
-            child.on("exit", (code) => reject(new Error(`child ${index} exited ${code} before printing its uid`)));
+            child.on("exit", (code) => {
+              reject(new Error(`child ${index} exited ${String(code)} before printing its uid`));
+            });
           }),
       ),
     );
