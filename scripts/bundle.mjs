@@ -17,7 +17,7 @@
  * (whose start-up time does not matter) loads it.
  */
 import { build } from "esbuild";
-import { chmodSync, rmSync } from "node:fs";
+import { chmodSync, readFileSync, rmSync } from "node:fs";
 
 const outdir = "dist/bin";
 rmSync(outdir, { recursive: true, force: true });
@@ -37,9 +37,16 @@ await build({
   external: ["koffi", "better-sqlite3", "fastify", "@fastify/*"],
   // The sources are ES modules; in one CommonJS file import.meta.url is this file's URL.
   define: { "import.meta.url": "__palisadeBundleUrl" },
-  banner: { js: 'const __palisadeBundleUrl = require("node:url").pathToFileURL(__filename).href;' },
+  // The banner comes before esbuild's own "use strict", which would then be no directive:
+  // the sources are ES modules, so the bundle must stay strict.
+  banner: { js: '"use strict";const __palisadeBundleUrl = require("node:url").pathToFileURL(__filename).href;' },
+  // The launcher compiles the bundle with vm.Script and V8's code cache; in Node 20 such a
+  // script cannot import(), so every import() becomes require().
+  supported: { "dynamic-import": false },
   sourcemap: "linked",
 });
+if (/\bimport\(/.test(readFileSync(`${outdir}/cli.cjs`, "utf8").replace(/\/\/# sourceMappingURL.*$/m, "")))
+  throw new Error(`${outdir}/cli.cjs still contains import(): the launcher's vm.Script cannot run it`);
 await build({
   ...common,
   entryPoints: ["dist/src/cli/launcher.js"],

@@ -1,7 +1,7 @@
 import { after, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { allocateUid, releaseUid, parseStatStartTime, type ProcessTable } from "./uid-pool.js";
@@ -140,18 +140,45 @@ test("allocateUid: separate processes allocating at once never share a uid", asy
   }
 });
 
-test("allocateUid: a pool lock held elsewhere past the timeout is an error naming the lock", async () => {
-  const dir = stateDir();
-  await allocateUid("a", dir, { range, processes: quietHost });
-  // Another holder of the same flock (util-linux's flock, as a second Palisade process would).
-  const holder = spawn("flock", ["--exclusive", join(dir, "uid-pool", "lock"), "sleep", "30"], { stdio: "ignore" });
+/** Holds the pool's flock from another process (util-linux's flock, as another Palisade would) while `body` runs. */
+async function withLockHeldElsewhere(dir: string, body: () => Promise<void>): Promise<void> {
+  mkdirSync(join(dir, "uid-pool"), { recursive: true });
+  // Its own process group, so that the sleep under it goes too.
+  const holder = spawn("flock", ["--exclusive", "--close", join(dir, "uid-pool", "lock"), "sleep", "30"], { stdio: "ignore", detached: true });
   try {
     await new Promise((resolve) => setTimeout(resolve, 300));
+    await body();
+  } finally {
+    if (holder.pid !== undefined) process.kill(-holder.pid, "SIGKILL");
+  }
+}
+
+test("allocateUid: with every claim live no lock is needed; a stale one waits for the lock, and past the timeout names it", async () => {
+  const dir = stateDir();
+  await allocateUid("a", dir, { range, processes: quietHost });
+  await withLockHeldElsewhere(dir, async () => {
+    assert.equal(await allocateUid("b", dir, { range, processes: quietHost, lockTimeoutMs: 500 }), 64001);
+    // "a" and "b" are stale for a table in which their allocator has restarted.
+    const afterCrash: ProcessTable = { startTime: (pid) => (pid === process.pid ? "2000" : null), uidsInUse: () => new Set([0]) };
     await assert.rejects(
-      allocateUid("b", dir, { range, processes: quietHost, lockTimeoutMs: 1000 }),
+      allocateUid("c", dir, { range, processes: afterCrash, lockTimeoutMs: 1000 }),
       /uid pool lock .*uid-pool\/lock is held for more than 1000 ms/,
     );
-  } finally {
-    holder.kill("SIGKILL");
-  }
+    // Renewing an existing claim also needs the lock.
+    await assert.rejects(allocateUid("a", dir, { range, processes: quietHost, lockTimeoutMs: 500 }), /is held for more than 500 ms/);
+  });
+});
+
+test("releaseUid: the process that made the claim releases it without the lock; anyone else waits for it", async () => {
+  const dir = stateDir();
+  await allocateUid("a", dir, { range, processes: quietHost });
+  await allocateUid("b", dir, { range, processes: quietHost });
+  const restarted: ProcessTable = { ...quietHost, startTime: (pid) => (pid === process.pid ? "2000" : null) };
+  await withLockHeldElsewhere(dir, async () => {
+    await releaseUid("a", dir, { processes: quietHost, lockTimeoutMs: 500 });
+    await assert.rejects(releaseUid("b", dir, { processes: restarted, lockTimeoutMs: 500 }), /is held for more than 500 ms/);
+  });
+  assert.deepEqual(readdirSync(join(dir, "uid-pool")).filter((name) => name.endsWith(".json")), ["64001.json"]);
+  await releaseUid("b", dir, { processes: restarted });
+  assert.deepEqual(readdirSync(join(dir, "uid-pool")).filter((name) => name.endsWith(".json")), []);
 });

@@ -1,16 +1,25 @@
 /**
  * Per-VM uids: a pool of unprivileged uid/gid pairs (uid = gid), one per running VM,
- * never shared. Claims are files `<stateDir>/uid-pool/<uid>.json`, made and reclaimed
- * under an exclusive `flock` of `<stateDir>/uid-pool/lock`, which the kernel drops if the
- * holder dies: the pool survives crashes.
+ * never shared. Claims are files `<stateDir>/uid-pool/<uid>.json`, each made whole and
+ * at once (written under a temporary name, then hard-linked: the link fails if the uid is
+ * taken). Reclaiming stale claims and renewing one happen under an exclusive `flock` of
+ * `<stateDir>/uid-pool/lock`, which the kernel drops if the holder dies: the pool
+ * survives crashes.
+ *
+ * The lock is skipped when there is nothing to reclaim: a new claim when every claim on
+ * file is live, and a release by the process that made the claim (a live owner's claim is
+ * never judged stale, so no reclaimer can be removing it). Why: the lock needs koffi
+ * (Node has no flock), whose load cost `palisade run` ~14 ms before QEMU could start.
+ * Safe because only lock holders delete other processes' claims, and a claim judged stale
+ * under the lock cannot be replaced until that holder deletes it (links never overwrite).
  *
  * A claim is stale, and reclaimed, when no process on the host runs with its uid AND the
  * process that made it is gone (pid and start time, so a reused pid does not count).
  */
 import { closeSync, openSync, readFileSync, readdirSync } from "node:fs";
-import { mkdir, readFile, readdir, rm, writeFile } from "node:fs/promises";
+import { link, mkdir, readFile, readdir, rm, writeFile } from "node:fs/promises";
+import { createRequire } from "node:module";
 import { posix } from "node:path";
-import koffi from "koffi";
 import { SandboxError } from "./jail.js";
 
 /** The default pool: 1000 ids above the range Debian gives to users and services. */
@@ -69,6 +78,8 @@ export const procProcessTable: ProcessTable = {
 let flockFunction: ((fd: number, operation: number) => number) | undefined;
 function flock(fd: number, operation: number): number {
   if (flockFunction === undefined) {
+    // Loaded on first use: the lock-free paths above never need it.
+    const koffi = createRequire(import.meta.url)("koffi") as typeof import("koffi");
     const libc = koffi.load("libc.so.6");
     flockFunction = libc.func("int flock(int fd, int operation)") as (
       fd: number,
@@ -149,6 +160,45 @@ export interface UidPoolOptions {
   readonly lockTimeoutMs?: number;
 }
 
+let temporaryCount = 0;
+
+/**
+ * Makes `<dir>/<uid>.json` holding `claim`, whole, unless that uid is already claimed.
+ * @returns false when the uid's file exists (someone claimed it first).
+ */
+async function createClaimFile(dir: string, claim: UidClaim): Promise<boolean> {
+  const temporary = posix.join(dir, `.${claim.uid}.${process.pid}.${++temporaryCount}.tmp`);
+  await writeFile(temporary, JSON.stringify(claim), { mode: 0o600, flag: "wx" });
+  try {
+    await link(temporary, posix.join(dir, `${claim.uid}.json`));
+    return true;
+  } catch (error: unknown) {
+    if ((error as NodeJS.ErrnoException).code === "EEXIST") return false;
+    throw error;
+  } finally {
+    await rm(temporary, { force: true });
+  }
+}
+
+/**
+ * The lock-free claim: the lowest free uid when every claim on file is live and none is
+ * this VM's; null when the locked path must decide (stale or unreadable claims, a claim
+ * to renew, a lost race, a full pool).
+ */
+async function claimWithoutLock(dir: string, vmId: string, range: { first: number; count: number }, processes: ProcessTable): Promise<number | null> {
+  const claims = await readClaims(dir);
+  if (claims.some((claim) => claim.vmId === vmId)) return null;
+  const inUse = processes.uidsInUse();
+  if (claims.some((claim) => isStaleClaim(claim, processes, inUse))) return null;
+  const taken = new Set(claims.map((claim) => claim.uid));
+  const ownerStartTime = processes.startTime(process.pid) ?? "";
+  for (let uid = range.first; uid < range.first + range.count; uid++) {
+    if (taken.has(uid) || inUse.has(uid)) continue;
+    return (await createClaimFile(dir, { uid, vmId, ownerPid: process.pid, ownerStartTime })) ? uid : null;
+  }
+  return null;
+}
+
 /**
  * Allocates the VM's uid (= gid): its existing claim if it has one, else the lowest free
  * id, reclaiming stale claims.
@@ -163,6 +213,9 @@ export async function allocateUid(
   const range = options.range ?? DEFAULT_UID_RANGE;
   const processes = options.processes ?? procProcessTable;
   const dir = posix.join(stateDir, "uid-pool");
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const quick = await claimWithoutLock(dir, vmId, range, processes);
+  if (quick !== null) return quick;
   return withPoolLock(dir, options.lockTimeoutMs, async () => {
     const claims = await readClaims(dir);
     const own = claims.find((claim) => claim.vmId === vmId);
@@ -192,8 +245,8 @@ export async function allocateUid(
         ownerPid: process.pid,
         ownerStartTime: processes.startTime(process.pid) ?? "",
       };
-      await writeFile(posix.join(dir, `${uid}.json`), JSON.stringify(claim), { mode: 0o600, flag: "wx" });
-      return uid;
+      // A lock-free claim may have taken it since the list was read: try the next one.
+      if (await createClaimFile(dir, claim)) return uid;
     }
     throw new SandboxError(
       `No free worker uid in ${range.first}–${range.first + range.count - 1}: ${taken.size} claimed by running VMs`,
@@ -202,10 +255,25 @@ export async function allocateUid(
   });
 }
 
-/** Releases the VM's uid (after its worker exited and its jail was cleaned up). Idempotent. */
-export async function releaseUid(vmId: string, stateDir: string): Promise<void> {
+/**
+ * Releases the VM's uid (after its worker exited and its jail was cleaned up). Idempotent.
+ * Without the lock when this process made the claim (see the file's comment).
+ */
+export async function releaseUid(vmId: string, stateDir: string, options: Pick<UidPoolOptions, "processes" | "lockTimeoutMs"> = {}): Promise<void> {
   const dir = posix.join(stateDir, "uid-pool");
-  await withPoolLock(dir, undefined, async () => {
+  const processes = options.processes ?? procProcessTable;
+  let mine: UidClaim[];
+  try {
+    mine = (await readClaims(dir)).filter((claim) => claim.vmId === vmId);
+  } catch {
+    mine = [];
+  }
+  const ownStart = processes.startTime(process.pid);
+  if (mine.length > 0 && mine.every((claim) => claim.ownerPid === process.pid && claim.ownerStartTime === ownStart)) {
+    for (const claim of mine) await rm(posix.join(dir, `${claim.uid}.json`), { force: true });
+    return;
+  }
+  await withPoolLock(dir, options.lockTimeoutMs, async () => {
     for (const claim of await readClaims(dir)) {
       if (claim.vmId === vmId) await rm(posix.join(dir, `${claim.uid}.json`), { force: true });
     }
