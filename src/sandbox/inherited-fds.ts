@@ -3,7 +3,7 @@
  * a test harness) would otherwise pass into every worker: libuv's spawn does not close
  * them, and neither bubblewrap nor setpriv does. Node opens its own with O_CLOEXEC.
  */
-import koffi from "koffi";
+import { createRequire } from "node:module";
 
 /** `CLOSE_RANGE_CLOEXEC` (linux/close_range.h). */
 const CLOSE_RANGE_CLOEXEC = 1 << 2;
@@ -21,6 +21,8 @@ let closeRange: CloseRange | undefined;
 export function markInheritedFdsCloseOnExec(): boolean {
   try {
     if (closeRange === undefined) {
+      // Loaded on first use: importing the sandbox must not cost `palisade run` koffi's load.
+      const koffi = createRequire(import.meta.url)("koffi") as typeof import("koffi");
       const libc = koffi.load("libc.so.6");
       closeRange = libc.func(
         "int close_range(unsigned int first, unsigned int last, int flags)",
