@@ -21,7 +21,10 @@ after(() => {
 
 function qemuProcessesNamed(name: string): string[] {
   try {
-    return execFileSync("pgrep", ["-af", `guest=${name}`], { encoding: "utf8" }).trim().split("\n").filter((line) => line !== "");
+    return execFileSync("pgrep", ["-af", `guest=${name}`], { encoding: "utf8" })
+      .trim()
+      .split("\n")
+      .filter((line) => line !== "");
   } catch {
     return [];
   }
@@ -63,6 +66,24 @@ test("run: console input reaches the guest shell and its output comes back", asy
   }
 });
 
+test("default guest: the initcalls its command line skips are skipped (the kernel honours initcall_blacklist)", async () => {
+  const vm = await TestVm.start();
+  try {
+    // init_kprobe_trace is what creates kprobe_events; the rest of tracefs comes from
+    // other initcalls, so `trace` being there shows tracefs itself is mounted.
+    const tracefs = await vm.exec(
+      "mount -t tracefs tracefs /sys/kernel/tracing && ls /sys/kernel/tracing/trace /sys/kernel/tracing/kprobe_events",
+    );
+    const cmdline = await vm.exec("cat /proc/cmdline");
+
+    assert.match(cmdline.stdout, /initcall_blacklist=crypto_kdf108_init,init_kprobe_trace/);
+    assert.match(tracefs.stdout, /^\/sys\/kernel\/tracing\/trace\r?$/m);
+    assert.match(tracefs.stdout, /kprobe_events: No such file or directory/);
+  } finally {
+    await vm.dispose();
+  }
+});
+
 test("run: a raw disk is /dev/vda and what the guest writes is there after power-off", async () => {
   const disk = join(scratch, "data.raw");
   writeFileSync(disk, Buffer.alloc(4 << 20));
@@ -85,7 +106,9 @@ test("run: --on-reboot exit ends with code 5; --on-reboot restart resets the gue
   const events = join(scratch, "restart-events.jsonl");
   writeFileSync(events, "");
   const exiting = await TestVm.start({ extraArgs: ["--on-reboot", "exit"] });
-  const restarting = await TestVm.start({ extraArgs: ["--on-reboot", "restart", "--events", `json:${events}`] });
+  const restarting = await TestVm.start({
+    extraArgs: ["--on-reboot", "restart", "--events", `json:${events}`],
+  });
   try {
     exiting.send("reboot\n");
     const exit = await exiting.waitExit(60_000);
@@ -122,8 +145,15 @@ test("run: a guest that triple-faults at every boot is stopped as a reset loop (
     assert.equal(exit.code, 5);
     assert.match(vm.stderr, /guest reset 6 times within 60 s \(triple fault or reset loop\); stopped/);
     // Six within the last 60 s; a slow host may have had earlier ones outside the window.
-    assert.ok((vm.stderr.match(/"event":"reset"/g) ?? []).length >= 6, "every reset was reported before the stop");
-    assert.doesNotMatch(vm.stderr, /"event":"ready"/, "a guest that never ran its init was never called ready");
+    assert.ok(
+      (vm.stderr.match(/"event":"reset"/g) ?? []).length >= 6,
+      "every reset was reported before the stop",
+    );
+    assert.doesNotMatch(
+      vm.stderr,
+      /"event":"ready"/,
+      "a guest that never ran its init was never called ready",
+    );
   } finally {
     await vm.dispose();
   }
