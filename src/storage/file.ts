@@ -44,13 +44,25 @@ interface Libc {
   /** sync_file_range, called on koffi's worker thread (it may wait for the device queue). */
   syncFileRange: { async: (fd: number, offset: number, length: number, flags: number, done: Callback) => void };
 }
+let koffiModule: typeof import("koffi") | null | undefined;
+/** koffi, loaded on first use (~15-100 ms): read-only users may never need it. Null if unavailable. */
+function loadKoffi(): typeof import("koffi") | null {
+  if (koffiModule !== undefined) return koffiModule;
+  try {
+    koffiModule = createRequire(import.meta.url)("koffi") as typeof import("koffi");
+  } catch {
+    koffiModule = null;
+  }
+  return koffiModule;
+}
+
 let libc: Libc | null | undefined;
 /** lseek(SEEK_DATA/SEEK_HOLE), fallocate(PUNCH_HOLE) and sync_file_range, which Node lacks; null if unavailable. */
 function loadLibc(): Libc | null {
   if (libc !== undefined) return libc;
   try {
-    // Loaded on first use: koffi costs ~100 ms at startup, and read-only users may never need it.
-    const koffi = createRequire(import.meta.url)("koffi") as typeof import("koffi");
+    const koffi = loadKoffi();
+    if (koffi === null) return (libc = null);
     const lib = koffi.load("libc.so.6");
     libc = {
       lseek: lib.func("int64_t lseek(int fd, int64_t offset, int whence)") as Libc["lseek"],
@@ -62,6 +74,29 @@ function loadLibc(): Libc | null {
   }
   return libc;
 }
+const PAGE_BYTES = 4096;
+/**
+ * A buffer for large reads and writes that starts on a page boundary when koffi can tell
+ * where the memory is (otherwise wherever the allocator put it).
+ *
+ * Why: Node's large buffers start 16 bytes past a page boundary (glibc's chunk header).
+ * The kernel copies page-cache pages into them with `rep movsb`, and a destination a few
+ * bytes above its source modulo 4 KiB (4K aliasing) made those copies ~4x slower here:
+ * reading 512 MiB from the page cache took 244 ms of system time into such a buffer,
+ * 58 ms into the same buffer 16 bytes further on. That was most of `disk convert`'s CPU.
+ */
+export function pageAlignedBuffer(length: number): Buffer {
+  const raw = Buffer.allocUnsafeSlow(length + PAGE_BYTES);
+  const koffi = loadKoffi();
+  let skip = 0;
+  try {
+    if (koffi !== null) skip = (PAGE_BYTES - Number(koffi.address(raw) % BigInt(PAGE_BYTES))) % PAGE_BYTES;
+  } catch {
+    skip = 0; // koffi cannot tell: an unaligned buffer still works
+  }
+  return raw.subarray(skip, skip + length);
+}
+
 const SEEK_DATA = 3;
 const SEEK_HOLE = 4;
 const FALLOC_FL_KEEP_SIZE = 1;
@@ -77,15 +112,17 @@ export class NodeFile implements StorageFile {
   readonly #handle: FileHandle;
   #sizeBytes: number;
   readonly #writeBehind: boolean;
+  readonly #durable: boolean;
   #unsubmittedBytes = 0;
   #writeback: Promise<void> | undefined;
 
-  private constructor(path: string, handle: FileHandle, writable: boolean, sizeBytes: number, writeBehind: boolean) {
+  private constructor(path: string, handle: FileHandle, writable: boolean, sizeBytes: number, writeBehind: boolean, durable: boolean) {
     this.path = path;
     this.#handle = handle;
     this.writable = writable;
     this.#sizeBytes = sizeBytes;
     this.#writeBehind = writeBehind;
+    this.#durable = durable;
   }
 
   /**
@@ -93,9 +130,11 @@ export class NodeFile implements StorageFile {
    * With `writeBehind` (a file written start to end and flushed once, as `convert`'s
    * output), the kernel is asked to start writing back every 8 MiB written, so the
    * final flush waits for the tail only instead of for the whole file.
+   * With `durable: false`, flush does nothing (and nothing is written back early): the
+   * kernel writes the data back when it chooses, as `qemu-img convert` leaves its output.
    * @throws {DiskError} `disk.io` naming the path when the file cannot be opened.
    */
-  static async open(path: string, options: { writable: boolean; create?: boolean; writeBehind?: boolean }): Promise<NodeFile> {
+  static async open(path: string, options: { writable: boolean; create?: boolean; writeBehind?: boolean; durable?: boolean }): Promise<NodeFile> {
     const flags = options.create
       ? constants.O_RDWR | constants.O_CREAT | constants.O_EXCL
       : options.writable
@@ -104,7 +143,8 @@ export class NodeFile implements StorageFile {
     try {
       const handle = await open(path, flags, 0o644);
       const stat = await handle.stat();
-      return new NodeFile(path, handle, options.writable || options.create === true, stat.size, options.writeBehind === true);
+      const durable = options.durable ?? true;
+      return new NodeFile(path, handle, options.writable || options.create === true, stat.size, durable && options.writeBehind === true, durable);
     } catch (error: unknown) {
       const code = (error as NodeJS.ErrnoException).code ?? "error";
       throw new DiskError(`${path}: cannot open (${code})`, code === "ENOENT" ? "disk.not-found" : "disk.io", { cause: error });
@@ -169,7 +209,7 @@ export class NodeFile implements StorageFile {
   }
 
   async flush(): Promise<void> {
-    if (!this.writable) return;
+    if (!this.writable || !this.#durable) return;
     await this.#writeback;
     await this.#handle.datasync();
   }

@@ -133,6 +133,11 @@ export interface CreateOptions {
    * write data back as it comes: for a temporary file renamed into place once flushed.
    */
   readonly bulk?: boolean;
+  /**
+   * False: flushes do nothing, so the data reaches the disk when the kernel writes it
+   * back (`convert --no-flush`, like qemu-img's default cache=unsafe). Default true.
+   */
+  readonly durable?: boolean;
 }
 
 /**
@@ -152,7 +157,7 @@ export async function createImage(path: string, o: CreateOptions): Promise<Block
   }
   let file: NodeFile;
   try {
-    file = await NodeFile.open(path, { writable: true, create: true, writeBehind: o.bulk === true });
+    file = await NodeFile.open(path, { writable: true, create: true, writeBehind: o.bulk === true, durable: o.durable ?? true });
   } catch (error: unknown) {
     await parent?.close();
     if (error instanceof DiskError && error.cause instanceof Error && (error.cause as NodeJS.ErrnoException).code === "EEXIST") {
