@@ -108,10 +108,11 @@ export async function startVm(requested: VmSpec, host: HostFacts, options: Start
     const spec = attached.spec;
     const plan = planVm(spec, host, options.runRoot, ports.map((_, index) => FIRST_PASSED_FD + index), options.runDir);
     options.onAccel?.(plan.accel);
-    const { jail, gaps } =
+    const { jail, gaps, hostChange } =
       options.noSandbox === true
-        ? { jail: null, gaps: ["disabled for this run"] }
+        ? { jail: null, gaps: ["disabled for this run"], hostChange: undefined }
         : await planWorkerJail(spec, plan.argvInputs.paths, plan.policy, plan.accel.accel, plan.qemuBinary, options.detached, sandboxStateDir(options.runRoot));
+    if (hostChange !== undefined) options.onSandbox?.(hostChange);
     options.onSandbox?.(jail === null ? `worker not sandboxed: ${gaps.join("; ")}` : `worker sandbox: ${jail.description}`);
     const worker = await Worker.launch({
       jail,

@@ -40,6 +40,12 @@ const HostConfigSchema = z.strictObject({
    * or an object, as `--policy` takes). Absent: the `default` preset.
    */
   maxPolicy: z.unknown().optional(),
+  /**
+   * Whether Palisade may turn on cgroup2's `favordynmods` (host-wide; see
+   * sandbox/cgroup-tuning.ts): each worker then joins its cgroups without waiting for an
+   * RCU grace period. Default true.
+   */
+  cgroupFavorDynmods: z.boolean().default(true),
 });
 
 /** The host's configuration: PALISADE_HOST_CONFIG or /etc/palisade/host.json; absent means defaults. */
@@ -49,7 +55,7 @@ export function readHostConfig(): z.infer<typeof HostConfigSchema> {
   try {
     text = readFileSync(path, "utf8");
   } catch {
-    return { trustPairs: [], maxPolicy: undefined };
+    return { trustPairs: [], maxPolicy: undefined, cgroupFavorDynmods: true };
   }
   try {
     return HostConfigSchema.parse(JSON.parse(text));

@@ -30,6 +30,12 @@ export {
 } from "./host-facts.js";
 export { prepareJail, cleanupJail, readWorkerStatus, type PreparedJail } from "./prepare.js";
 export { cgroupLimitWrites, type CgroupWrite } from "./cgroups.js";
+export {
+  enableFavorDynmods,
+  favorDynmodsState,
+  type FavorDynmodsChange,
+  type FavorDynmodsState,
+} from "./cgroup-tuning.js";
 export { jailedProgramPid, findJailedProgram, readProcessNode, type ProcessNode } from "./worker-pid.js";
 export {
   allocateUid,
