@@ -36,6 +36,8 @@ function describe(image: BuiltImage): string {
     `  kernel   ${image.kernelPath}  ${manifest.kernel.release} (${kernelFrom}), ${megabytes(manifest.outputs.kernel.sizeBytes)}`,
     `  initrd   ${image.initrdPath}  ${megabytes(manifest.outputs.initrd.sizeBytes)} (${megabytes(manifest.initrd.uncompressedBytes)} unpacked, ${manifest.files.entries} entries)`,
     `  modules  ${manifest.modules.loadOrder.map((module) => module.name).join(" ") || "none"}`,
+    `           drivers loaded when the VM has their device: ${manifest.modules.deviceDrivers.join(" ") || "none"}`,
+    `           loaded at every boot: ${manifest.modules.loadedAtBoot.join(" ") || "none"}`,
   ];
   if (manifest.modules.skipped.length > 0)
     lines.push(`  skipped  ${manifest.modules.skipped.join(" ")} (not in this kernel)`);

@@ -24,7 +24,9 @@ import { GUEST_DIRECTORIES, guestSystemFiles, moduleListFile } from "./guest-fil
 import { type AddedEntry, type BinaryInput, readAddedPath, readBinary } from "./guest-inputs.js";
 import { runCommand } from "./host-command.js";
 import { type KernelTree, kernelFromFile, kernelFromPackage, sha256File } from "./kernel-source.js";
-import { guestModulePath, selectModules } from "./kernel-modules.js";
+import { type ModuleSelection, guestModulePath, selectModules } from "./kernel-modules.js";
+import { type ModuleInfo, formatModulesAlias, isDeviceDriver, modulesLoadedAtBoot } from "./module-aliases.js";
+import { readModinfo } from "./modinfo.js";
 import { BUILDER_VERSION, type ImageManifest, readManifest } from "./manifest.js";
 import { extractPvhVmlinux } from "./vmlinux.js";
 import { checkKernelFile } from "../engine/kernel-image.js";
@@ -212,6 +214,14 @@ async function packInitramfs(
   return { uncompressedBytes, entries: entries.length, files };
 }
 
+/** Each selected module's `.modinfo`, in load order. */
+function moduleInfoOf(modules: ModuleSelection): ModuleInfo[] {
+  return modules.loadOrder.map((entry) => {
+    const bytes = modules.bytes.get(entry.path);
+    return { name: entry.name, modinfo: bytes === undefined ? [] : readModinfo(bytes) };
+  });
+}
+
 /** busybox's applets with their install paths (`bin/sh`, `sbin/insmod`, …). */
 async function busyboxApplets(busyboxPath: string): Promise<string[]> {
   const result = await runCommand(busyboxPath, ["--list-full"], { timeoutMs: 30_000 });
@@ -351,7 +361,14 @@ export async function buildImage(options: BuildImageOptions = {}): Promise<Built
     },
     0o644,
   );
-  for (const file of [...guestSystemFiles(), moduleListFile(guestModules)]) {
+  const moduleInfo = moduleInfoOf(modules);
+  tree.file(
+    `/lib/modules/${kernel.release}/modules.alias`,
+    { bytes: new TextEncoder().encode(formatModulesAlias(moduleInfo)) },
+    0o644,
+  );
+  const atBoot = modulesLoadedAtBoot(wantedModules, moduleInfo);
+  for (const file of [...guestSystemFiles(), moduleListFile(atBoot)]) {
     tree.file(file.path, { bytes: new TextEncoder().encode(file.text) }, file.mode);
   }
   for (const binary of binaries) addBinaryToTree(tree, binary);
@@ -399,6 +416,8 @@ export async function buildImage(options: BuildImageOptions = {}): Promise<Built
       modules: {
         requested: wantedModules,
         loadOrder: modules.loadOrder.map((entry) => ({ name: entry.name, path: guestRelative(entry.path) })),
+        loadedAtBoot: atBoot,
+        deviceDrivers: moduleInfo.filter(isDeviceDriver).map((module) => module.name),
         skipped: [...modules.skipped],
       },
       busybox: { path: busybox.path, sha256: busybox.sha256, applets: applets.length },

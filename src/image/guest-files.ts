@@ -33,7 +33,7 @@ export interface GuestFile {
   readonly mode: number;
 }
 
-/** Guest path of the list of modules `/init` loads, one path per line, in load order. */
+/** Guest path of the list of modules `/init` loads at every boot, one name per line. */
 export const MODULE_LIST_PATH = "/etc/palisade/modules";
 
 // Runs as PID 1 under busybox ash. Every external command is a fork and exec, which
@@ -48,10 +48,33 @@ exec </dev/console >/dev/console 2>&1
 mkdir -p /dev/pts /dev/shm /run/palisade
 mount -t devpts -o nosuid,noexec,gid=5,mode=0620,ptmxmode=0666 devpts /dev/pts
 
-# Modules in dependency order (written by the image builder).
+# Drivers. First the modules that drive no device (file systems and the like), listed by
+# the image builder; modprobe loads their dependencies from modules.dep.
 modules=
 while read -r module; do modules="$modules \${module##*/}"; done <${MODULE_LIST_PATH}
 if [ -n "$modules" ]; then modprobe -a $modules || echo "palisade-init: some modules did not load"; fi
+# Then coldplug: the driver of each device the VM has, from the modalias the device shows
+# in sysfs (input is a class, not a bus) and the image's modules.alias. Loading a driver can reveal more devices
+# (virtio_mmio's virtio devices, the power button's input device), so this goes on while
+# new ones appear, at most 8 rounds. A VM loads the drivers of its own devices only:
+# loading all the image's drivers cost ~0.12 s of each boot.
+seen=" "
+round=0
+while [ $round -lt 8 ]; do
+  new=
+  for file in /sys/bus/*/devices/*/modalias /sys/class/input/*/modalias; do
+    read -r alias 2>/dev/null <"$file" || continue
+    case "$seen" in *" $alias "*) continue ;; esac
+    seen="$seen$alias "
+    new="$new $alias"
+  done
+  [ -n "$new" ] || break
+  # A modalias is data, not a glob pattern.
+  set -f
+  modprobe -a -q $new
+  set +f
+  round=$((round + 1))
+done
 
 # palisade.net=dhcp (default) | none | ADDRESS/PREFIX[,GATEWAY] on the kernel command line.
 net=dhcp
@@ -169,7 +192,10 @@ export const GUEST_DIRECTORIES: readonly { path: string; mode: number }[] = [
   { path: "/var", mode: 0o755 },
 ];
 
-/** The module list `/init` reads: guest paths in load order. */
-export function moduleListFile(guestModulePaths: readonly string[]): GuestFile {
-  return { path: MODULE_LIST_PATH, text: guestModulePaths.map((path) => `${path}\n`).join(""), mode: 0o644 };
+/**
+ * The list of modules `/init` loads at every boot, one name per line (device drivers are
+ * not in it: `/init` loads those by device, through `modules.alias`).
+ */
+export function moduleListFile(moduleNames: readonly string[]): GuestFile {
+  return { path: MODULE_LIST_PATH, text: moduleNames.map((name) => `${name}\n`).join(""), mode: 0o644 };
 }

@@ -11,7 +11,7 @@ import * as z from "zod";
  * Version of the builder's output: bump it when the image layout or `/init` contract
  * changes in a way a digest of the generated files would not show.
  */
-export const BUILDER_VERSION = 3;
+export const BUILDER_VERSION = 4;
 
 const sha256 = z.string().regex(/^[0-9a-f]{64}$/);
 
@@ -42,6 +42,10 @@ export const manifestSchema = z.object({
   modules: z.object({
     requested: z.array(z.string()),
     loadOrder: z.array(z.object({ name: z.string(), path: z.string() })),
+    /** Loaded by `/init` at every boot; the others only with a device they drive, or as a dependency. */
+    loadedAtBoot: z.array(z.string()),
+    /** Modules with a device alias: `/init` loads them when the VM has such a device (coldplug). */
+    deviceDrivers: z.array(z.string()),
     skipped: z.array(z.string()),
   }),
   busybox: z.object({ path: z.string(), sha256, applets: z.number().int() }),

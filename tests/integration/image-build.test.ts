@@ -163,6 +163,14 @@ test("image build: the initramfs is a newc archive with /init, busybox, modules 
   assert.equal(byPath.get("lib64/ld-linux-x86-64.so.2")?.kind, "file");
   assert.equal(byPath.get("lib/x86_64-linux-gnu/libc.so.6")?.kind, "file");
   assert.ok(members.some((member) => member.entry.path.endsWith("/virtio_blk.ko")));
+  // Drivers are loaded by device: modules.alias maps each device's modalias to its driver.
+  const aliases = byPath.get(`lib/modules/${image.kernelVersion}/modules.alias`);
+  assert.ok(aliases?.kind === "file");
+  const aliasText = new TextDecoder().decode(aliases.data);
+  assert.match(aliasText, /^alias virtio:d00000002v\* virtio_blk$/m);
+  assert.match(aliasText, /^alias acpi\*:LNRO0005:\* virtio_mmio$/m);
+  assert.ok(image.manifest.modules.deviceDrivers.includes("virtio_blk"));
+  assert.deepEqual(image.manifest.modules.loadedAtBoot, [], "every default module drives a device");
   // Host tools read it too: busybox cpio lists the same members.
   const listed = spawnSync("/bin/busybox", ["cpio", "-t"], {
     input: gunzipSync(await readFile(image.initrdPath)),

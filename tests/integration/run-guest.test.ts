@@ -9,6 +9,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
+import { favorDynmodsState } from "../../src/sandbox/index.js";
 import { TestVm, defaultImage } from "../harness/test-vm.js";
 
 const scratch = mkdtempSync(join(tmpdir(), "palisade-run-test-"));
@@ -79,6 +80,54 @@ test("default guest: the initcalls its command line skips are skipped (the kerne
     assert.match(cmdline.stdout, /initcall_blacklist=crypto_kdf108_init,init_kprobe_trace/);
     assert.match(tracefs.stdout, /^\/sys\/kernel\/tracing\/trace\r?$/m);
     assert.match(tracefs.stdout, /kprobe_events: No such file or directory/);
+  } finally {
+    await vm.dispose();
+  }
+});
+
+test("default guest: it loads the drivers of the devices its machine has, and no others (coldplug)", async () => {
+  const disk = join(scratch, "coldplug.raw");
+  writeFileSync(disk, Buffer.alloc(1 << 20));
+  const loaded: Record<string, string[]> = {};
+  for (const machine of ["microvm", "q35"]) {
+    const vm = await TestVm.start({
+      disks: [`path=${disk},format=raw,readonly`],
+      extraArgs: ["--machine", machine],
+    });
+    try {
+      const modules = await vm.exec("cut -d' ' -f1 /proc/modules | sort | tr '\\n' ' '");
+      const devices = await vm.exec("ls /dev/vda /dev/input/event0 /run/palisade/acpid.pid");
+      loaded[machine] = modules.stdout.trim().split(/\s+/);
+      assert.equal(devices.status, 0, `the disk, the power button's input device and acpid: ${devices.stdout}`);
+      assert.deepEqual(await vm.powerOff(), { code: 0, signal: null });
+    } finally {
+      await vm.dispose();
+    }
+  }
+
+  // microvm: virtio over MMIO, described in ACPI; no PCI bus, so no PCI drivers.
+  for (const name of ["virtio_mmio", "virtio_blk", "virtio_rng", "button", "evdev", "pvpanic_mmio", "qemu_fw_cfg"])
+    assert.ok(loaded.microvm?.includes(name), `microvm loads ${name}: ${loaded.microvm?.join(" ")}`);
+  for (const name of ["virtio_pci", "pvpanic_pci", "virtio_net", "virtio_console"])
+    assert.ok(!loaded.microvm?.includes(name), `microvm has no device for ${name}: ${loaded.microvm?.join(" ")}`);
+  // q35: virtio over PCI, and no virtio-mmio transport.
+  for (const name of ["virtio_pci", "virtio_blk", "button", "evdev"])
+    assert.ok(loaded.q35?.includes(name), `q35 loads ${name}: ${loaded.q35?.join(" ")}`);
+  for (const name of ["virtio_mmio", "virtio_net"])
+    assert.ok(!loaded.q35?.includes(name), `q35 has no device for ${name}: ${loaded.q35?.join(" ")}`);
+});
+
+test("run: a jailed start leaves cgroup2's favordynmods on (workers join their cgroups without an RCU grace period)", async (t) => {
+  if (process.getuid?.() !== 0 || !readFileSync("/proc/self/mountinfo", "utf8").includes(" - cgroup2 ")) {
+    t.skip("needs root and a cgroup2 mount");
+    return;
+  }
+  const vm = await TestVm.start();
+  try {
+    const mountinfo = readFileSync("/proc/self/mountinfo", "utf8");
+
+    assert.equal(favorDynmodsState(mountinfo).enabled, true, mountinfo);
+    assert.match(vm.stderr, /worker sandbox: uid \d+/);
   } finally {
     await vm.dispose();
   }
