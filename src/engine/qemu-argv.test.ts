@@ -108,5 +108,14 @@ test("kernel command line: TCG gets the host TSC frequency and lpj (the microvm 
 test("kernel command line: Palisade's arguments first, the user's override them by key", () => {
   const line = kernelCommandLine(testSpec({ append: "quiet console=hvc0" }), "tcg", 2_000_000);
 
-  assert.equal(line, "panic=-1 reboot=t tsc_early_khz=2000000 lpj=8000000 tsc=reliable quiet console=hvc0");
+  assert.equal(line, "panic=-1 reboot=t tsc_early_khz=2000000 lpj=8000000 tsc=reliable noreplace-smp quiet console=hvc0");
+});
+
+test("kernel command line: noreplace-smp for 1-vCPU TCG guests only (the kernel's UP patching is slow under TCG)", () => {
+  const has = (vcpus: number, accel: "tcg" | "kvm"): boolean =>
+    kernelCommandLine(testSpec({ vcpus }), accel, 2_000_000).split(" ").includes("noreplace-smp");
+
+  assert.equal(has(1, "tcg"), true);
+  assert.equal(has(2, "tcg"), false);
+  assert.equal(has(1, "kvm"), false);
 });

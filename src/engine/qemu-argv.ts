@@ -60,6 +60,21 @@ export function timingArgs(accel: Accel, tscKhz: number | null): string[] {
   ];
 }
 
+/**
+ * `noreplace-smp` for 1-vCPU TCG guests. A kernel that boots with one CPU rewrites every
+ * `lock` prefix of its text to a no-op prefix (~9,200 sites in Debian's 6.1 cloud kernel),
+ * one `text_poke` each: two CR3 switches per site, and TCG flushes its whole software TLB
+ * on each. That was ~0.11 s of a ~0.25 s `alternative_instructions()`; boots reached the
+ * ready marker ~0.15–0.17 s sooner with the parameter (10 of 10 paired boots, 2026-12-07).
+ * It costs nothing at run time under TCG: QEMU translates a 1-vCPU guest's locked
+ * instructions as plain ones. Under KVM the kept prefixes would cost real cycles and the
+ * patching is cheap, so KVM guests keep the kernel's default; with 2+ vCPUs the kernel
+ * does not patch.
+ */
+function upPatchingArgs(spec: VmSpec, accel: Accel): string[] {
+  return accel === "tcg" && spec.vcpus === 1 ? ["noreplace-smp"] : [];
+}
+
 /** The guest kernel command line: Palisade's arguments first, the user's last (they win). */
 export function kernelCommandLine(spec: VmSpec, accel: Accel, tscKhz: number | null): string {
   const user = spec.append.trim();
@@ -74,6 +89,7 @@ export function kernelCommandLine(spec: VmSpec, accel: Accel, tscKhz: number | n
     // QEMU always turns into a guest reset.
     ...(spec.machine === "microvm" ? ["reboot=t"] : []),
     ...timingArgs(accel, tscKhz),
+    ...upPatchingArgs(spec, accel),
   ].filter((arg) => !userKeys.has(arg.split("=")[0]));
   return [...ours, user].filter((part) => part !== "").join(" ");
 }

@@ -38,6 +38,7 @@ for (const cpus of [1, 2]) {
       const online = await vm.exec("grep -c ^processor /proc/cpuinfo");
       const memTotal = await vm.exec("grep MemTotal /proc/meminfo");
       const clock = await vm.exec("cat /sys/devices/system/clocksource/clocksource0/current_clocksource");
+      const cmdline = await vm.exec("cat /proc/cmdline; dmesg | grep -i 'unknown kernel command line'");
       const exit = await vm.powerOff();
 
       assert.equal(online.stdout.trim(), String(cpus));
@@ -48,6 +49,11 @@ for (const cpus of [1, 2]) {
       // the 4 ms jiffies it fell back to when its watchdog distrusted TCG's TSC.
       // (tsc-early until the kernel refines its calibration, about a second after boot.)
       assert.match(clock.stdout.trim(), /^(tsc|tsc-early|kvm-clock)$/);
+      // A 1-vCPU TCG guest keeps its lock prefixes (noreplace-smp, qemu-argv.ts), and the
+      // kernel knows the parameter (it lists the ones it does not).
+      const tcg = vm.stderr.includes("accelerator tcg");
+      assert.equal(/\bnoreplace-smp\b/.test(cmdline.stdout), tcg && cpus === 1, cmdline.stdout);
+      assert.doesNotMatch(cmdline.stdout, /unknown kernel command line/i);
       assert.deepEqual(exit, { code: 0, signal: null });
     } finally {
       await vm.dispose();
