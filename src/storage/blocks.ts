@@ -54,9 +54,31 @@ export function bitmapRuns(
 ): SectorRun[] {
   const runs: SectorRun[] = [];
   const end = o.within + o.length;
+  const byteBytes = 8 * o.sectorBytes;
+  // A range of whole bitmap bytes all 0xff or all 0x00 (every block convert copies out
+  // of a dynamic VHD, for one) is one run: one memcmp instead of a loop over its bytes.
+  const firstSector = o.firstSector + o.within / o.sectorBytes;
+  if (bitmap !== undefined && o.length > 0 && firstSector % 8 === 0 && o.within % o.sectorBytes === 0 && o.length % byteBytes === 0) {
+    const from = firstSector / 8;
+    const to = from + o.length / byteBytes;
+    if (bytesAllEqual(bitmap, from, to, ALL_SECTORS)) return [{ start: o.within, length: o.length, present: true }];
+    if (bytesAllEqual(bitmap, from, to, 0)) return [{ start: o.within, length: o.length, present: false }];
+  }
   let at = o.within;
   while (at < end) {
     const s = o.firstSector + Math.floor(at / o.sectorBytes);
+    // A whole bitmap byte of 0x00 or 0xff is 8 sectors of one kind: one step, not eight
+    // (convert reads the runs of every allocated block; bit by bit that was ~10 ms of
+    // main-thread time per 2 GiB VHD, with the copy threads waiting on it).
+    const whole = bitmap === undefined ? 0 : (bitmap[s >> 3] ?? 0);
+    if ((s & 7) === 0 && at % o.sectorBytes === 0 && at + byteBytes <= end && (whole === 0 || whole === ALL_SECTORS)) {
+      const present = whole === ALL_SECTORS;
+      const last = runs[runs.length - 1];
+      if (last?.present === present) last.length += byteBytes;
+      else runs.push({ start: at, length: byteBytes, present });
+      at += byteBytes;
+      continue;
+    }
     const bit = o.bitOrder === "msb-first" ? 7 - (s & 7) : s & 7;
     const present = bitmap !== undefined && (((bitmap[s >> 3] ?? 0) >> bit) & 1) === 1;
     const next = Math.min(end, (Math.floor(at / o.sectorBytes) + 1) * o.sectorBytes);
@@ -67,6 +89,24 @@ export function bitmapRuns(
   }
   return runs;
 }
+
+const ALL_SECTORS = 0xff;
+
+/**
+ * True when `bytes[from..to)` all equal `value` and lie within `bytes` (memcmp against a
+ * buffer of `value`, kept per value and grown to the longest range asked).
+ */
+export function bytesAllEqual(bytes: Uint8Array, from: number, to: number, value: number): boolean {
+  if (from < 0 || to > bytes.length || from > to) return false;
+  let pattern = PATTERNS.get(value);
+  if (pattern === undefined || pattern.length < to - from) {
+    pattern = Buffer.alloc(Math.max(to - from, 4096), value);
+    PATTERNS.set(value, pattern);
+  }
+  return Buffer.from(bytes.buffer, bytes.byteOffset + from, to - from).equals(pattern.subarray(0, to - from));
+}
+
+const PATTERNS = new Map<number, Buffer>();
 
 /** Fills `into` from the file at `offset`, without a new buffer when the file can. */
 export async function readFileInto(file: StorageFile, offset: number, into: Uint8Array): Promise<void> {

@@ -113,16 +113,18 @@ export class NodeFile implements StorageFile {
   #sizeBytes: number;
   readonly #writeBehind: boolean;
   readonly #durable: boolean;
+  readonly #allocateOnWrite: boolean;
   #unsubmittedBytes = 0;
   #writeback: Promise<void> | undefined;
 
-  private constructor(path: string, handle: FileHandle, writable: boolean, sizeBytes: number, writeBehind: boolean, durable: boolean) {
+  private constructor(path: string, handle: FileHandle, writable: boolean, sizeBytes: number, o: { writeBehind: boolean; durable: boolean; allocateOnWrite: boolean }) {
     this.path = path;
     this.#handle = handle;
     this.writable = writable;
     this.#sizeBytes = sizeBytes;
-    this.#writeBehind = writeBehind;
-    this.#durable = durable;
+    this.#writeBehind = o.writeBehind;
+    this.#durable = o.durable;
+    this.#allocateOnWrite = o.allocateOnWrite;
   }
 
   /**
@@ -132,9 +134,11 @@ export class NodeFile implements StorageFile {
    * final flush waits for the tail only instead of for the whole file.
    * With `durable: false`, flush does nothing (and nothing is written back early): the
    * kernel writes the data back when it chooses, as `qemu-img convert` leaves its output.
+   * With `allocateOnWrite` (convert's output), each write's range is allocated
+   * (`fallocate`) just before it is written; see {@link NodeFile.write}.
    * @throws {DiskError} `disk.io` naming the path when the file cannot be opened.
    */
-  static async open(path: string, options: { writable: boolean; create?: boolean; writeBehind?: boolean; durable?: boolean }): Promise<NodeFile> {
+  static async open(path: string, options: { writable: boolean; create?: boolean; writeBehind?: boolean; durable?: boolean; allocateOnWrite?: boolean }): Promise<NodeFile> {
     const flags = options.create
       ? constants.O_RDWR | constants.O_CREAT | constants.O_EXCL
       : options.writable
@@ -144,7 +148,12 @@ export class NodeFile implements StorageFile {
       const handle = await open(path, flags, 0o644);
       const stat = await handle.stat();
       const durable = options.durable ?? true;
-      return new NodeFile(path, handle, options.writable || options.create === true, stat.size, durable && options.writeBehind === true, durable);
+      const writable = options.writable || options.create === true;
+      return new NodeFile(path, handle, writable, stat.size, {
+        writeBehind: durable && options.writeBehind === true,
+        durable,
+        allocateOnWrite: writable && options.allocateOnWrite === true,
+      });
     } catch (error: unknown) {
       const code = (error as NodeJS.ErrnoException).code ?? "error";
       throw new DiskError(`${path}: cannot open (${code})`, code === "ENOENT" ? "disk.not-found" : "disk.io", { cause: error });
@@ -176,6 +185,14 @@ export class NodeFile implements StorageFile {
 
   async write(offset: number, data: Uint8Array): Promise<void> {
     if (!this.writable) throw new BugError(`${this.path}: write on a read-only file`);
+    // allocateOnWrite: on ext4, writing into a range that is not allocated yet costs
+    // delayed-allocation work per page (reservation, quota, extent-status entries);
+    // into an allocated (unwritten) range it does not. Writing 512 MiB in 1 MiB pieces
+    // took ~94 ms of system time plain and ~57 ms with an fallocate of each piece
+    // first (~266 vs ~206 ms with the final fdatasync). Only the written range is
+    // allocated, so holes stay holes. A failure is ignored: a file system without
+    // fallocate takes the plain write, and the write itself reports a full disk.
+    if (this.#allocateOnWrite && data.length > 0) loadLibc()?.fallocate(this.#handle.fd, 0, offset, data.length);
     let done = 0;
     while (done < data.length) {
       const { bytesWritten } = await this.#handle.write(data, done, data.length - done, offset + done);

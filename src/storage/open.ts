@@ -157,7 +157,7 @@ export async function createImage(path: string, o: CreateOptions): Promise<Block
   }
   let file: NodeFile;
   try {
-    file = await NodeFile.open(path, { writable: true, create: true, writeBehind: o.bulk === true, durable: o.durable ?? true });
+    file = await NodeFile.open(path, { writable: true, create: true, writeBehind: o.bulk === true, allocateOnWrite: o.bulk === true, durable: o.durable ?? true });
   } catch (error: unknown) {
     await parent?.close();
     if (error instanceof DiskError && error.cause instanceof Error && (error.cause as NodeJS.ErrnoException).code === "EEXIST") {

@@ -140,6 +140,8 @@ export async function checkImage(path: string, options: { repair: boolean }): Pr
 const COPY_CHUNK = 1 << 20;
 const ZERO_GRAIN = 64 * 1024;
 const IN_FLIGHT = 4;
+/** Allocation is asked for this much of the virtual disk at a time (bounds the job list). */
+const COPY_WINDOW = 256 * COPY_CHUNK;
 
 /**
  * Copies the virtual disk of `src` into `dst` (same size; `dst` new and reading zeros),
@@ -149,15 +151,14 @@ const IN_FLIGHT = 4;
  */
 export async function copyImage(src: BlockImage, dst: BlockImage, o: { onlyThisLayer?: boolean; onProgress?: ProgressCallback } = {}): Promise<void> {
   const total = src.sizeBytes;
+  const keepZeros = o.onlyThisLayer === true && src.parent !== undefined;
   // Page-aligned: see pageAlignedBuffer (4K aliasing made reads into them ~4x costlier).
   const buffers = Array.from({ length: IN_FLIGHT }, () => pageAlignedBuffer(COPY_CHUNK));
-  const jobs: { offset: number; length: number; keepZeros: boolean }[] = [];
-  const window = 256 * COPY_CHUNK;
-  const run = async (job: { offset: number; length: number; keepZeros: boolean }, buffer: Uint8Array): Promise<void> => {
+  const run = async (job: CopyJob, buffer: Uint8Array): Promise<void> => {
     // One buffer per worker, reused: no allocation (and no page faults) per chunk.
     const data = buffer.subarray(0, job.length);
     await src.readInto(job.offset, data);
-    if (job.keepZeros) {
+    if (keepZeros) {
       await (isZero(data) ? dst.discard(job.offset, job.length) : dst.write(job.offset, data));
       return;
     }
@@ -173,28 +174,93 @@ export async function copyImage(src: BlockImage, dst: BlockImage, o: { onlyThisL
     }
     if (start >= 0) await dst.write(job.offset + start, data.subarray(start));
   };
-  for (let base = 0; base < total; base += window) {
-    const ranges = await src.allocation(base, Math.min(window, total - base));
-    jobs.length = 0;
-    for (const r of ranges) {
+  /** The chunks to copy in the window at `base`, from the source's allocation there. */
+  const windowJobs = async (base: number): Promise<CopyWindow> => {
+    const length = Math.min(COPY_WINDOW, total - base);
+    const jobs: CopyJob[] = [];
+    for (const r of await src.allocation(base, length)) {
       if (r.state === "parent" && o.onlyThisLayer) continue;
-      if (r.state === "zero" && !(o.onlyThisLayer && src.parent !== undefined)) continue;
+      if (r.state === "zero" && !keepZeros) continue;
       for (let at = r.offset; at < r.offset + r.length; ) {
-        const length = Math.min(COPY_CHUNK - (at % COPY_CHUNK), r.offset + r.length - at);
-        jobs.push({ offset: at, length, keepZeros: o.onlyThisLayer === true && src.parent !== undefined });
-        at += length;
+        const take = Math.min(COPY_CHUNK - (at % COPY_CHUNK), r.offset + r.length - at);
+        jobs.push({ offset: at, length: take });
+        at += take;
       }
     }
-    let next = 0;
-    const worker = async (buffer: Uint8Array): Promise<void> => {
-      while (next < jobs.length) {
-        const job = jobs[next++];
-        if (job !== undefined) await run(job, buffer);
+    return { end: base + length, jobs, unfinished: jobs.length };
+  };
+  // The next window's allocation is worked out while this window's chunks are copied,
+  // and the workers go on into it without waiting for the slowest chunk: allocation
+  // (BAT, sector bitmaps, SEEK_DATA) runs on the main thread, and before, the copy
+  // threads sat idle through it and through each window's last chunks.
+  const prefetch = (base: number): Promise<CopyWindow> | undefined => {
+    if (base >= total) return undefined;
+    const next = windowJobs(base);
+    next.catch(() => undefined); // awaited later; a failure is thrown there
+    return next;
+  };
+  const windows: CopyWindow[] = [];
+  let reported = 0;
+  const report = (): void => {
+    // Progress: the end of the windows whose chunks are all written, in order.
+    while (reported < windows.length && windows[reported]?.unfinished === 0) reported++;
+    const done = windows[reported - 1]?.end;
+    if (done !== undefined) o.onProgress?.(done, total);
+  };
+  let upcoming = prefetch(0);
+  let current: CopyWindow | undefined;
+  let next = 0;
+  let refilling: Promise<void> | undefined;
+  const refill = (): Promise<void> =>
+    (refilling ??= (async () => {
+      try {
+        const window = await upcoming;
+        upcoming = window === undefined ? undefined : prefetch(window.end);
+        if (window === undefined) return;
+        windows.push(window);
+        current = window;
+        next = 0;
+        if (window.jobs.length === 0) report();
+      } finally {
+        refilling = undefined;
       }
-    };
-    await Promise.all(buffers.map(worker));
-    o.onProgress?.(Math.min(total, base + window), total);
-  }
+    })());
+  let failed = false;
+  const worker = async (buffer: Uint8Array): Promise<void> => {
+    try {
+      while (!failed) {
+        const window = current;
+        const job = window?.jobs[next];
+        if (window === undefined || job === undefined) {
+          if (upcoming === undefined) return;
+          await refill();
+          continue;
+        }
+        next++;
+        await run(job, buffer);
+        window.unfinished--;
+        if (window.unfinished === 0) report();
+      }
+    } catch (error: unknown) {
+      failed = true; // the other workers stop taking chunks
+      throw error;
+    }
+  };
+  // Every worker has stopped before this returns or throws: the caller closes `dst` next.
+  const outcomes = await Promise.allSettled(buffers.map(worker));
+  for (const outcome of outcomes) if (outcome.status === "rejected") throw outcome.reason;
+}
+
+interface CopyJob {
+  readonly offset: number;
+  readonly length: number;
+}
+interface CopyWindow {
+  /** Where the window ends on the virtual disk. */
+  readonly end: number;
+  readonly jobs: readonly CopyJob[];
+  /** Chunks not yet written. */
+  unfinished: number;
 }
 
 export interface ConvertOptions {
