@@ -32,7 +32,12 @@ function extents(path: string): string | undefined {
 
 test("NodeFile allocateOnWrite: the written range is allocated before writeback, the rest stays a hole", async (t) => {
   const path = join(dir, "allocated");
-  const file = await NodeFile.open(path, { writable: true, create: true, allocateOnWrite: true, durable: false });
+  const file = await NodeFile.open(path, {
+    writable: true,
+    create: true,
+    allocateOnWrite: true,
+    durable: false,
+  });
   await file.truncate(4 * MiB);
   const data = new Uint8Array(MiB).fill(0x5a);
 

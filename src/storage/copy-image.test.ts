@@ -18,7 +18,8 @@ const sizeBytes = 1024 * MiB;
 /** A dynamic VHDX in memory with 64 KiB of data at each of `offsets`. */
 async function sourceWithDataAt(offsets: number[]): Promise<VhdxImage> {
   const image = await VhdxImage.create(new MemoryFile(), { sizeBytes, type: "dynamic", blockSizeBytes: MiB });
-  for (const [i, offset] of offsets.entries()) await image.write(offset, new Uint8Array(64 * 1024).fill(i + 1));
+  for (const [i, offset] of offsets.entries())
+    await image.write(offset, new Uint8Array(64 * 1024).fill(i + 1));
   return image;
 }
 
@@ -34,7 +35,9 @@ test("copyImage: data in every window is copied, holes stay holes, and progress 
   assert.deepEqual(progress, [256 * MiB, 512 * MiB, 768 * MiB, 1024 * MiB]);
   // Only the four 1 MiB blocks holding data were allocated.
   assert.deepEqual(
-    (await dst.allocation(0, sizeBytes)).filter((r) => r.state === "data").map((r) => [r.offset / MiB, r.length / MiB]),
+    (await dst.allocation(0, sizeBytes))
+      .filter((r) => r.state === "data")
+      .map((r) => [r.offset / MiB, r.length / MiB]),
     [
       [0, 1],
       [300, 1],
@@ -42,7 +45,10 @@ test("copyImage: data in every window is copied, holes stay holes, and progress 
       [1023, 1],
     ],
   );
-  assert.deepEqual(await dst.read(600 * MiB, 192 * 1024), Uint8Array.from({ length: 192 * 1024 }, (_, i) => (i >= 64 * 1024 && i < 128 * 1024 ? 3 : 0)));
+  assert.deepEqual(
+    await dst.read(600 * MiB, 192 * 1024),
+    Uint8Array.from({ length: 192 * 1024 }, (_, i) => (i >= 64 * 1024 && i < 128 * 1024 ? 3 : 0)),
+  );
   assert.deepEqual(await dst.read(sizeBytes - MiB, 4), Uint8Array.of(4, 4, 4, 4));
 });
 
