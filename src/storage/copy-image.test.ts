@@ -73,3 +73,20 @@ test("copyImage: after a failed write no worker writes again, and the write's er
   assert.equal(writes, writesWhenThrown, "a worker went on writing after copyImage threw");
   assert.ok(writes <= 8, `${writes} writes: the workers did not stop at the failure`);
 });
+
+test("copyImage: a grain with zero first and last bytes but data inside is copied; an all-zero grain is not", async () => {
+  const src = await VhdxImage.create(new MemoryFile(), { sizeBytes, type: "dynamic", blockSizeBytes: MiB });
+  const grain = new Uint8Array(64 * 1024);
+  grain[1000] = 7; // bytes 0 and 65535 stay zero
+  await src.write(0, grain);
+  await src.write(5 * MiB, new Uint8Array(64 * 1024)); // allocated in src, but zeros
+  const dst = await VhdxImage.create(new MemoryFile(), { sizeBytes, type: "dynamic", blockSizeBytes: MiB });
+
+  await copyImage(src, dst);
+
+  assert.deepEqual(
+    (await dst.allocation(0, sizeBytes)).filter((r) => r.state === "data").map((r) => [r.offset, r.length]),
+    [[0, MiB]],
+  );
+  assert.equal((await dst.read(1000, 1))[0], 7);
+});
