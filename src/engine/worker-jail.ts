@@ -8,8 +8,8 @@ import { join } from "node:path";
 import { workerResourceLimits, type CompiledPolicy } from "../policy/index.js";
 import {
   allocateUid,
-  enableFavorDynmods,
-  favorDynmodsState,
+  planFavorDynmods,
+  remountFavorDynmods,
   jailCommandArgv,
   jailedProgramPid,
   prepareJail,
@@ -84,10 +84,10 @@ export async function planWorkerJail(
   stateDir: string,
 ): Promise<{ jail: LaunchJail | null; gaps: string[]; hostChange?: string }> {
   if (!policy.sandboxEnabled) return { jail: null, gaps: ["the partition policy turns the sandbox off (sandbox.enabled)"] };
-  const hostChange = process.getuid?.() === 0 ? tuneCgroups(stateDir) : null;
   const probed = sandboxHostFacts(qemuBinary, stateDir);
   const gaps = sandboxGaps(probed);
   if (!probed.root || probed.bwrap === null || probed.setpriv === null) return { jail: null, gaps };
+  const hostChange = probed.cgroups.version === "none" ? null : tuneCgroups(stateDir);
   const host = await withRuntimeTree(probed, qemuBinary, stateDir);
   // Claims are keyed by the VM's uuid: names are unique per run root, not per host.
   const uid = await allocateUid(spec.uuid, stateDir);
@@ -123,28 +123,39 @@ export async function planWorkerJail(
 /**
  * Turns on cgroup2's `favordynmods` (sandbox/cgroup-tuning.ts: each worker's cgroup join
  * then skips an RCU grace period, ~13 ms of every start) unless /etc/palisade/host.json
- * says `"cgroupFavorDynmods": false`. Costs one read of the mount table when it is on; a
- * host that refused it is not asked again until it reboots (a marker keyed by boot id).
- * Returns the line that tells the user the host was changed, or null.
+ * says `"cgroupFavorDynmods": false`. Costs one read of the mount table when it is on. A
+ * host where it cannot be had (no cgroup2, an old kernel, a cgroup namespace) is told
+ * once and not asked again until it reboots (a marker keyed by boot id). Returns the line
+ * for the user when the host was changed or refused, else null; never throws.
  */
 function tuneCgroups(stateDir: string): string | null {
-  const mountinfo = readFileSync("/proc/self/mountinfo", "utf8");
-  if (favorDynmodsState(mountinfo).enabled || !readHostConfig().cgroupFavorDynmods) return null;
   const marker = join(stateDir, "favordynmods-unavailable");
-  const bootId = readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim();
-  if (existsSync(marker) && readFileSync(marker, "utf8").startsWith(`${bootId}\n`)) return null;
-  const change = enableFavorDynmods(mountinfo);
+  const read = (path: string): string | null => {
+    try {
+      return readFileSync(path, "utf8");
+    } catch {
+      return null;
+    }
+  };
+  const mountinfo = read("/proc/self/mountinfo");
+  if (mountinfo === null) return null;
+  const plan = planFavorDynmods(
+    mountinfo,
+    readHostConfig().cgroupFavorDynmods,
+    read(marker),
+    read("/proc/sys/kernel/random/boot_id")?.trim() ?? "",
+  );
+  if (plan.kind === "nothing") return null;
+  const change = remountFavorDynmods(plan.mountPoint, mountinfo, () => readFileSync("/proc/self/mountinfo", "utf8"));
   if (change.kind === "enabled")
     return `host: turned on favordynmods on ${change.mountPoint}, so workers join their cgroups without waiting for an RCU grace period (host-wide until reboot; "cgroupFavorDynmods": false in /etc/palisade/host.json keeps it off)`;
-  if (change.kind === "unavailable") {
-    try {
-      mkdirSync(stateDir, { recursive: true, mode: 0o700 });
-      writeFileSync(marker, `${bootId}\n${change.reason}\n`, { mode: 0o600 });
-    } catch {
-      // Without the marker the next start asks again: slower, not wrong.
-    }
+  try {
+    mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+    writeFileSync(marker, `${read("/proc/sys/kernel/random/boot_id")?.trim() ?? ""}\n${change.reason}\n`, { mode: 0o600 });
+  } catch {
+    // Without the marker the next start asks again: slower, not wrong.
   }
-  return null;
+  return `host: favordynmods stays off (${change.reason}); workers start ~13 ms slower, nothing else changes`;
 }
 
 /**
@@ -200,7 +211,9 @@ function cgroupMounts(): string {
   return readFileSync("/proc/self/mountinfo", "utf8")
     .split("\n")
     .filter((line) => / - cgroup2? /.test(line))
-    .join("\n");
+    .join("\n")
+    // Turning favordynmods on (tuneCgroups) changes nothing the probe found.
+    .replaceAll(",favordynmods", "");
 }
 
 function fileStamp(path: string): string {

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { enableFavorDynmods, favorDynmodsState } from "./cgroup-tuning.js";
+import { cgroup2RootOptions, favorDynmodsState, judgeFavorDynmodsRemount, planFavorDynmods } from "./cgroup-tuning.js";
 
 // A hybrid host as these machines have it: v1 hierarchies plus cgroup2 at .../unified.
 const hybrid = [
@@ -32,10 +32,38 @@ test("cgroup-tuning: a pure v2 host, an escaped mount point, and no cgroup2 at a
   assert.deepEqual(favorDynmodsState("garbage\n - \n\n"), { enabled: false, cgroup2MountPoint: null });
 });
 
-test("cgroup-tuning: nothing is remounted when it is on already or there is no cgroup2", () => {
-  assert.deepEqual(enableFavorDynmods(hybrid.replace("cgroup2 rw", "cgroup2 rw,favordynmods")), { kind: "already-on" });
-  assert.deepEqual(enableFavorDynmods(hybrid.split("\n").slice(0, 3).join("\n")), {
-    kind: "unavailable",
-    reason: "no cgroup2 mount",
+test("cgroup-tuning: the plan remounts cgroup2 only when it is off, allowed and not refused earlier this boot", () => {
+  const on = hybrid.replace("cgroup2 rw", "cgroup2 rw,favordynmods");
+  const noCgroup2 = hybrid.split("\n").slice(0, 3).join("\n");
+
+  assert.deepEqual(planFavorDynmods(hybrid, true, null, "boot-a"), { kind: "remount", mountPoint: "/sys/fs/cgroup/unified" });
+  assert.deepEqual(planFavorDynmods(on, true, null, "boot-a"), { kind: "nothing", why: "already-on" });
+  assert.deepEqual(planFavorDynmods(hybrid, false, null, "boot-a"), { kind: "nothing", why: "refused-by-host-config" });
+  assert.deepEqual(planFavorDynmods(hybrid, true, "boot-a\nmount: bad option\n", "boot-a"), {
+    kind: "nothing",
+    why: "refused-earlier-this-boot",
+  });
+  // A marker from an earlier boot (or an unreadable boot id) does not stop a new attempt.
+  assert.equal(planFavorDynmods(hybrid, true, "boot-a\nmount: bad option\n", "boot-b").kind, "remount");
+  assert.equal(planFavorDynmods(hybrid, true, "\nwhatever\n", "").kind, "remount");
+  assert.deepEqual(planFavorDynmods(noCgroup2, true, null, "boot-a"), { kind: "nothing", why: "no-cgroup2" });
+});
+
+test("cgroup-tuning: a remount is judged by the mount table: on, and every other root option kept", () => {
+  const before = hybrid.replace("cgroup2 rw", "cgroup2 rw,nsdelegate,memory_recursiveprot");
+
+  assert.deepEqual(cgroup2RootOptions(before), ["nsdelegate", "memory_recursiveprot"]);
+  assert.deepEqual(
+    judgeFavorDynmodsRemount(before, hybrid.replace("cgroup2 rw", "cgroup2 rw,nsdelegate,favordynmods,memory_recursiveprot")),
+    { ok: true },
+  );
+  assert.deepEqual(judgeFavorDynmodsRemount(before, hybrid.replace("cgroup2 rw", "cgroup2 rw,favordynmods")), {
+    ok: false,
+    reason: "the remount dropped cgroup2 options nsdelegate, memory_recursiveprot",
+  });
+  // Inside a non-initial cgroup namespace the kernel accepts the remount and ignores it.
+  assert.deepEqual(judgeFavorDynmodsRemount(before, before), {
+    ok: false,
+    reason: "the remount succeeded but favordynmods is still off (a cgroup namespace other than the host's?)",
   });
 });

@@ -56,30 +56,103 @@ export function favorDynmodsState(mountinfo: string): FavorDynmodsState {
   return { enabled, cgroup2MountPoint };
 }
 
-/** The outcome of {@link enableFavorDynmods}. */
+/** The root options of the cgroup2 mount (its super options, `rw` left out), in order. */
+export function cgroup2RootOptions(mountinfo: string): string[] | null {
+  for (const line of mountinfo.split("\n")) {
+    const separator = line.indexOf(" - ");
+    if (separator < 0) continue;
+    const [fsType, , superOptions = ""] = line.slice(separator + 3).split(" ");
+    if (fsType === "cgroup2") return superOptions.split(",").filter((option) => option !== "" && option !== "rw" && option !== "ro");
+  }
+  return null;
+}
+
+/** What to do about favordynmods at a start; pure. */
+export type FavorDynmodsPlan =
+  | { readonly kind: "nothing"; readonly why: "already-on" | "refused-by-host-config" | "refused-earlier-this-boot" | "no-cgroup2" }
+  | { readonly kind: "remount"; readonly mountPoint: string };
+
+/**
+ * Decides whether to remount: not when it is on already, when the host's configuration
+ * says no, when a remount failed earlier since this boot (`failedMarker` is the marker
+ * file's text, `bootId` this boot's id), or without a cgroup2 mount.
+ */
+export function planFavorDynmods(
+  mountinfo: string,
+  allowed: boolean,
+  failedMarker: string | null,
+  bootId: string,
+): FavorDynmodsPlan {
+  const state = favorDynmodsState(mountinfo);
+  if (state.enabled) return { kind: "nothing", why: "already-on" };
+  if (!allowed) return { kind: "nothing", why: "refused-by-host-config" };
+  if (failedMarker !== null && bootId !== "" && failedMarker.split("\n")[0] === bootId)
+    return { kind: "nothing", why: "refused-earlier-this-boot" };
+  if (state.cgroup2MountPoint === null) return { kind: "nothing", why: "no-cgroup2" };
+  return { kind: "remount", mountPoint: state.cgroup2MountPoint };
+}
+
+/**
+ * Judges a remount by the mount table before and after it; pure. It worked only if
+ * favordynmods is now on and every other root option is still there: a remount names
+ * the options it keeps, and the kernel turns off the ones it does not (nsdelegate,
+ * memory_recursiveprot…). Inside a cgroup namespace other than the host's, the kernel
+ * accepts the remount and ignores its options: that shows here as still off.
+ */
+export function judgeFavorDynmodsRemount(before: string, after: string): { ok: true } | { ok: false; reason: string } {
+  if (!favorDynmodsState(after).enabled)
+    return { ok: false, reason: "the remount succeeded but favordynmods is still off (a cgroup namespace other than the host's?)" };
+  const kept = new Set(cgroup2RootOptions(after) ?? []);
+  const lost = (cgroup2RootOptions(before) ?? []).filter((option) => !kept.has(option));
+  return lost.length === 0 ? { ok: true } : { ok: false, reason: `the remount dropped cgroup2 options ${lost.join(", ")}` };
+}
+
+/** The outcome of {@link remountFavorDynmods}. */
 export type FavorDynmodsChange =
-  | { readonly kind: "already-on" }
   | { readonly kind: "enabled"; readonly mountPoint: string }
   | { readonly kind: "unavailable"; readonly reason: string };
 
 /**
- * Turns favordynmods on by remounting cgroup2 with it, unless the mount table says it is
- * on already. Needs CAP_SYS_ADMIN; a kernel older than 6.0 refuses the option. Never
- * throws: a host that cannot have it only starts workers more slowly.
+ * Remounts cgroup2 at `mountPoint` with favordynmods, keeping its other options, then
+ * checks the mount table (see {@link judgeFavorDynmodsRemount}). Needs CAP_SYS_ADMIN; a
+ * kernel older than 6.0 refuses the option. Never throws: a host that cannot have it only
+ * starts workers more slowly.
+ *
+ * @param readMountinfo reads `/proc/self/mountinfo` (after the remount).
  */
-export function enableFavorDynmods(mountinfo: string): FavorDynmodsChange {
-  const state = favorDynmodsState(mountinfo);
-  if (state.enabled) return { kind: "already-on" };
-  if (state.cgroup2MountPoint === null) return { kind: "unavailable", reason: "no cgroup2 mount" };
-  // util-linux mount keeps the mount's other options on a remount.
-  const result = spawnSync("mount", ["-o", "remount,favordynmods", state.cgroup2MountPoint], {
+export function remountFavorDynmods(
+  mountPoint: string,
+  mountinfoBefore: string,
+  readMountinfo: () => string,
+): FavorDynmodsChange {
+  // --options-source mtab: the options come from the mount table, never from an fstab
+  // line for the same mount point (which libmount would otherwise prefer).
+  const result = spawnSync("mount", ["--options-source", "mtab", "-o", "remount,favordynmods", mountPoint], {
     encoding: "utf8",
     env: { PATH: "/usr/bin:/bin:/usr/sbin:/sbin" },
     timeout: 10_000,
   });
-  if (result.status === 0) return { kind: "enabled", mountPoint: state.cgroup2MountPoint };
-  // stderr is null when mount could not be run at all (result.error says why).
-  const stderr = result.stderr as string | null;
-  const why = (stderr ?? "").trim().split("\n")[0] ?? "";
-  return { kind: "unavailable", reason: why !== "" ? why : (result.error?.message ?? `mount exited ${result.status}`) };
+  if (result.status !== 0) {
+    // stderr is null when mount could not be run at all (result.error says why).
+    const stderr = result.stderr as string | null;
+    const why = (stderr ?? "").trim().split("\n")[0] ?? "";
+    return { kind: "unavailable", reason: why !== "" ? why : (result.error?.message ?? `mount exited ${result.status}`) };
+  }
+  let after: string;
+  try {
+    after = readMountinfo();
+  } catch (error: unknown) {
+    return { kind: "unavailable", reason: `cannot read the mount table after the remount: ${String(error)}` };
+  }
+  const judged = judgeFavorDynmodsRemount(mountinfoBefore, after);
+  if (judged.ok) return { kind: "enabled", mountPoint };
+  // Not expected with the options taken from the mount table; if it happens anyway, put
+  // back what the host had (favordynmods itself may stay on: from Linux 6.17 it cannot go).
+  const before = cgroup2RootOptions(mountinfoBefore) ?? [];
+  if (before.length > 0)
+    spawnSync("mount", ["--options-source", "mtab", "-o", `remount,${before.join(",")}`, mountPoint], {
+      env: { PATH: "/usr/bin:/bin:/usr/sbin:/sbin" },
+      timeout: 10_000,
+    });
+  return { kind: "unavailable", reason: judged.reason };
 }

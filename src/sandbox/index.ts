@@ -31,9 +31,13 @@ export {
 export { prepareJail, cleanupJail, readWorkerStatus, type PreparedJail } from "./prepare.js";
 export { cgroupLimitWrites, type CgroupWrite } from "./cgroups.js";
 export {
-  enableFavorDynmods,
+  cgroup2RootOptions,
   favorDynmodsState,
+  judgeFavorDynmodsRemount,
+  planFavorDynmods,
+  remountFavorDynmods,
   type FavorDynmodsChange,
+  type FavorDynmodsPlan,
   type FavorDynmodsState,
 } from "./cgroup-tuning.js";
 export { jailedProgramPid, findJailedProgram, readProcessNode, type ProcessNode } from "./worker-pid.js";
