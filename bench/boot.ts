@@ -4,7 +4,8 @@
  *   palisade   `palisade run` (the CLI process, console relayed by Palisade)
  *   bare       the QEMU command line Palisade generated (`--print-cmdline`), console on stdio
  *   q35        QEMU `-M q35` with its defaults, console on stdio
- * and the private memory of Palisade's own process while the VM runs.
+ * and the private memory of Palisade's own process while the VM runs. The order of the
+ * three rotates from run to run.
  *
  * `npm run bench -- boot-stress N` is in boot-stress.ts.
  */
@@ -29,10 +30,19 @@ export async function main(args: string[]): Promise<void> {
   for (const argv of [palisade, bare, q35]) await bootOnce(argv);
   const samples: Record<string, BootSample[]> = { palisade: [], bare: [], q35: [] };
   const memoryKiB: number[] = [];
+  // The order rotates from run to run: on this machine a boot's time depends on what ran
+  // just before it (a palisade boot right after another measured up to ~0.2 s slower, a
+  // bare one right after palisade faster), so a fixed order would favour one variant.
+  const variants: [string, () => Promise<BootSample>][] = [
+    ["palisade", () => bootOnce(palisade, { onRunning: (pid) => memoryKiB.push(privateMemoryKiB(pid)) })],
+    ["bare", () => bootOnce(bare)],
+    ["q35", () => bootOnce(q35)],
+  ];
   for (let run = 0; run < runs; run++) {
-    samples.palisade?.push(await bootOnce(palisade, { onRunning: (pid) => memoryKiB.push(privateMemoryKiB(pid)) }));
-    samples.bare?.push(await bootOnce(bare));
-    samples.q35?.push(await bootOnce(q35));
+    for (let step = 0; step < variants.length; step++) {
+      const entry = variants[(run + step) % variants.length];
+      if (entry !== undefined) samples[entry[0]]?.push(await entry[1]());
+    }
     process.stderr.write(`run ${run + 1}/${runs} done\n`);
   }
   printRows(samples, "bare");
