@@ -36,28 +36,16 @@ export interface GuestFile {
 /** Guest path of the list of modules `/init` loads at every boot, one name per line. */
 export const MODULE_LIST_PATH = "/etc/palisade/modules";
 
-// Runs as PID 1 under busybox ash. Every external command is a fork and exec, which
-// costs ~5-10 ms under TCG, so the script keeps them few and never sleeps.
-const INIT = `#!/bin/sh
-# Palisade guest init: the contract is docs/design/guest-image.md. Runs as PID 1.
-export PATH=/sbin:/bin:/usr/sbin:/usr/bin HOME=/root TERM=vt100
-# proc, sysfs, devtmpfs, tmpfs /tmp and /run from /etc/fstab in one exec; devpts needs
-# /dev/pts, which exists only once devtmpfs is mounted.
-mount -a
-exec </dev/console >/dev/console 2>&1
-mkdir -p /dev/pts /dev/shm /run/palisade
-mount -t devpts -o nosuid,noexec,gid=5,mode=0620,ptmxmode=0666 devpts /dev/pts
-
-# Drivers. First the modules that drive no device (file systems and the like), listed by
-# the image builder; modprobe loads their dependencies from modules.dep.
-modules=
-while read -r module; do modules="$modules \${module##*/}"; done <${MODULE_LIST_PATH}
-if [ -n "$modules" ]; then modprobe -a $modules || echo "palisade-init: some modules did not load"; fi
-# Then coldplug: the driver of each device the VM has, from the modalias the device shows
-# in sysfs (input is a class, not a bus) and the image's modules.alias. Loading a driver can reveal more devices
-# (virtio_mmio's virtio devices, the power button's input device), so this goes on while
-# new ones appear, at most 8 rounds. A VM loads the drivers of its own devices only:
-# loading all the image's drivers cost ~0.12 s of each boot.
+/**
+ * The part of `/init` that loads drivers by device (coldplug), kept apart so a host-side
+ * test can run it against a fake sysfs (`guest-files.test.ts`). Loading a driver can reveal
+ * more devices, so it loops while new modaliases appear, at most 8 rounds.
+ */
+export const COLDPLUG = `# Then coldplug: the driver of each device the VM has, from the modalias the device shows
+# in sysfs (input is a class, not a bus) and the image's modules.alias. Loading a driver
+# can reveal more devices (virtio_mmio's virtio devices, the power button's input device),
+# so this goes on while new ones appear, at most 8 rounds. A VM loads the drivers of its
+# own devices only, not every driver of the image.
 seen=" "
 round=0
 while [ $round -lt 8 ]; do
@@ -75,7 +63,26 @@ while [ $round -lt 8 ]; do
   set +f
   round=$((round + 1))
 done
+`;
 
+// Runs as PID 1 under busybox ash. Every external command is a fork and exec, which
+// costs ~5-10 ms under TCG, so the script keeps them few and never sleeps.
+const INIT = `#!/bin/sh
+# Palisade guest init: the contract is docs/design/guest-image.md. Runs as PID 1.
+export PATH=/sbin:/bin:/usr/sbin:/usr/bin HOME=/root TERM=vt100
+# proc, sysfs, devtmpfs, tmpfs /tmp and /run from /etc/fstab in one exec; devpts needs
+# /dev/pts, which exists only once devtmpfs is mounted.
+mount -a
+exec </dev/console >/dev/console 2>&1
+mkdir -p /dev/pts /dev/shm /run/palisade
+mount -t devpts -o nosuid,noexec,gid=5,mode=0620,ptmxmode=0666 devpts /dev/pts
+
+# Drivers. First the modules that drive no device (file systems and the like), listed by
+# the image builder; modprobe loads their dependencies from modules.dep.
+modules=
+while read -r module; do modules="$modules \${module##*/}"; done <${MODULE_LIST_PATH}
+if [ -n "$modules" ]; then modprobe -a $modules || echo "palisade-init: some modules did not load"; fi
+${COLDPLUG}
 # palisade.net=dhcp (default) | none | ADDRESS/PREFIX[,GATEWAY] on the kernel command line.
 net=dhcp
 read -r cmdline </proc/cmdline
