@@ -139,19 +139,15 @@ function tuneCgroups(stateDir: string): string | null {
   };
   const mountinfo = read("/proc/self/mountinfo");
   if (mountinfo === null) return null;
-  const plan = planFavorDynmods(
-    mountinfo,
-    readHostConfig().cgroupFavorDynmods,
-    read(marker),
-    read("/proc/sys/kernel/random/boot_id")?.trim() ?? "",
-  );
+  const bootId = read("/proc/sys/kernel/random/boot_id")?.trim() ?? "";
+  const plan = planFavorDynmods(mountinfo, readHostConfig().cgroupFavorDynmods, read(marker), bootId);
   if (plan.kind === "nothing") return null;
   const change = remountFavorDynmods(plan.mountPoint, mountinfo, () => readFileSync("/proc/self/mountinfo", "utf8"));
   if (change.kind === "enabled")
     return `host: turned on favordynmods on ${change.mountPoint}, so workers join their cgroups without waiting for an RCU grace period (host-wide until reboot; "cgroupFavorDynmods": false in /etc/palisade/host.json keeps it off)`;
   try {
     mkdirSync(stateDir, { recursive: true, mode: 0o700 });
-    writeFileSync(marker, `${read("/proc/sys/kernel/random/boot_id")?.trim() ?? ""}\n${change.reason}\n`, { mode: 0o600 });
+    writeFileSync(marker, `${bootId}\n${change.reason}\n`, { mode: 0o600 });
   } catch {
     // Without the marker the next start asks again: slower, not wrong.
   }

@@ -42,7 +42,10 @@ test("guest-files: the module list has one module name per line, in the order gi
  * stub `modprobe` that logs its arguments and runs `onProbe` (a shell snippet that may
  * make new devices appear, as a driver does).
  */
-function runColdplug(root: string, onProbe: string): { status: number | null; calls: string[]; stderr: string } {
+function runColdplug(
+  root: string,
+  onProbe: string,
+): { status: number | null; calls: string[]; stderr: string } {
   const bin = join(root, "bin");
   mkdirSync(bin, { recursive: true });
   writeFileSync(
@@ -58,8 +61,20 @@ function runColdplug(root: string, onProbe: string): { status: number | null; ca
     env: { PATH: `${bin}:/usr/bin:/bin` },
     timeout: 10_000,
   });
-  const calls = existsSync(join(root, "calls")) ? readFileSync(join(root, "calls"), "utf8").trim().split("\n") : [];
+  const calls = existsSync(join(root, "calls"))
+    ? readFileSync(join(root, "calls"), "utf8").trim().split("\n")
+    : [];
   return { status: run.status, calls, stderr: run.stderr };
+}
+
+/** Runs `body` with a fresh temporary directory, removed afterwards. */
+function withTempRoot(body: (root: string) => void): void {
+  const root = mkdtempSync(join(tmpdir(), "palisade-coldplug-"));
+  try {
+    body(root);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
 }
 
 function device(root: string, path: string, modalias: string): void {
@@ -71,8 +86,7 @@ test(
   "guest-files: coldplug asks modprobe for each device once, again as drivers reveal devices, then stops",
   { skip: !existsSync("/bin/busybox") && "no /bin/busybox" },
   () => {
-    const root = mkdtempSync(join(tmpdir(), "palisade-coldplug-"));
-    try {
+    withTempRoot((root) => {
       device(root, "bus/acpi/devices/LNRO0005:00", "acpi:LNRO0005:");
       device(root, "bus/acpi/devices/LNRO0005:01", "acpi:LNRO0005:");
       device(root, "bus/acpi/devices/PNP0C0C:00", "acpi:PNP0C0C:");
@@ -90,9 +104,7 @@ test(
         "-a|-q|acpi:LNRO0005:|acpi:PNP0C0C:|",
         "-a|-q|virtio:d00000004v554D4551|input:b0019v0000p0001e0000-e0,1,k74,ramlsfw|",
       ]);
-    } finally {
-      rmSync(root, { recursive: true, force: true });
-    }
+    });
   },
 );
 
@@ -100,8 +112,7 @@ test(
   "guest-files: coldplug passes a hostile modalias to modprobe as data, and ends when devices keep appearing",
   { skip: !existsSync("/bin/busybox") && "no /bin/busybox" },
   () => {
-    const root = mkdtempSync(join(tmpdir(), "palisade-coldplug-"));
-    try {
+    withTempRoot((root) => {
       // A glob that matches files in the working directory must reach modprobe unexpanded.
       writeFileSync(join(root, "calls-decoy"), "");
       device(root, "bus/pci/devices/0000:00:01.0", "calls*");
@@ -116,8 +127,6 @@ test(
       assert.ok(calls[0]?.includes("|calls*|"), calls[0]);
       assert.ok(calls[0]?.includes("|$(touch|pwned)|`touch|pwned2`|"), calls[0]);
       assert.equal(existsSync(join(root, "pwned")) || existsSync(join(root, "pwned2")), false);
-    } finally {
-      rmSync(root, { recursive: true, force: true });
-    }
+    });
   },
 );

@@ -3,11 +3,11 @@
  * boot, and the `modules.alias` that maps a device to its driver. Pure: the builder
  * passes each module's `.modinfo` (see `modinfo.ts`).
  *
- * Why: loading every driver of the image at every boot cost ~0.12 s of emulated CPU
- * (measured 2026-11-23: 449 ms from `Run /init` to the prompt with all 18 modules, 327 ms
- * with the 9 a microvm guest has devices for), mostly signature checks of drivers for
- * devices the VM does not have. A VM gets only the devices its policy grants, so it now
- * loads only their drivers, as udev does on a full system.
+ * Why: `/init` loaded all 18 modules of the image at every boot, drivers for devices the
+ * VM does not have included (virtio_pci on a machine without PCI). A VM gets only the
+ * devices its policy grants, so it now loads only their drivers, as udev does on a full
+ * system: 9 modules on microvm, and `/init`'s module phase went from 150 to 130 ms
+ * (the prompt ~29 ms sooner, 10 paired boots, 2026-12-07; docs/design/boot-path.md).
  *
  * Reference: Linux `scripts/mod/file2alias.c` (the `bus:…` alias each device table
  * becomes), kmod's `modules.alias` format (`alias PATTERN MODULE`, fnmatch patterns).

@@ -35,41 +35,54 @@ function unescapeMountPath(path: string): string {
   return path.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(parseInt(octal, 8)));
 }
 
+/** A cgroup or cgroup2 mount: where, and its file system's (root's) options. */
+interface CgroupMount {
+  readonly fsType: "cgroup" | "cgroup2";
+  readonly mountPoint: string;
+  readonly superOptions: readonly string[];
+}
+
 /**
- * Reads `/proc/self/mountinfo` text; pure. Lines that do not parse are skipped.
- * Format (proc(5)): `ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [TAGS…] - FSTYPE SOURCE SUPEROPTIONS`.
+ * The cgroup mounts in `/proc/self/mountinfo` text, in order; pure. Lines that do not
+ * parse are skipped. Format (proc(5)):
+ * `ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [TAGS…] - FSTYPE SOURCE SUPEROPTIONS`.
  */
-export function favorDynmodsState(mountinfo: string): FavorDynmodsState {
-  let enabled = false;
-  let cgroup2MountPoint: string | null = null;
+function cgroupMounts(mountinfo: string): CgroupMount[] {
+  const mounts: CgroupMount[] = [];
   for (const line of mountinfo.split("\n")) {
     const separator = line.indexOf(" - ");
     if (separator < 0) continue;
-    const before = line.slice(0, separator).split(" ");
+    const mountPoint = line.slice(0, separator).split(" ")[4];
     const [fsType, , superOptions = ""] = line.slice(separator + 3).split(" ");
-    if (fsType !== "cgroup" && fsType !== "cgroup2") continue;
-    if (superOptions.split(",").includes("favordynmods")) enabled = true;
-    const mountPoint = before[4];
-    if (fsType === "cgroup2" && cgroup2MountPoint === null && mountPoint !== undefined)
-      cgroup2MountPoint = unescapeMountPath(mountPoint);
+    if ((fsType !== "cgroup" && fsType !== "cgroup2") || mountPoint === undefined) continue;
+    mounts.push({ fsType, mountPoint: unescapeMountPath(mountPoint), superOptions: superOptions.split(",") });
   }
-  return { enabled, cgroup2MountPoint };
+  return mounts;
+}
+
+/** What the mount table says about favordynmods; pure. */
+export function favorDynmodsState(mountinfo: string): FavorDynmodsState {
+  const mounts = cgroupMounts(mountinfo);
+  return {
+    enabled: mounts.some((mount) => mount.superOptions.includes("favordynmods")),
+    cgroup2MountPoint: mounts.find((mount) => mount.fsType === "cgroup2")?.mountPoint ?? null,
+  };
 }
 
 /** The root options of the cgroup2 mount (its super options, `rw` left out), in order. */
 export function cgroup2RootOptions(mountinfo: string): string[] | null {
-  for (const line of mountinfo.split("\n")) {
-    const separator = line.indexOf(" - ");
-    if (separator < 0) continue;
-    const [fsType, , superOptions = ""] = line.slice(separator + 3).split(" ");
-    if (fsType === "cgroup2") return superOptions.split(",").filter((option) => option !== "" && option !== "rw" && option !== "ro");
-  }
-  return null;
+  const mount = cgroupMounts(mountinfo).find((candidate) => candidate.fsType === "cgroup2");
+  return mount === undefined
+    ? null
+    : mount.superOptions.filter((option) => option !== "" && option !== "rw" && option !== "ro");
 }
 
 /** What to do about favordynmods at a start; pure. */
 export type FavorDynmodsPlan =
-  | { readonly kind: "nothing"; readonly why: "already-on" | "refused-by-host-config" | "refused-earlier-this-boot" | "no-cgroup2" }
+  | {
+      readonly kind: "nothing";
+      readonly why: "already-on" | "refused-by-host-config" | "refused-earlier-this-boot" | "no-cgroup2";
+    }
   | { readonly kind: "remount"; readonly mountPoint: string };
 
 /**
@@ -99,12 +112,21 @@ export function planFavorDynmods(
  * memory_recursiveprot…). Inside a cgroup namespace other than the host's, the kernel
  * accepts the remount and ignores its options: that shows here as still off.
  */
-export function judgeFavorDynmodsRemount(before: string, after: string): { ok: true } | { ok: false; reason: string } {
+export function judgeFavorDynmodsRemount(
+  before: string,
+  after: string,
+): { ok: true } | { ok: false; reason: string } {
   if (!favorDynmodsState(after).enabled)
-    return { ok: false, reason: "the remount succeeded but favordynmods is still off (a cgroup namespace other than the host's?)" };
+    return {
+      ok: false,
+      reason:
+        "the remount succeeded but favordynmods is still off (a cgroup namespace other than the host's?)",
+    };
   const kept = new Set(cgroup2RootOptions(after) ?? []);
   const lost = (cgroup2RootOptions(before) ?? []).filter((option) => !kept.has(option));
-  return lost.length === 0 ? { ok: true } : { ok: false, reason: `the remount dropped cgroup2 options ${lost.join(", ")}` };
+  return lost.length === 0
+    ? { ok: true }
+    : { ok: false, reason: `the remount dropped cgroup2 options ${lost.join(", ")}` };
 }
 
 /** The outcome of {@link remountFavorDynmods}. */
@@ -136,7 +158,10 @@ export function remountFavorDynmods(
     // stderr is null when mount could not be run at all (result.error says why).
     const stderr = result.stderr as string | null;
     const why = (stderr ?? "").trim().split("\n")[0] ?? "";
-    return { kind: "unavailable", reason: why !== "" ? why : (result.error?.message ?? `mount exited ${result.status}`) };
+    return {
+      kind: "unavailable",
+      reason: why !== "" ? why : (result.error?.message ?? `mount exited ${result.status}`),
+    };
   }
   let after: string;
   try {
